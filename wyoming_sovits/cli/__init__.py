@@ -1,0 +1,1 @@
+"""Sub-commands of ``wyoming-sovits``; see ``wyoming_sovits.__main__``."""

@@ -1,0 +1,1 @@
+"""Pure torch model definitions: one config dataclass and one module per file."""
