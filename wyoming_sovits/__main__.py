@@ -18,7 +18,16 @@ from collections.abc import Sequence
 
 from . import __version__
 
-_COMMANDS = ("serve", "models", "voice", "health", "doctor", "download")
+# command name -> module in wyoming_sovits/cli/
+_COMMANDS = {
+    "serve": "serve",
+    "models": "models",
+    "voice": "voice",
+    "speak": "speak",
+    "health": "health",
+    "doctor": "doctor",
+    "addon-run": "addon_run",
+}
 _DEFAULT_COMMAND = "serve"
 ENV_ARGS = "WYOMING_SOVITS_ARGS"
 
@@ -30,11 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
+    for module_name in _COMMANDS.values():
+        qualified = f"wyoming_sovits.cli.{module_name}"
         try:
-            module = importlib.import_module(f"wyoming_sovits.cli.{name}")
+            module = importlib.import_module(qualified)
         except ModuleNotFoundError as err:
-            if err.name != f"wyoming_sovits.cli.{name}":
+            if err.name != qualified:
                 raise
             continue  # command not built yet
         module.add_parser(subparsers)
