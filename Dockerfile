@@ -8,7 +8,7 @@ FROM python:3.11-slim-bookworm
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsndfile1 build-essential \
+    && apt-get install -y --no-install-recommends libsndfile1 build-essential cmake open-jtalk-mecab-naist-jdic \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -17,7 +17,7 @@ COPY script ./script
 COPY wyoming_sovits ./wyoming_sovits
 # The same install script CI runs in a fresh virtualenv; here torch comes from PyPI (CUDA build).
 RUN TORCH_SPEC="torch>=2.3,<3" VENV=/app/.venv script/setup \
-    && apt-get purge -y build-essential && apt-get autoremove -y \
+    && apt-get purge -y build-essential cmake && apt-get autoremove -y \
     && useradd --create-home --uid 1000 sovits \
     && mkdir -p /data && chown sovits:sovits /data
 

@@ -1,0 +1,194 @@
+"""English frontend against the reference's golden records, plus smart-home forms.
+
+Layer 1: ``g2p(norm_text)`` reproduces the reference phones (and ids) exactly.
+Layer 2: ``normalize(text)`` equals the reference's norm_text, except for the records in
+``tests/data/text_deviations/en.yaml``, which must still differ in exactly the listed way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wyoming_sovits.text.en_normalize import normalize
+from wyoming_sovits.text.g2p_en import clean, english_g2p, g2p
+from wyoming_sovits.text.symbols import phones_to_ids
+
+DATA = Path(__file__).parent / "data"
+TEXT = DATA / "contract" / "text"
+DEVIATIONS = DATA / "text_deviations" / "en.yaml"
+
+
+def _records() -> list[dict[str, Any]]:
+    """clean_en records plus every en segment of segment_mixed, without repeats."""
+    records = [json.loads(line) for line in (TEXT / "clean_en.jsonl").read_text().splitlines()]
+    for line in (TEXT / "segment_mixed.jsonl").read_text().splitlines():
+        mixed = json.loads(line)
+        sentences = mixed["preprocess"]["sentences"]
+        for seg in mixed["segments"] + [s for sent in sentences for s in sent["segments"]]:
+            if seg["language"] == "en":
+                records.append(seg)
+    unique = {(r["text"], r["norm_text"]): r for r in records}
+    return list(unique.values())
+
+
+RECORDS = _records()
+DEVIATION_LIST: list[dict[str, str]] = yaml.safe_load(DEVIATIONS.read_text())
+BY_INPUT = {d["input"]: d for d in DEVIATION_LIST}
+
+
+def test_corpus_is_complete() -> None:
+    assert len(RECORDS) >= 64 + 10
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r["text"][:40])
+def test_phones_match_reference(record: dict[str, Any]) -> None:
+    phones, word2ph = g2p(record["norm_text"])
+    assert word2ph is None
+    assert phones == record["phones"]
+    assert phones_to_ids(phones, "v2") == record["ids"]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: r["text"][:40])
+def test_normalization_matches_reference_or_listed_fix(record: dict[str, Any]) -> None:
+    ours = normalize(record["text"])
+    listed = BY_INPUT.get(record["text"])
+    if listed is None:
+        assert ours == record["norm_text"]
+        return
+    assert listed["reference"] == record["norm_text"], "deviation file is stale"
+    assert ours == listed["ours"]
+    assert ours != record["norm_text"], "listed deviation no longer differs: remove it"
+
+
+def test_every_listed_deviation_is_a_corpus_record() -> None:
+    inputs = {r["text"] for r in RECORDS}
+    assert [d["input"] for d in DEVIATION_LIST if d["input"] not in inputs] == []
+    assert all(d["why"].strip() for d in DEVIATION_LIST)
+
+
+@pytest.mark.parametrize(
+    ("word", "tag", "phones"),
+    [
+        ("read", "VBD", ["R", "EH1", "D"]),
+        ("read", "VBP", ["R", "IY1", "D"]),
+        ("read", "VB", ["R", "IY1", "D"]),  # a tag that is a prefix of VBP counts
+        # g2p_en's table gives the verb reading AA1 ... EH0 (sic); we follow it.
+        ("object", "VB", ["AA1", "B", "JH", "EH0", "K", "T"]),
+        ("object", "NN", ["AH0", "B", "JH", "EH1", "K", "T"]),
+        ("complex", "JJ", ["K", "AH0", "M", "P", "L", "EH1", "K", "S"]),
+    ],
+)
+def test_homograph_rule(word: str, tag: str, phones: list[str]) -> None:
+    assert english_g2p()._token(word, tag) == phones
+
+
+SMART_HOME = [
+    ("It is 21.5°C inside.", "It is twenty-one point five degrees celsius inside."),
+    ("It is 21.5 °C inside.", "It is twenty-one point five degrees celsius inside."),
+    ("Outside it is 70°F.", "Outside it is seventy degrees fahrenheit."),
+    ("Set it to 22℃.", "Set it to twenty-two degrees celsius."),
+    ("Heat to 30°.", "Heat to thirty degrees."),
+    ("It will drop to -5°C tonight.", "It will drop to negative five degrees celsius tonight."),
+    ("Humidity is 15%.", "Humidity is fifteen percent."),
+    ("Wake me at 10am.", "Wake me at ten A. M."),
+    ("The show is at 9PM tonight.", "The show is at nine p.m. tonight."),
+    ("Meet at 7:05 a.m.", "Meet at seven oh five A. M."),
+    ("Dinner at 18:30.", "Dinner at six thirty p.m."),
+    ("It's 0:15 now.", "It's twelve fifteen A. M. now."),
+    ("Due 12/31/2024.", "Due December thirty-first, twenty twenty-four."),
+    ("Due 25/12/2024.", "Due December twenty-fifth, twenty twenty-four."),
+    ("Updated on 2025-01-05.", "Updated on January fifth, twenty twenty-five."),
+    ("That costs $5.99.", "That costs five dollars and ninety-nine cents."),
+    ("That costs €4.50.", "That costs four euros and fifty cents."),
+    ("That costs 3€.", "That costs three euros."),
+    ("That costs £1.", "That costs one pound."),
+    ("Dr. Jones is here.", "Doctor Jones is here."),
+    ("Mr. and Mrs. Lee called.", "Mr. and Mrs. Lee called."),
+    ("Turn left on Elm St. now.", "Turn left on Elm Street now."),
+    ("I live on Main St.", "I live on Main Street."),
+    ("St. Louis is cold.", "Saint Louis is cold."),
+    ("Prof. Chen called.", "Professor Chen called."),
+    ("Used 12.5 kWh today.", "Used twelve point five kilowatt hours today."),
+    ("A 60W bulb.", "A sixty watts bulb."),
+    ("Drive at 30 mph.", "Drive at thirty miles per hour."),
+    ("Wait 10 min please.", "Wait ten minutes please."),
+    ("Music from the 1990s.", "Music from the nineteen nineties."),
+    ("Gate B12 is open.", "Gate B twelve is open."),
+    ("Call 555-1234 now.", "Call five five five, one two three four now."),
+    ("Set it to 21. Thanks!", "Set it to twenty-one. Thanks!"),
+    ("It’s on.", "It's on."),
+    ("Kitchen\nlights on", "Kitchen lights on"),
+    ("Hmm... ok!!!", "Hmm. ok!"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SMART_HOME, ids=[t for t, _ in SMART_HOME])
+def test_smart_home_forms(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "...", "?!", "😀🏠", "\x00\x07\x1b[0m", "é", "ß", "İ", "你好", "-", "'", "1" * 200],
+)
+def test_bad_input_gives_valid_phones(text: str) -> None:
+    phones, word2ph, norm = clean(text)
+    assert word2ph is None
+    assert isinstance(norm, str)
+    assert len(phones) >= 1
+    phones_to_ids(phones, "v2")  # every phone is a v2 symbol
+
+
+def test_short_input_is_padded_once() -> None:
+    assert g2p("")[0] == [","]
+    assert g2p("Hi")[0] == [",", "HH", "AY1"]
+    assert g2p("Hello there.")[0][0] != ","
+
+
+def test_long_text_and_long_words() -> None:
+    text = ("The kitchen light is on; it is 21.5°C and Wi-Fi works. " * 1800)[:100_000]
+    start = time.perf_counter()
+    phones, _, norm = clean(text)
+    assert len(norm) > 50_000 and len(phones) > 50_000
+    assert time.perf_counter() - start < 60
+    start = time.perf_counter()
+    phones = clean("xq" * 5000)[0]
+    assert len(phones) > 100
+    assert time.perf_counter() - start < 30
+
+
+def test_clean_is_fast_after_warm_up() -> None:
+    sentence = (
+        "Good morning! It's 7:30 a.m. and the living room is at 21.5°C, "
+        "so I turned the heating down and closed the kitchen blinds."
+    )
+    assert len(sentence.split()) >= 20
+    english_g2p()
+    for _ in range(20):
+        clean(sentence)
+    runs = 200
+    start = time.perf_counter()
+    for _ in range(runs):
+        clean(sentence)
+    per_call_ms = (time.perf_counter() - start) / runs * 1000
+    print(f"clean() of a 20-word sentence: {per_call_ms:.2f} ms")
+    assert per_call_ms < 50  # target is < 5 ms on one free core; shared CI is slower
+
+
+def test_import_pulls_in_neither_torch_nor_g2p_en() -> None:
+    code = (
+        "import sys\n"
+        "from wyoming_sovits.text.g2p_en import clean\n"
+        "clean('Read the book.')\n"
+        "bad = [m for m in ('torch', 'g2p_en.g2p', 'g2p_en') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

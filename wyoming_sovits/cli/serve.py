@@ -1,0 +1,260 @@
+"""``wyoming-sovits serve``: load the model, warm up, then answer Wyoming clients.
+
+Order matters for Home Assistant: the model is loaded and the default voice warmed up
+*before* the server listens, so the first ``describe`` (1 s timeout) and the first
+synthesis (wyoming-bench's 8 s probe) never wait for a cold model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import logging
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from wyoming.server import AsyncServer
+
+from ..engine import Engine, SynthesisBackend, WarmUpError
+from ..handler import SovitsEventHandler
+from ..settings import DEVICES, DTYPES, ServerSettings, SettingsError
+from ..voices import VoiceRegistry
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_URI = "tcp://0.0.0.0:10200"
+_MDNS_TARGET_IP = "224.0.0.251"
+
+
+class ServeError(RuntimeError):
+    """The server cannot start; the message says what to fix."""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the Wyoming TTS server (default command)",
+        description="Run the Wyoming TTS server for Home Assistant.",
+    )
+    parser.add_argument(
+        "--uri", default=DEFAULT_URI, help="tcp://HOST:PORT, unix://PATH or stdio://"
+    )
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        type=Path,
+        help="folder with model weights (repeatable; default: ./data)",
+    )
+    parser.add_argument(
+        "--voices-dir", type=Path, default=Path("voices"), help="folder of voices/<name>/voice.yaml"
+    )
+    parser.add_argument("--default-voice", help="voice used when a request names none")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto")
+    parser.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="announce the server over mDNS (optionally under NAME)",
+    )
+    parser.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="do not advertise streaming synthesis (synthesize-start/chunk/stop)",
+    )
+    parser.add_argument("--samples-per-chunk", type=int, default=1024)
+    parser.add_argument(
+        "--max-text-chars", type=int, default=4000, help="longest accepted text (0: no limit)"
+    )
+    parser.add_argument(
+        "--prompt-cache-size", type=int, default=8, help="prepared voice prompts kept"
+    )
+    parser.add_argument(
+        "--phrase-cache-size", type=int, default=64, help="synthesised phrases kept (0: off)"
+    )
+    parser.add_argument(
+        "--phrase-cache-any",
+        action="store_true",
+        help="cache phrases even without a fixed seed in the voice's synthesis settings",
+    )
+    parser.add_argument("--no-warm-up", action="store_true", help="skip the warm-up synthesis")
+    parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
+    parser.add_argument("--log-format", help="Python logging format string")
+    # Developer flag: run with another backend, given as module:factory or
+    # path/to/file.py:factory, called with the settings (e.g. tests/fake_backend.py:make),
+    # so the protocol can be tested without model files.
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        uri=args.uri,
+        data_dirs=tuple(args.data_dir or [Path("data")]),
+        voices_dir=args.voices_dir,
+        default_voice=args.default_voice,
+        device=args.device,
+        dtype=args.dtype,
+        streaming=not args.no_streaming,
+        samples_per_chunk=args.samples_per_chunk,
+        max_text_chars=args.max_text_chars,
+        zeroconf=args.zeroconf is not None,
+        zeroconf_name=args.zeroconf or None,
+        prompt_cache_size=args.prompt_cache_size,
+        phrase_cache_size=args.phrase_cache_size,
+        phrase_cache_nondeterministic=args.phrase_cache_any,
+        warm_up=not args.no_warm_up,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+        registry, default_voice = _load_voices(settings)
+        settings = _with_default_voice(settings, default_voice)
+        backend = load_backend(args.backend, settings)
+    except (ServeError, SettingsError) as err:
+        _LOGGER.error("%s", err)
+        return 1
+    engine = Engine(backend, registry, settings)
+    engine.start()
+    try:
+        if settings.warm_up:
+            engine.warm_up([default_voice])
+        asyncio.run(serve(settings, engine, registry))
+    except WarmUpError as err:
+        _LOGGER.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        _LOGGER.info("Interrupted")
+    finally:
+        engine.close()
+    return 0
+
+
+def _load_voices(settings: ServerSettings) -> tuple[VoiceRegistry, str]:
+    registry = VoiceRegistry(settings.voices_dir)
+    names = [voice.name for voice in registry.scan()]
+    if not names:
+        problems = "; ".join(str(err) for err in registry.errors.values())
+        raise ServeError(
+            f"No usable voice in {settings.voices_dir.resolve()}"
+            + (f" ({problems})" if problems else "")
+            + ": add voices/<name>/voice.yaml as described in voices/README.md"
+        )
+    default = settings.default_voice or names[0]
+    if default not in names:
+        raise ServeError(f"--default-voice {default!r} not found; available: {', '.join(names)}")
+    _LOGGER.info("Voices: %s (default %s)", ", ".join(names), default)
+    return registry, default
+
+
+def _with_default_voice(settings: ServerSettings, name: str) -> ServerSettings:
+    return dataclasses.replace(settings, default_voice=name)
+
+
+def load_backend(spec: str | None, settings: ServerSettings) -> SynthesisBackend:
+    """The GPT-SoVITS pipeline, or ``module:factory`` (developer flag ``--backend``)."""
+    if spec:
+        factory = _load_factory(spec)
+        backend: SynthesisBackend = factory(settings)
+        return backend
+    try:
+        from ..pipeline import Pipeline  # heavy: torch and the models
+    except ImportError as err:
+        raise ServeError(
+            f"The synthesis pipeline cannot be imported ({err}); "
+            "install the package with its dependencies (torch, …)"
+        ) from err
+    models_dir = next((d for d in settings.data_dirs if d.is_dir()), settings.data_dirs[0])
+    _LOGGER.info(
+        "Loading models from %s (device %s, dtype %s)", models_dir, settings.device, settings.dtype
+    )
+    try:
+        pipeline: SynthesisBackend = Pipeline.load(models_dir, settings.device, settings.dtype)
+    except (OSError, ValueError) as err:
+        raise ServeError(f"Loading the models from {models_dir} failed: {err}") from err
+    return pipeline
+
+
+def _load_factory(spec: str) -> Any:
+    """``module:factory`` or ``path/to/file.py:factory`` (``factory`` defaults to ``make``)."""
+    target, _, attr = spec.rpartition(":") if ":" in spec else (spec, "", "make")
+    try:
+        if target.endswith(".py"):
+            path = Path(target).resolve()
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise ImportError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module  # dataclasses look their module up here
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        return getattr(module, attr or "make")
+    except (ImportError, AttributeError, OSError) as err:
+        raise ServeError(f"--backend {spec!r}: cannot load the factory ({err})") from err
+
+
+async def serve(settings: ServerSettings, engine: Engine, registry: VoiceRegistry) -> None:
+    """Listen on ``settings.uri`` until SIGTERM (handled by the wyoming server) or EOF."""
+    server = AsyncServer.from_uri(settings.uri)
+    handler_factory = functools.partial(
+        SovitsEventHandler, engine=engine, registry=registry, settings=settings
+    )
+    zeroconf = await _announce(settings) if settings.zeroconf else None
+    _LOGGER.info("Ready on %s", settings.uri)
+    try:
+        await server.run(handler_factory)
+    finally:
+        if zeroconf is not None:
+            await zeroconf.async_close()
+    _LOGGER.info("Stopped")
+
+
+async def _announce(settings: ServerSettings) -> Any:
+    """Register ``_wyoming._tcp`` over mDNS with the LAN address (never 0.0.0.0)."""
+    parsed = urlparse(settings.uri)
+    if parsed.scheme != "tcp" or parsed.port is None:
+        _LOGGER.warning("--zeroconf needs a tcp:// URI; not announcing %s", settings.uri)
+        return None
+    try:
+        from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+    except ImportError:
+        _LOGGER.error("--zeroconf needs the zeroconf package (pip install zeroconf)")
+        return None
+    host = parsed.hostname
+    if not host or host in ("0.0.0.0", "::"):
+        try:
+            host = _lan_address()
+        except OSError as err:
+            _LOGGER.error("Cannot find the LAN address for zeroconf (%s); not announcing", err)
+            return None
+    name = settings.zeroconf_name or f"sovits-{uuid.getnode():012x}"
+    info = AsyncServiceInfo(
+        "_wyoming._tcp.local.",
+        f"{name}._wyoming._tcp.local.",
+        addresses=[socket.inet_aton(host)],
+        port=parsed.port,
+    )
+    zeroconf = AsyncZeroconf()
+    await zeroconf.async_register_service(info)
+    _LOGGER.info("Announced %s at %s:%s over zeroconf", name, host, parsed.port)
+    return zeroconf
+
+
+def _lan_address() -> str:
+    """The address other hosts reach us at: the source of a (never sent) multicast route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((_MDNS_TARGET_IP, 1))
+        address: str = sock.getsockname()[0]
+    return address
