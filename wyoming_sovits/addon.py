@@ -57,9 +57,9 @@ def options_to_argv(options: Mapping[str, Any], *, data_dir: str = ADDON_DATA_DI
     for name, (when_true, when_false) in _BOOL_FLAGS.items():
         if name not in options:
             continue
-        flag = when_true if options[name] else when_false
-        if flag:
-            argv.append(flag)
+        bool_flag = when_true if options[name] else when_false
+        if bool_flag:
+            argv.append(bool_flag)
     return argv
 
 
