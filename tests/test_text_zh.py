@@ -1,0 +1,155 @@
+"""Mandarin frontend against the golden corpus (phones exact; normalization exact or listed).
+
+Layer 1: ``g2p(norm_text)`` of every golden zh record and zh segment gives the golden
+phones, word2ph and ids. Layer 2: ``normalize(text)`` gives the golden norm_text, except
+the deviations listed in ``tests/data/text_deviations/zh.yaml`` (which must still differ).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wyoming_sovits.text import g2p_zh
+from wyoming_sovits.text.symbols import UNK, phones_to_ids, symbol_to_id
+
+DATA = Path(__file__).parent / "data"
+TEXT_DIR = DATA / "contract" / "text"
+
+
+def golden(lang: str) -> list[dict[str, Any]]:
+    """Clean records of ``lang`` plus the segments of that language in segment_mixed."""
+    lines = (TEXT_DIR / f"clean_{lang}.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    seen = {r["text"] for r in records}
+    for line in (TEXT_DIR / "segment_mixed.jsonl").read_text(encoding="utf-8").splitlines():
+        mixed = json.loads(line)
+        segments = list(mixed["segments"])
+        for sentence in mixed["preprocess"]["sentences"]:
+            segments += sentence["segments"]
+        for segment in segments:
+            if segment["language"] == lang and segment["text"] not in seen:
+                seen.add(segment["text"])
+                records.append(segment)
+    return records
+
+
+def deviations(lang: str) -> dict[str, dict[str, str]]:
+    entries = yaml.safe_load((DATA / "text_deviations" / f"{lang}.yaml").read_text("utf-8"))
+    return {entry["input"]: entry for entry in entries}
+
+
+RECORDS = golden("zh")
+DEVIATIONS = deviations("zh")
+
+
+def _ids(record: dict[str, Any]) -> str:
+    return record["text"][:24]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=_ids)
+def test_phonemes(record: dict[str, Any]) -> None:
+    phones, word2ph = g2p_zh.g2p(record["norm_text"])
+    pause = g2p_zh.special_pause(record["text"])
+    if pause is not None:
+        phones = [pause if p == "," else p for p in phones]
+    table = symbol_to_id("v2")
+    phones = [p if p in table else UNK for p in phones]
+    assert phones == record["phones"]
+    assert word2ph == record["word2ph"]
+    assert phones_to_ids(phones, "v2") == record["ids"]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=_ids)
+def test_normalization(record: dict[str, Any]) -> None:
+    ours = g2p_zh.normalize(record["text"])
+    deviation = DEVIATIONS.get(record["text"])
+    if deviation is None:
+        assert ours == record["norm_text"]
+    else:
+        assert deviation["reference"] == record["norm_text"]
+        assert ours == deviation["ours"] != record["norm_text"]
+
+
+def test_every_deviation_is_a_golden_input() -> None:
+    assert set(DEVIATIONS) <= {r["text"] for r in RECORDS}
+
+
+def test_clean_matches_golden_with_special_pause() -> None:
+    record = next(r for r in RECORDS if "￥" in r["text"])
+    phones, word2ph, norm_text = g2p_zh.clean(record["text"])
+    assert (phones, word2ph, norm_text) == (
+        record["phones"],
+        record["word2ph"],
+        record["norm_text"],
+    )
+    assert "SP2" in phones and "," not in phones
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("下午3点15分提醒吃药", "下午三点十五分提醒吃药"),
+        ("温度21.5°C", "温度二十一点五度"),
+        ("室外-3℃", "室外零下三度"),
+        ("电量15%", "电量百分之十五"),
+        ("湿度45.5%", "湿度百分之四十五点五"),
+        ("￥25.5", ",二十五点五"),  # ￥ is the reference's pause mark, not money
+        ("¥199", "一百九十九元"),
+        ("请拨打13812345678", "请拨打幺三八幺二三四五六七八"),
+        ("客服400-123-4567", "客服四零零,幺二三,四五六七"),
+        ("物业电话010-62345678", "物业电话零幺零,六二三四五六七八"),
+        ("8:30-9:15开会", "八点半至九点十五分开会"),
+        ("6:05起床", "六点零五分起床"),
+        ("风力3-4级", "风力三到四级"),
+        ("3+5=8", "三加五等于八"),
+        ("2024-06-18", "二零二四年六月十八日"),
+        ("还剩1/3", "还剩三分之一"),
+        ("第2个，2个", "第二个,两个"),
+        ("功率1500W", "功率一千五百瓦"),
+        ("打开Home Assistant的灯", "打开的灯"),
+        ("已經關閉", "已经关闭"),
+    ],
+)
+def test_smart_home_normalization(text: str, expected: str) -> None:
+    assert g2p_zh.normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "，。！？", "...", "😀👍", "\x00\x07\x1b[0m", "ABC", "   ", "嗯呣", "兙", "\u3000好"],
+)
+def test_bad_input_does_not_crash(text: str) -> None:
+    phones, word2ph, norm_text = g2p_zh.clean(text)
+    assert word2ph is not None
+    assert len(word2ph) == len(norm_text) and sum(word2ph) == len(phones)
+    assert all(p in symbol_to_id("v2") for p in phones)
+
+
+def test_only_punctuation_keeps_one_mark() -> None:
+    assert g2p_zh.clean("，。！？") == ([","], [1], ",")
+
+
+def test_long_text() -> None:
+    text = "今天下午3点15分，客厅温度21.5°C，湿度45%。" * 2200  # ~100 kB of UTF-8
+    assert len(text.encode()) > 100_000
+    phones, word2ph, norm_text = g2p_zh.clean(text)
+    assert word2ph is not None and len(word2ph) == len(norm_text)
+    assert sum(word2ph) == len(phones) > 50_000
+
+
+def test_clean_speed() -> None:
+    sentence = "提醒您：下午3点15分要去幼儿园接孩子。"  # 20 characters
+    g2p_zh.clean(sentence)  # warm-up: jieba dictionary, pypinyin tables
+    runs = 50
+    start = time.perf_counter()
+    for _ in range(runs):
+        g2p_zh.clean(sentence)
+    per_sentence = (time.perf_counter() - start) / runs
+    print(f"\nzh clean(): {per_sentence * 1000:.2f} ms per 20-char sentence")
+    assert per_sentence < 0.05  # target is < 5 ms; loose bound for a shared CI machine
