@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from wyoming_sovits.text import TextFrontendError, clean_input, clean_text, to_phones
 from wyoming_sovits.text.split import pre_seg_text, replace_consecutive_punctuation
@@ -25,13 +26,37 @@ IDEALISED = {
 EXACT = [r for r in RECORDS if r["text"] not in IDEALISED]
 
 
+def _deviations() -> dict[tuple[str, str], str]:
+    """(language, input) -> our normalized text, from the reviewed per-language lists."""
+    out = {}
+    for path in (Path(__file__).parent / "data" / "text_deviations").glob("*.yaml"):
+        for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
+            out[(path.stem, str(entry["input"]))] = str(entry["ours"])
+    return out
+
+
+DEVIATIONS = _deviations()
+
+
+def _check_segments(got: list[Any], want: list[dict[str, Any]]) -> None:
+    """Segments equal the reference's, except reviewed normalization deviations."""
+    assert [(s.text, s.language) for s in got] == [(s["text"], s["language"]) for s in want]
+    for ours, ref in zip(got, want, strict=True):
+        fixed = DEVIATIONS.get((ref["language"], ref["text"].strip()))
+        if fixed is not None and fixed != ref["norm_text"]:
+            assert ours.norm_text == fixed, ref["text"]
+        else:
+            assert list(ours.ids) == ref["ids"], ref["text"]
+
+
 @pytest.mark.parametrize("record", EXACT, ids=[f"{r['language']}:{r['text'][:20]}" for r in EXACT])
 def test_to_phones_matches_reference(record: dict[str, Any]) -> None:
     result = to_phones(record["text"], record["language"])
-    got = [(s.text, s.language, list(s.ids)) for s in result.segments]
-    assert got == [(s["text"], s["language"], s["ids"]) for s in record["segments"]]
-    assert list(result.ids) == record["ids"]
-    assert result.norm_text == record["norm_text"]
+    _check_segments(list(result.segments), record["segments"])
+    deviating = any((s["language"], s["text"].strip()) in DEVIATIONS for s in record["segments"])
+    if not deviating:
+        assert list(result.ids) == record["ids"]
+        assert result.norm_text == record["norm_text"]
     assert result.retried == record["retried_with_leading_period"]
 
 
@@ -43,7 +68,7 @@ def test_preprocess_sentences_match_reference(record: dict[str, Any]) -> None:
     assert sentences == pre["pre_seg_text"]
     for sentence, want in zip(sentences, pre["sentences"], strict=True):
         result = to_phones(sentence, record["language"])
-        assert list(result.ids) == want["ids"], sentence
+        _check_segments(list(result.segments), want["segments"])
         assert result.retried == want["retried_with_leading_period"]
 
 
