@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY script ./script
 COPY wyoming_sovits ./wyoming_sovits
 # The same install script CI runs in a fresh virtualenv; here torch comes from PyPI (CUDA build).
-RUN TORCH_SPEC="torch>=2.3,<3" VENV=/app/.venv script/setup \
+RUN TORCH_SPEC="torch>=2.6,<3" VENV=/app/.venv script/setup \
     && apt-get purge -y build-essential cmake && apt-get autoremove -y \
     && useradd --create-home --uid 1000 sovits \
     && mkdir -p /data && chown sovits:sovits /data
