@@ -55,7 +55,7 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("Accept-Ranges", "bytes")
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 hub.requests.append("HEAD " + self.path)
                 found = self._lookup()
                 if found is None:
@@ -67,7 +67,7 @@ class FakeHub:
                 self._headers(*found)
                 self.end_headers()
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 hub.requests.append("GET " + self.path)
                 found = self._lookup()
                 if found is None:
@@ -105,12 +105,17 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeHub, str]]:
 def test_downloads_verifies_and_records(hub: tuple[FakeHub, str], tmp_path: Path) -> None:
     fake, endpoint = hub
     paths = download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
-    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [f.path for f in weight_set("v2ProPlus")]
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
+        f.path for f in weight_set("v2ProPlus")
+    ]
     for f in weight_set("v2ProPlus"):
         assert (tmp_path / f.path).read_bytes() == fake.files[f.path]
         assert verify_file(tmp_path, f) is None
     lock = read_lock(tmp_path)
-    assert lock["v2Pro/s2Gv2ProPlus.pth"]["sha256"] == hashlib.sha256(fake.files["v2Pro/s2Gv2ProPlus.pth"]).hexdigest()
+    assert (
+        lock["v2Pro/s2Gv2ProPlus.pth"]["sha256"]
+        == hashlib.sha256(fake.files["v2Pro/s2Gv2ProPlus.pth"]).hexdigest()
+    )
     assert lock["s1v3.ckpt"]["commit"] == COMMIT
     assert missing_files(tmp_path, "v2ProPlus") == []
 
@@ -120,7 +125,9 @@ def test_downloads_verifies_and_records(hub: tuple[FakeHub, str], tmp_path: Path
     assert fake.requests == []
 
 
-def test_checksum_mismatch_is_refused_and_file_removed(hub: tuple[FakeHub, str], tmp_path: Path) -> None:
+def test_checksum_mismatch_is_refused_and_file_removed(
+    hub: tuple[FakeHub, str], tmp_path: Path
+) -> None:
     fake, endpoint = hub
     fake.bad_etag.add("v2Pro/s2Gv2ProPlus.pth")
     with pytest.raises(ChecksumError, match="does not match"):
@@ -154,3 +161,31 @@ def test_hand_placed_file_is_reported_unverified(tmp_path: Path) -> None:
     (tmp_path / f.path).write_bytes(b"x")
     assert verify_file(tmp_path, f) == "present, not verified (placed by hand)"
     assert f not in missing_files(tmp_path, "v2")
+
+
+def test_cli_download_then_list(
+    hub: tuple[FakeHub, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wyoming_sovits.__main__ import main
+
+    _fake, endpoint = hub
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    assert main(["models", "list", "--data-dir", str(tmp_path)]) == 1
+    assert "v2ProPlus  missing 9 of 9 files" in capsys.readouterr().out
+    assert main(["models", "download", "--data-dir", str(tmp_path)]) == 0
+    assert "9 files ready" in capsys.readouterr().out
+    assert main(["models", "list", "--data-dir", str(tmp_path)]) == 0
+    assert "v2ProPlus  installed" in capsys.readouterr().out
+
+
+def test_cli_download_offline_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wyoming_sovits.__main__ import main
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["models", "download", "--version", "v2", "--data-dir", str(tmp_path)]) == 1
+    assert "place them here" in capsys.readouterr().err

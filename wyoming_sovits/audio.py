@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported lazily: enrollment and the CLI need none of it
+    from torch import Tensor
 
 SPEC_N_FFT = 2048
 SPEC_HOP = 640
@@ -138,6 +140,8 @@ def linear_spectrogram(wav32k: Tensor) -> Tensor:
     centering, magnitude ``sqrt(re^2 + im^2 + 1e-8)``. ``wav32k`` (B, T) gives
     (B, 1025, frames); (T,) gives (1025, frames).
     """
+    import torch
+
     if wav32k.dim() not in (1, 2):
         raise AudioInputError(f"expected (T,) or (B, T) audio, got shape {tuple(wav32k.shape)}")
     if wav32k.shape[-1] <= SPEC_PAD:

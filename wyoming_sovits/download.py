@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ def download_weights(
     """Download the weight set for ``version`` (skipping verified files); return the paths."""
     from huggingface_hub.utils import HfHubHTTPError
 
+    # Read at call time (huggingface_hub reads HF_ENDPOINT only once, at import): mirrors work.
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     models_dir.mkdir(parents=True, exist_ok=True)
     lock = read_lock(models_dir)
     todo = [f for f in weight_set(version) if verify_file(models_dir, f) is not None]
@@ -190,7 +193,9 @@ def _fetch_one(
     """Download one file through huggingface_hub (resumable, progress bar) and verify it."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-    meta = get_hf_file_metadata(hf_hub_url(HF_REPO, file.path, revision=revision, endpoint=endpoint))
+    meta = get_hf_file_metadata(
+        hf_hub_url(HF_REPO, file.path, revision=revision, endpoint=endpoint)
+    )
     commit = meta.commit_hash or revision
     local = Path(
         hf_hub_download(
@@ -201,7 +206,9 @@ def _fetch_one(
     size = local.stat().st_size
     # LFS files carry their SHA-256 as etag; small git files carry a git hash (size check only).
     expected = (meta.etag or "").lower()
-    if (_SHA256.match(expected) and digest != expected) or (meta.size is not None and size != meta.size):
+    if (_SHA256.match(expected) and digest != expected) or (
+        meta.size is not None and size != meta.size
+    ):
         local.unlink(missing_ok=True)
         raise ChecksumError(
             f"{file.path}: downloaded file does not match the hub's checksum "

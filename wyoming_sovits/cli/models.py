@@ -1,4 +1,8 @@
-"""``wyoming-sovits models inspect FILE``: what an official weight file holds, read safely."""
+"""``wyoming-sovits models inspect|download|list``: the official GPT-SoVITS weight files.
+
+``inspect`` reads a file without executing its pickle; ``download`` fetches a pinned set
+with checksums into ``<data-dir>/models``; ``list`` shows what is installed and usable.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,60 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("file", type=Path, metavar="FILE", help="a .ckpt or .pth file")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead")
     inspect.set_defaults(func=run_inspect)
+    download = commands.add_parser(
+        "download",
+        help="download the official weights (GPT, SoVITS, sv, HuBERT, BERT) with checksums",
+        description="Fetch the weights of one model version into <data-dir>/models; "
+        "verified files are skipped, interrupted downloads resume.",
+    )
+    _add_location_args(download)
+    download.set_defaults(func=run_download)
+    listing = commands.add_parser("list", help="show which weight sets are installed and usable")
+    _add_location_args(listing)
+    listing.set_defaults(func=run_list)
     commands.metavar = "{" + ",".join(commands.choices) + "}"  # usage errors list the choices
+
+
+def _add_location_args(parser: argparse.ArgumentParser) -> None:
+    from ..download import DEFAULT_VERSION, WEIGHT_SETS
+
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="weights go to DATA_DIR/models"
+    )
+    parser.add_argument("--version", choices=list(WEIGHT_SETS), default=DEFAULT_VERSION)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Exit 0 when every file of the set is present and verified, 1 with the reason otherwise."""
+    from ..download import DownloadError, download_weights
+
+    models_dir = args.data_dir / "models"
+    try:
+        paths = download_weights(models_dir, args.version, progress=print)
+    except DownloadError as err:
+        print(f"wyoming-sovits models download: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.version}: {len(paths)} files ready in {models_dir}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print each weight set with the state of its files; exit 0 if the chosen set is usable."""
+    from ..download import WEIGHT_SETS, verify_file
+
+    models_dir = args.data_dir / "models"
+    print(f"models folder: {models_dir}")
+    usable = False
+    for version, files in WEIGHT_SETS.items():
+        problems = {f.path: verify_file(models_dir, f) for f in files}
+        missing = [p for p, why in problems.items() if why == "missing"]
+        state = "installed" if not missing else f"missing {len(missing)} of {len(files)} files"
+        print(f"{version:10s} {state}")
+        for path, why in problems.items():
+            if why and why != "missing":
+                print(f"    {path}: {why}")
+        usable = usable or (version == args.version and not missing)
+    return 0 if usable else 1
 
 
 def run_inspect(args: argparse.Namespace) -> int:
