@@ -128,6 +128,8 @@ class ServerSettings:
     default_voice: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    model_version: str = "v2ProPlus"  # which official weight set under <data-dir>/models
+    download: bool = False  # fetch missing weights at start-up
     streaming: bool = True
     samples_per_chunk: int = 1024
     # 0 disables the limit.

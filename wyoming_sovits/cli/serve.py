@@ -23,10 +23,13 @@ from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer
 
+from ..download import DEFAULT_VERSION, WEIGHT_SETS
 from ..engine import Engine, SynthesisBackend, WarmUpError
 from ..handler import SovitsEventHandler
 from ..settings import DEVICES, DTYPES, ServerSettings, SettingsError
 from ..voices import VoiceRegistry
+
+MODEL_VERSIONS = tuple(WEIGHT_SETS)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,6 +61,17 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--default-voice", help="voice used when a request names none")
     parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument(
+        "--model-version",
+        choices=MODEL_VERSIONS,
+        default=DEFAULT_VERSION,
+        help="official weight set in DATA_DIR/models (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing weights into the first --data-dir before starting",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="auto")
     parser.add_argument(
         "--zeroconf",
@@ -104,6 +118,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         default_voice=args.default_voice,
         device=args.device,
         dtype=args.dtype,
+        model_version=args.model_version,
+        download=args.download,
         streaming=not args.no_streaming,
         samples_per_chunk=args.samples_per_chunk,
         max_text_chars=args.max_text_chars,
@@ -175,15 +191,44 @@ def load_backend(spec: str | None, settings: ServerSettings) -> SynthesisBackend
             f"The synthesis pipeline cannot be imported ({err}); "
             "install the package with its dependencies (torch, …)"
         ) from err
-    models_dir = next((d for d in settings.data_dirs if d.is_dir()), settings.data_dirs[0])
+    data_dir = _data_dir_with_weights(settings)
+    models_dir = data_dir / "models"
     _LOGGER.info(
-        "Loading models from %s (device %s, dtype %s)", models_dir, settings.device, settings.dtype
+        "Loading %s models from %s (device %s, dtype %s)",
+        settings.model_version,
+        models_dir,
+        settings.device,
+        settings.dtype,
     )
     try:
-        pipeline: SynthesisBackend = Pipeline.load(models_dir, settings.device, settings.dtype)
-    except (OSError, ValueError) as err:
+        pipeline: SynthesisBackend = Pipeline.load(
+            models_dir,
+            settings.device,
+            settings.dtype,
+            version=settings.model_version,
+            cache_dir=data_dir / "cache",
+        )
+    except (OSError, ValueError, RuntimeError) as err:
         raise ServeError(f"Loading the models from {models_dir} failed: {err}") from err
     return pipeline
+
+
+def _data_dir_with_weights(settings: ServerSettings) -> Path:
+    """The first data dir holding the chosen weight set; with --download, fetch it first."""
+    from ..download import DownloadError, download_weights, missing_files
+
+    for data_dir in settings.data_dirs:
+        if not missing_files(data_dir / "models", settings.model_version):
+            return data_dir
+    target = settings.data_dirs[0]
+    if not settings.download:
+        return target  # the pipeline names the missing files
+    _LOGGER.info("Downloading %s weights into %s", settings.model_version, target / "models")
+    try:
+        download_weights(target / "models", settings.model_version, progress=_LOGGER.info)
+    except DownloadError as err:
+        raise ServeError(str(err)) from err
+    return target
 
 
 def _load_factory(spec: str) -> Any:
