@@ -40,9 +40,7 @@ def fill(name: str, shape: tuple[int, ...] | list[int], dtype: torch.dtype) -> t
         t = 1 + 0.1 * t.abs()
     elif leaf == "running_mean":
         t = 0.1 * t
-    elif leaf == "weight_g":
-        t = 1 + 0.1 * t
-    elif len(shape) <= 1 and leaf in {"weight", "gamma", "g", "alpha"}:
+    elif leaf == "weight_g" or (len(shape) <= 1 and leaf in {"weight", "gamma", "g", "alpha"}):
         t = 1 + 0.1 * t
     elif len(shape) <= 1:
         t = 0.1 * t

@@ -28,18 +28,24 @@ def _schema(name: str) -> dict[str, Any]:
     return json.loads((SCHEMAS / name).read_text())
 
 
-@pytest.mark.parametrize(("file", "schema"), [("config.yaml", "config.schema.json"), ("build.yaml", "build.schema.json")])
+@pytest.mark.parametrize(
+    ("file", "schema"), [("config.yaml", "config.schema.json"), ("build.yaml", "build.schema.json")]
+)
 def test_addon_files_validate_against_linter_schema(file: str, schema: str) -> None:
     errors = [e.message for e in Draft7Validator(_schema(schema)).iter_errors(_load_yaml(file))]
     assert errors == []
 
 
-@pytest.mark.parametrize(("file", "schema"), [("config.yaml", "config.schema.json"), ("build.yaml", "build.schema.json")])
+@pytest.mark.parametrize(
+    ("file", "schema"), [("config.yaml", "config.schema.json"), ("build.yaml", "build.schema.json")]
+)
 def test_no_key_is_set_to_its_default(file: str, schema: str) -> None:
     """The linter flags keys that repeat the schema default ("should be removed")."""
     props = _schema(schema)["properties"]
     data = _load_yaml(file)
-    redundant = [k for k, v in data.items() if "default" in props.get(k, {}) and props[k]["default"] == v]
+    redundant = [
+        k for k, v in data.items() if "default" in props.get(k, {}) and props[k]["default"] == v
+    ]
     # `init: false` differs from the default (true) and must stay.
     assert redundant == []
 

@@ -189,6 +189,26 @@ class SovitsEventHandler(AsyncEventHandler):
             _LOGGER.debug("Ignoring event %s", event.type)
         return True
 
+    async def run(self) -> None:
+        """The library's loop, but a lost or malformed connection is logged, not raised.
+
+        Raised, it would end up as asyncio's "Task exception was never retrieved" traceback
+        for every port scan or half-sent event.  The library's ``finally`` has already
+        called ``disconnect`` and closed the socket either way.
+        """
+        try:
+            await super().run()
+        except (ConnectionError, asyncio.IncompleteReadError) as err:
+            _LOGGER.debug("Client %s: connection lost (%s)", self._client_id, err)
+        except Exception as err:  # malformed event: the stream cannot be resynchronised
+            _LOGGER.warning(
+                "Client %s: closing the connection after a malformed event (%s: %s)",
+                self._client_id,
+                type(err).__name__,
+                err,
+                exc_info=_LOGGER.isEnabledFor(logging.DEBUG),
+            )
+
     async def disconnect(self) -> None:
         """Client gone: drop its queued and running sentences, stop writing."""
         cancelled = self._engine.cancel_client(self._client_id)

@@ -407,19 +407,22 @@ class Text2Semantic(nn.Module):
         audio_start[:batch] = length - (packed.kind == AUDIO).sum(1)
         return self.ar_predict_layer(x[:, -1])  # (B, V)
 
-    def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
         """One decode step with fixed shapes: tokens (B,) go to cache slots input_pos (B,).
 
         The audio position of each row is its slot minus where its audio began, so rows
         with different prompt lengths share slots. No host sync, no data-dependent branch.
+        ``kv_len`` (optional) attends over cache slots [0, kv_len) only; the caller
+        guarantees every input_pos < kv_len (a CUDA-graph runner buckets it).
         """
         batch = tokens.shape[0]
         k_cache, v_cache, row_start, audio_start = self._caches(batch, 1)
+        seq = k_cache.shape[3] if kv_len is None else min(kv_len, k_cache.shape[3])
         audio_pos = (input_pos - audio_start[:batch])[:, None]  # (B, 1)
         x = self.ar_audio_position(self.ar_audio_embedding(tokens[:, None]), audio_pos)  # (B, 1, D)
-        slots = torch.arange(k_cache.shape[3], device=tokens.device)  # (S,)
+        slots = torch.arange(seq, device=tokens.device)  # (S,)
         visible = (slots >= row_start[:batch, None]) & (slots <= input_pos[:, None])  # (B, S)
         mask = visible[:, None, None, :]  # (B, 1, 1, S)
         for i, layer in enumerate(self.h.layers):
-            x = layer(x, mask, k_cache[i, :batch], v_cache[i, :batch], input_pos)
+            x = layer(x, mask, k_cache[i, :batch, :, :seq], v_cache[i, :batch, :, :seq], input_pos)
         return self.ar_predict_layer(x[:, 0])  # (B, V)

@@ -1,0 +1,318 @@
+"""GPU benchmark of the fast paths against our eager baseline; prints one table.
+
+Run on a CUDA machine from the repository root: ``python3 bench/gpu_bench.py``. Needs only
+torch (the models are built from the weight contract's deterministic fill, tests/contract.py).
+Environment: ``BENCH_COMPILE=1`` adds a torch.compile variant of the step; ``BENCH_OUT`` (or
+``OUT``) names a folder for the full log (bench.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.nn.attention import SDPBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from contract import filled_state_dict, fold_weight_norm, manifest  # noqa: E402
+
+from wyoming_sovits.fast import SoVITSGraphs, T2SGraphRunner  # noqa: E402
+from wyoming_sovits.generate import (  # noqa: E402
+    EOS_BLOCKED_STEPS,
+    RowParams,
+    SamplingParams,
+    next_token,
+)
+from wyoming_sovits.models.sv import SpeakerEncoder, SVConfig  # noqa: E402
+from wyoming_sovits.models.t2s import (  # noqa: E402
+    T2SConfig,
+    T2SInput,
+    Text2Semantic,
+    pack_inputs,
+)
+from wyoming_sovits.models.vits import SoVITS, VitsConfig, is_training_only  # noqa: E402
+
+DEV = torch.device("cuda")
+ROWS: list[tuple[str, str, str]] = []  # (measure, value, note)
+LOG: dict[str, object] = {}
+N_TOK = 250  # 10 s of audio at 25 tokens/s
+PHONES, PROMPT = 80, 150  # target+reference phones, 6 s reference prompt
+
+
+def row(measure: str, value: str, note: str = "") -> None:
+    ROWS.append((measure, value, note))
+    print(f"{measure:<44} {value:>14}  {note}", flush=True)
+
+
+def t2s_model(dtype: torch.dtype) -> Text2Semantic:
+    model = Text2Semantic(T2SConfig.v2()).eval()
+    weights = {k.removeprefix("model."): v for k, v in filled_state_dict("s1_v2").items()}
+    model.load_state_dict(weights, strict=True)
+    return model.to(DEV, dtype)
+
+
+def sovits_model(dtype: torch.dtype) -> SoVITS:
+    version = "v2ProPlus"
+    model = SoVITS(VitsConfig.from_hparams(manifest(f"s2_{version}")["config"], version)).eval()
+    sd = fold_weight_norm(filled_state_dict(f"s2_{version}"))
+    model.load_state_dict({k: v for k, v in sd.items() if not is_training_only(k)}, strict=True)
+    return model.to(DEV, dtype)
+
+
+def request(batch: int, seed: int = 0) -> list[T2SInput]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        T2SInput(
+            torch.randint(0, 732, (PHONES,), generator=g),
+            torch.randn(1024, PHONES, generator=g),
+            torch.randint(0, 1024, (PROMPT,), generator=g),
+        )
+        for _ in range(batch)
+    ]
+
+
+def cuda_time(fn: Callable[[], object], reps: int = 3) -> float:
+    """Median seconds of ``fn`` over ``reps`` runs after one warm-up (events around each)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def eager_decode(model: Text2Semantic, inputs: list[T2SInput], steps: int) -> None:
+    """``generate.decode``'s loop with a fixed step count (random weights never stop)."""
+    cfg = model.config
+    packed = pack_inputs(inputs, cfg).to(DEV)
+    batch, length = packed.batch_size, packed.length
+    model.setup_caches(batch, length + steps)
+    rows = RowParams.of([SamplingParams()] * batch, cfg.vocab_size, DEV)
+    seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=DEV)
+    pos = torch.full((batch,), length, dtype=torch.long, device=DEV)
+    logits = model.prefill(packed)
+    active = torch.ones(batch, dtype=torch.bool, device=DEV)
+    for step in range(steps):
+        token, stop = next_token(logits, seen, rows, cfg.eos, step >= EOS_BLOCKED_STEPS)
+        active &= ~stop
+        bool(active.any())  # the eager loop's host sync per step
+        seen[torch.arange(batch, device=DEV), token] = True
+        logits = model(token, pos)
+        pos += 1
+
+
+def graph_decode(runner: T2SGraphRunner, inputs: list[T2SInput], steps: int) -> int:
+    """Runs exactly ``steps`` steps (EOS ignored: random weights); returns steps done."""
+    packed = pack_inputs(inputs, runner.cfg)
+    params = [SamplingParams()] * len(inputs)
+    runner.generate_packed(packed, params, steps, on_tokens=lambda out, n: True)
+    return steps
+
+
+def kernels_per_step(model: Text2Semantic, batch: int) -> int:
+    """CUDA kernels one eager step launches (= kernels captured per graph step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = model.config
+    packed = pack_inputs(request(batch), cfg).to(DEV)
+    model.setup_caches(batch, packed.length + 16)
+    rows = RowParams.of([SamplingParams()] * batch, cfg.vocab_size, DEV)
+    seen = torch.zeros(batch, cfg.vocab_size, dtype=torch.bool, device=DEV)
+    pos = torch.full((batch,), packed.length, dtype=torch.long, device=DEV)
+    with torch.no_grad():
+        logits = model.prefill(packed)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            token, _ = next_token(logits, seen, rows, cfg.eos, True)
+            seen.scatter_(1, token[:, None], True)
+            model(token, pos, kv_len=256)
+            torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
+    LOG["kernel_names"] = names
+    by_time: dict[str, float] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            by_time[e.name[:70]] = by_time.get(e.name[:70], 0.0) + e.device_time
+    top = sorted(by_time.items(), key=lambda kv: -kv[1])[:12]
+    print("GPU time per eager step by kernel (us):")
+    for name, us in top:
+        print(f"  {us:8.1f}  {name}")
+    LOG["kernel_time_us"] = top
+    return sum(1 for n in names if "memcpy" not in n.lower() and "memset" not in n.lower())
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@torch.no_grad()
+def check_gpt() -> None:
+    """Greedy golden tokens (fp32 graphs) and teacher-forced logits (fp16/bf16 graphs)."""
+    import numpy as np
+
+    golden = np.load(ROOT / "tests/data/contract/golden_s1_v2.npz")
+    prompt = torch.from_numpy(golden["prompts"])[0]
+    item = T2SInput(torch.from_numpy(golden["x"])[0], torch.from_numpy(golden["bert"])[0], prompt)
+    model = t2s_model(torch.float32)
+    runner = T2SGraphRunner(model, 1, 512, max_new_tokens=256)
+    (tokens,) = runner.generate_batch([item], SamplingParams(top_k=1), max_new_tokens=81)
+    want = golden["tokens"][0][prompt.shape[0] :].tolist()
+    same = tokens.tolist() == want
+    row("GPT greedy fp32 graph == golden tokens", "yes" if same else "NO", f"{len(want)} tokens")
+    # teacher forcing: 200 steps of fixed random tokens; reference = fp32 eager on the GPU
+    steps = 200
+    forced = torch.randint(0, 1024, (1, steps), generator=torch.Generator().manual_seed(1))
+    packed = pack_inputs([item], model.config).to(DEV)
+    model.setup_caches(1, 512)
+    ref = [model.prefill(packed).float()]
+    pos = torch.full((1,), packed.length, dtype=torch.long, device=DEV)
+    for t in range(steps - 1):
+        ref.append(model(forced[:, t].to(DEV), pos).float())
+        pos += 1
+    reference = torch.stack(ref, dim=1)  # (1, T, V)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        runner = T2SGraphRunner(t2s_model(dtype), 1, 512, max_new_tokens=256)
+        got = runner.teacher_forced_logits(packed, forced)
+        worst = max(rel(got[0, t], reference[0, t]) for t in range(steps))
+        row(f"GPT teacher-forced rel err {str(dtype)[6:]}", f"{worst:.2e}", "max over 200 steps")
+    del model, runner
+
+
+def bench_gpt(
+    model: Text2Semantic, label: str, batch: int, eager_steps: int
+) -> tuple[float, float]:
+    """Seconds for N_TOK tokens: eager (extrapolated from ``eager_steps``) and graphs."""
+    inputs = request(batch)
+    t_eager = cuda_time(lambda: eager_decode(model, inputs, eager_steps), reps=1)
+    runner = T2SGraphRunner(model, batch, PHONES + PROMPT + N_TOK + 8, max_new_tokens=N_TOK)
+    runner.capture(batch, PHONES + PROMPT, N_TOK)
+    t_graph = cuda_time(lambda: graph_decode(runner, inputs, N_TOK))
+    tps_e = batch * eager_steps / t_eager
+    tps_g = batch * N_TOK / t_graph
+    row(
+        f"GPT {label} B={batch} eager",
+        f"{tps_e:,.0f} tok/s",
+        f"{1e6 * t_eager / eager_steps:.0f} us/step",
+    )
+    row(
+        f"GPT {label} B={batch} CUDA graph",
+        f"{tps_g:,.0f} tok/s",
+        f"{1e6 * t_graph / N_TOK:.0f} us/step incl prefill+sampling",
+    )
+    return t_eager * N_TOK / eager_steps, t_graph
+
+
+def bench_sovits(model: SoVITS, ge: torch.Tensor, label: str) -> dict[int, tuple[float, float]]:
+    """Seconds per decode of 1 s and 10 s: eager and graph."""
+    graphs = SoVITSGraphs(model, noise_scale=0.5)
+    out: dict[int, tuple[float, float]] = {}
+    for n_tok, n_ph in ((25, 20), (250, 120)):
+        codes = torch.randint(0, 1024, (n_tok,), device=DEV)
+        text = torch.randint(0, 732, (n_ph,), device=DEV)
+        with torch.no_grad():
+            t_e = cuda_time(partial(model.decode, codes[None, None], text[None], ge), reps=5)
+        t_g = cuda_time(partial(graphs.decode, codes, text, ge), reps=10)
+        row(f"SoVITS {label} {n_tok / 25:g} s eager", f"{1e3 * t_e:.2f} ms")
+        row(f"SoVITS {label} {n_tok / 25:g} s CUDA graph", f"{1e3 * t_g:.2f} ms", "bucketed")
+        out[n_tok] = (t_e, t_g)
+    # padding check: graph (padded to a bucket) vs eager exact length, no noise
+    exact = SoVITSGraphs(model, noise_scale=0.0)
+    codes = torch.randint(0, 1024, (90,), device=DEV)  # padded to the 100 bucket
+    text = torch.randint(0, 732, (60,), device=DEV)
+    with torch.no_grad():
+        ref = model.decode(codes[None, None], text[None], ge, noise_scale=0.0)[0, 0]
+    got = exact.decode(codes, text, ge)
+    err = got.float() - ref.float()
+    tail = 20 * 1280  # last 0.8 s
+    snr_body = 10 * math.log10(
+        ref[:-tail].float().pow(2).sum() / err[:-tail].pow(2).sum().clamp_min(1e-20)
+    )
+    snr_all = 10 * math.log10(ref.float().pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
+    row(
+        f"SoVITS {label} padded graph vs exact eager",
+        f"{snr_all:.1f} dB",
+        f"{snr_body:.1f} dB before last 0.8 s",
+    )
+    return out
+
+
+def main() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    t0 = time.time()
+    check_gpt()
+    torch.cuda.empty_cache()
+    # memory: one fp16 model set (s1 + s2 v2ProPlus + sv), cache for B=1, graphs captured
+    torch.cuda.reset_peak_memory_stats()
+    gpt = t2s_model(torch.float16)
+    sovits = sovits_model(torch.float16)
+    sv_state = filled_state_dict("sv_eres2netv2w24s4")
+    sv = SpeakerEncoder(SVConfig.infer(sv_state))
+    sv.load_state_dict(sv_state, strict=True)
+    sv = sv.eval().to(DEV, torch.float16)
+    loaded = torch.cuda.memory_allocated()
+    with torch.no_grad():
+        spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
+        ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
+    gpt_e, gpt_g = bench_gpt(gpt, "fp16", 1, 100)
+    t_sov = bench_sovits(sovits, ge, "fp16")
+    row("Peak GPU memory fp16 model set", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
+        f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
+    for i, name in enumerate(("eager", "graphs")):
+        total = (gpt_e, gpt_g)[i] + t_sov[250][i]
+        row(f"RTF 10 s utterance fp16 {name}", f"{total / 10:.4f}", f"{1e3 * total:.0f} ms")
+    row("Kernels per GPT step fp16 B=1", f"{kernels_per_step(gpt, 1)}", "incl sampling")
+    gpt32 = t2s_model(torch.float32)
+    bench_gpt(gpt32, "fp32", 1, 50)
+    del gpt32
+    bench_gpt(gpt, "fp16", 64, 30)
+    inputs = request(1)
+    for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
+        runner = T2SGraphRunner(
+            gpt, 1, PHONES + PROMPT + N_TOK + 8, max_new_tokens=N_TOK, attention=[backend]
+        )
+        t_b = cuda_time(partial(graph_decode, runner, inputs, N_TOK))
+        row(f"GPT fp16 B=1 graph, SDPA {backend.name}", f"{N_TOK / t_b:,.0f} tok/s",
+            f"{1e6 * t_b / N_TOK:.0f} us/step")  # fmt: skip
+    print_table()
+    if os.environ.get("BENCH_COMPILE") == "1":
+        compiled = torch.compile(gpt.forward, dynamic=False, fullgraph=True)
+        inputs = request(1)
+        runner = T2SGraphRunner(
+            gpt, 1, PHONES + PROMPT + N_TOK + 8, max_new_tokens=N_TOK, forward=compiled
+        )
+        tc = time.time()
+        runner.capture(1, PHONES + PROMPT, N_TOK)
+        t_c = cuda_time(lambda: graph_decode(runner, inputs, N_TOK))
+        row("GPT fp16 B=1 compiled+graph", f"{N_TOK / t_c:,.0f} tok/s",
+            f"{1e6 * t_c / N_TOK:.0f} us/step; compile {time.time() - tc:.0f} s")  # fmt: skip
+    print(f"\ntotal {time.time() - t0:.0f} s")
+    print_table()
+
+
+def print_table() -> None:
+    print(f"\n| {'measure':<44} | {'value':>14} | note |\n|---|---:|---|")
+    for m, v, n in ROWS:
+        print(f"| {m:<44} | {v:>14} | {n} |", flush=True)
+    out = os.environ.get("BENCH_OUT") or os.environ.get("OUT")
+    if out:
+        Path(out, "bench.json").write_text(json.dumps({"rows": ROWS, **LOG}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Fast paths: the graph runner's step logic on CPU (eager), its CUDA graphs behind ``gpu``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from contract import CONTRACT_DIR, filled_state_dict, fold_weight_norm, manifest
+from test_t2s import request, tiny_model
+
+from wyoming_sovits.fast import FastPathError, SoVITSGraphs, T2SGraphRunner
+from wyoming_sovits.generate import SamplingParams, generate_batch
+from wyoming_sovits.models.t2s import T2SConfig, T2SInput, Text2Semantic, pack_inputs
+from wyoming_sovits.models.vits import SoVITS, VitsConfig, is_training_only
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def golden_case(device: str = "cpu") -> tuple[Text2Semantic, T2SInput, np.lib.npyio.NpzFile]:
+    golden = np.load(CONTRACT_DIR / "golden_s1_v2.npz")
+    model = Text2Semantic(T2SConfig.v2()).eval()
+    weights = {k.removeprefix("model."): v for k, v in filled_state_dict("s1_v2").items()}
+    model.load_state_dict(weights, strict=True)
+    prompt = torch.from_numpy(golden["prompts"])[0]
+    item = T2SInput(torch.from_numpy(golden["x"])[0], torch.from_numpy(golden["bert"])[0], prompt)
+    return model.to(device), item, golden
+
+
+def test_runner_step_reproduces_golden_greedy_tokens_and_logits() -> None:
+    """The captured step's logic (EOS-bar tensor, sampler, token log), run eagerly."""
+    model, item, golden = golden_case()
+    runner = T2SGraphRunner(model, 1, 256, max_new_tokens=128, kv_bucket=64, use_graphs=False)
+    (tokens,) = runner.generate_batch([item], SamplingParams(top_k=1), max_new_tokens=81)
+    assert tokens.tolist() == golden["tokens"][0][30:].tolist()
+    forced = torch.from_numpy(golden["tokens"][0][30:50])[None]  # (1, 20)
+    logits = runner.teacher_forced_logits(pack_inputs([item], model.config), forced)
+    want = torch.from_numpy(golden["step_logits"][:20])
+    rel = (logits[0] - want).norm(dim=1) / want.norm(dim=1)
+    assert rel.max().item() < 1e-4
+
+
+@pytest.mark.parametrize("steps_per_sync", [1, 3, 8])
+def test_runner_matches_eager_sampling_with_stops_and_overrun(steps_per_sync: int) -> None:
+    """Seeded sampling, two rows of different prompt lengths, a cap that is not a multiple
+    of steps_per_sync: same tokens and lengths as ``generate.generate_batch``."""
+    model = tiny_model(3)
+    inputs = [request(5, 3, 0), request(3, 0, 1)]
+    params = [SamplingParams(top_k=5, temperature=1.3), SamplingParams(top_k=3, top_p=0.8)]
+    torch.manual_seed(7)
+    want = generate_batch(model, inputs, params, max_new_tokens=13)
+    runner = T2SGraphRunner(
+        model, 2, 64, max_new_tokens=32, steps_per_sync=steps_per_sync, kv_bucket=8,
+        use_graphs=False,
+    )  # fmt: skip
+    torch.manual_seed(7)
+    got = runner.generate_batch(inputs, params, max_new_tokens=13)
+    assert [t.tolist() for t in got] == [t.tolist() for t in want]
+
+
+def test_kv_len_prefix_equals_full_cache() -> None:
+    model = tiny_model(1)
+    packed = pack_inputs([request(4, 2, 0)], model.config)
+    model.setup_caches(1, 64)
+    with torch.no_grad():
+        model.prefill(packed)
+        pos = torch.tensor([packed.length])
+        full = model(torch.tensor([5]), pos)
+        prefix = model(torch.tensor([5]), pos, kv_len=packed.length + 1)
+    torch.testing.assert_close(prefix, full, rtol=1e-5, atol=1e-6)
+
+
+def test_runner_rejects_what_it_cannot_serve() -> None:
+    model = tiny_model(0)
+    if not HAS_CUDA:
+        with pytest.raises(FastPathError, match="CUDA"):
+            T2SGraphRunner(model, 1, 64)
+    runner = T2SGraphRunner(model, 1, 16, max_new_tokens=8, use_graphs=False)
+    with pytest.raises(FastPathError, match="slots"):
+        runner.generate_batch([request(6, 3, 0)], max_new_tokens=8)
+    with pytest.raises(FastPathError, match="rows"):
+        runner.generate_batch([request(2, 0, 0)] * 2, max_new_tokens=2)
+
+
+def sovits_v2proplus(device: str) -> SoVITS:
+    cfg = VitsConfig.from_hparams(manifest("s2_v2ProPlus")["config"], "v2ProPlus")
+    model = SoVITS(cfg).eval()
+    sd = fold_weight_norm(filled_state_dict("s2_v2ProPlus"))
+    model.load_state_dict({k: v for k, v in sd.items() if not is_training_only(k)}, strict=True)
+    return model.to(device)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_graph_runner_golden_greedy_on_gpu() -> None:
+    model, item, golden = golden_case("cuda")
+    runner = T2SGraphRunner(model, 1, 256, max_new_tokens=128)
+    (tokens,) = runner.generate_batch([item], SamplingParams(top_k=1), max_new_tokens=81)
+    assert tokens.tolist() == golden["tokens"][0][30:].tolist()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_sovits_graphs_match_eager_on_gpu() -> None:
+    model = sovits_v2proplus("cuda")
+    graphs = SoVITSGraphs(model, noise_scale=0.0)
+    codes = torch.randint(0, 1024, (40,), device="cuda")
+    text = torch.randint(0, 732, (30,), device="cuda")
+    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
+    with torch.no_grad():
+        want = model.decode(codes[None, None], text[None], ge, noise_scale=0.0)[0, 0]
+    got = graphs.decode(codes, text, ge)
+    assert got.shape == want.shape
+    assert float((got - want).norm() / want.norm()) < 1e-3

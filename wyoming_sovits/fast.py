@@ -1,0 +1,437 @@
+"""GPU fast paths: the T2S decode step (sampling included) and SoVITS decode as CUDA graphs.
+
+An engine choice, not a fork: both runners drive the unchanged model modules
+(``Text2Semantic.forward`` and ``SoVITS.decode``) and the samplers of ``generate``; they only
+fix every shape and keep every tensor the step touches at a static address, so that the
+whole step can be captured once and replayed.
+
+T2S. One captured graph holds ``steps_per_sync`` decode steps: the EOS bar (a step-counter
+tensor instead of ``generate``'s Python counter), repetition penalty, top-k/top-p,
+temperature, the exponential-race draw, the stop rule, the token log and the next forward.
+The host syncs once per replay to see whether any row is still active; rows that stopped
+keep stepping harmlessly and their tokens are not counted. Attention reads only a prefix
+of the static cache, bucketed to ``kv_bucket`` slots (one graph per bucket in use).
+Random draws use the default CUDA generator (graph-safe), so seed with
+``torch.cuda.manual_seed``.
+
+SoVITS. ``SoVITSGraphs`` captures ``SoVITS.decode`` per (token bucket, phone bucket) with
+length tensors, so any utterance up to the largest bucket replays a graph. Padded phones
+are exact (masked attention); padded codes can change the audio near the utterance's end,
+since the vocoder has no mask (see ``bench/README.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .generate import (
+    DEFAULT_MAX_NEW_TOKENS,
+    EOS_BLOCKED_STEPS,
+    RowParams,
+    SamplingError,
+    SamplingParams,
+    next_token,
+)
+from .models.t2s import AUDIO, PackedPrompt, T2SInput, T2SInputError, Text2Semantic, pack_inputs
+from .models.vits import SoVITS, VitsInputError
+
+TOP_K_CAP = 64
+"""Largest top_k a graph serves; the captured top-k keeps this many candidates per row."""
+
+_DEFAULT_PARAMS = SamplingParams()
+
+
+class FastPathError(RuntimeError):
+    """The fast path cannot serve this request (no CUDA, batch/length beyond its buffers)."""
+
+
+def _require_cuda(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise FastPathError(f"CUDA graphs need the model on a CUDA device, not {device}")
+
+
+@dataclass
+class _DecodeState:
+    """Every tensor a captured step reads or writes, allocated once at the runner's size."""
+
+    logits: Tensor  # (B, V) float32: logits for the token about to be sampled
+    seen: Tensor  # (B, V) bool: repetition-penalty set
+    active: Tensor  # (B,) bool
+    n_emitted: Tensor  # (B,) int64
+    out: Tensor  # (B, max_new) int64 token log
+    input_pos: Tensor  # (B,) int64 cache slot of the next forward
+    step: Tensor  # (1,) int64 step counter (EOS bar, token-log column)
+    limit: Tensor  # (1,) int64 max_new_tokens of the current run
+    last_slot: Tensor  # (1,) int64 highest cache slot the current run may write
+    forced: Tensor  # (B, max_new) int64 teacher-forcing tokens
+    top_k: Tensor  # (B,) int64
+    top_p: Tensor  # (B, 1)
+    temperature: Tensor  # (B, 1)
+    penalty: Tensor  # (B, 1)
+
+    @classmethod
+    def allocate(cls, batch: int, vocab: int, max_new: int, device: torch.device) -> _DecodeState:
+        def z(*shape: int, dtype: torch.dtype = torch.long) -> Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        return cls(
+            logits=z(batch, vocab, dtype=torch.float32),
+            seen=z(batch, vocab, dtype=torch.bool),
+            active=z(batch, dtype=torch.bool),
+            n_emitted=z(batch),
+            out=z(batch, max_new),
+            input_pos=z(batch),
+            step=z(1),
+            limit=z(1),
+            last_slot=z(1),
+            forced=z(batch, max_new),
+            top_k=torch.ones(batch, dtype=torch.long, device=device),
+            top_p=torch.ones(batch, 1, device=device),
+            temperature=torch.ones(batch, 1, device=device),
+            penalty=torch.ones(batch, 1, device=device),
+        )
+
+
+class T2SGraphRunner:
+    """Batched GPT decoding with the step (sampling included) replayed from CUDA graphs.
+
+    ``max_batch`` rows and ``max_seq`` cache slots are allocated once (the runner owns the
+    model's cache). A batch of ``n <= max_batch`` requests uses rows [0, n); graphs are
+    captured lazily per (n, kv bucket, top-p on/off) and kept.
+    """
+
+    def __init__(
+        self,
+        model: Text2Semantic,
+        max_batch: int = 1,
+        max_seq: int = 2048,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        steps_per_sync: int = 8,
+        kv_bucket: int = 256,
+        forward: Callable[..., Tensor] | None = None,
+        use_graphs: bool = True,
+        attention: Sequence[SDPBackend] | None = None,
+    ) -> None:
+        """``forward`` replaces ``model(tokens, input_pos, kv_len=...)`` (e.g. torch.compile of
+        it); ``use_graphs=False`` runs the same step eagerly (CPU tests, debugging);
+        ``attention`` restricts the SDPA backends the captured step may use."""
+        weight = model.ar_predict_layer.weight
+        if use_graphs:
+            _require_cuda(weight.device)
+        self.use_graphs = use_graphs
+        self._attention = list(attention) if attention else None
+        if steps_per_sync < 1 or kv_bucket < 1 or max_new_tokens < 1:
+            raise FastPathError("steps_per_sync, kv_bucket and max_new_tokens must be >= 1")
+        self.model = model
+        self._forward = forward or model
+        self.cfg = model.config
+        self.max_batch, self.max_seq = max_batch, max_seq
+        self.max_new_tokens = max_new_tokens
+        self.steps_per_sync, self.kv_bucket = steps_per_sync, kv_bucket
+        self.device = weight.device
+        model.setup_caches(max_batch, max_seq, dtype=weight.dtype, device=weight.device)
+        self._cache_ptr = self._cache_data_ptr()
+        self.state = _DecodeState.allocate(
+            max_batch, self.cfg.vocab_size, max_new_tokens, self.device
+        )
+        self._eos_col = torch.zeros(1, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
+        self._eos_col[0, self.cfg.eos] = True
+        self._graphs: dict[tuple[int, int, bool, bool], torch.cuda.CUDAGraph] = {}
+        if use_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
+            self._stream = torch.cuda.Stream(device=self.device)
+
+    # -- the captured step ------------------------------------------------------------
+    def _rows(self, batch: int, any_top_p: bool) -> RowParams:
+        s = self.state
+        return RowParams(
+            top_k=s.top_k[:batch],
+            top_p=s.top_p[:batch],
+            temperature=s.temperature[:batch],
+            penalty=s.penalty[:batch],
+            max_top_k=min(TOP_K_CAP, self.cfg.vocab_size),
+            any_top_p=any_top_p,
+        )
+
+    def _step(self, batch: int, kv_len: int, any_top_p: bool, forced: bool) -> None:
+        """One decode step on the state's first ``batch`` rows; no host sync, fixed shapes."""
+        s, eos = self.state, self.cfg.eos
+        logits = s.logits[:batch]  # (B, V)
+        barred = self._eos_col & (s.step < EOS_BLOCKED_STEPS)  # (1, V)
+        seen = s.seen[:batch]
+        token, stop = next_token(
+            logits.masked_fill(barred, -math.inf), seen, self._rows(batch, any_top_p), eos, True
+        )  # (B,), (B,)
+        column = s.step.clamp(max=s.out.shape[1] - 1)  # (1,)
+        if forced:
+            token = s.forced[:batch].index_select(1, column)[:, 0]  # (B,)
+        emitted = s.active[:batch] & ~stop & (s.step < s.limit)  # (B,)
+        s.out[:batch].index_copy_(1, column, token[:, None])
+        s.n_emitted[:batch] += emitted
+        s.active[:batch] = emitted
+        seen.scatter_(1, token[:, None], True)
+        pos = torch.minimum(s.input_pos[:batch], s.last_slot)  # (B,)
+        logits.copy_(self._forward(token, pos, kv_len=kv_len))
+        s.input_pos[:batch] += 1
+        s.step += 1
+
+    def _graph(
+        self, batch: int, kv_len: int, any_top_p: bool, forced: bool
+    ) -> torch.cuda.CUDAGraph:
+        key = (batch, kv_len, any_top_p, forced)
+        if self._cache_data_ptr() != self._cache_ptr:
+            raise FastPathError("the model's KV cache was reallocated; build a new runner")
+        graph = self._graphs.get(key)
+        if graph is not None:
+            return graph
+        steps = 1 if forced else self.steps_per_sync
+        backends = sdpa_kernel(self._attention) if self._attention else contextlib.nullcontext()
+        with torch.no_grad(), backends:
+            graph = self._capture(batch, kv_len, any_top_p, forced, steps)
+        self._graphs[key] = graph
+        return graph
+
+    def _capture(
+        self, batch: int, kv_len: int, any_top_p: bool, forced: bool, steps: int
+    ) -> torch.cuda.CUDAGraph:
+        saved = {name: t.clone() for name, t in vars(self.state).items()}
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):  # warm-up off the capture (cuBLAS handles etc.)
+            for _ in range(2):
+                self._step(batch, kv_len, any_top_p, forced)
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            for _ in range(steps):
+                self._step(batch, kv_len, any_top_p, forced)
+        for name, t in vars(self.state).items():  # warm-up wrote the state; restore it
+            t.copy_(saved[name])
+        return graph
+
+    def _cache_data_ptr(self) -> int:
+        cache = self.model.k_cache
+        return -1 if cache is None else cache.data_ptr()
+
+    def _replay(self, batch: int, kv_len: int, any_top_p: bool, forced: bool) -> None:
+        if self.use_graphs:
+            self._graph(batch, kv_len, any_top_p, forced).replay()
+            return
+        for _ in range(1 if forced else self.steps_per_sync):
+            self._step(batch, kv_len, any_top_p, forced)
+
+    def capture(
+        self, batch: int, prompt_len: int, max_new_tokens: int, any_top_p: bool = False
+    ) -> int:
+        """Capture ahead of time every graph such a run would use; returns how many exist."""
+        for kv_len in self._kv_lengths(prompt_len, max_new_tokens):
+            self._graph(batch, kv_len, any_top_p, False)
+        return len(self._graphs)
+
+    def _kv_lengths(self, prompt_len: int, max_new: int) -> list[int]:
+        steps = range(0, max_new, self.steps_per_sync)
+        return sorted({self._replay_kv_len(prompt_len, done, max_new) for done in steps})
+
+    def _replay_kv_len(self, prompt_len: int, done: int, max_new: int) -> int:
+        """Cache prefix a replay starting at step ``done`` needs: past its highest slot."""
+        last = prompt_len + min(done + self.steps_per_sync, max_new) - 1
+        return self._bucket(last)
+
+    def _bucket(self, pos: int) -> int:
+        return min(self.max_seq, (pos // self.kv_bucket + 1) * self.kv_bucket)
+
+    # -- running ----------------------------------------------------------------------
+    def _start(
+        self, packed: PackedPrompt, params: Sequence[SamplingParams], max_new: int
+    ) -> tuple[int, int]:
+        batch, length = packed.batch_size, packed.length
+        if len(params) != batch:
+            raise SamplingError(f"got {len(params)} sampling parameter sets for {batch} requests")
+        if batch > self.max_batch or length + max_new > self.max_seq:
+            raise FastPathError(
+                f"runner holds {self.max_batch} rows x {self.max_seq} slots; "
+                f"need {batch} x {length + max_new}"
+            )
+        longest_prompt = int((packed.kind == AUDIO).sum(1).max())
+        if not 1 <= max_new <= self.max_new_tokens or (
+            longest_prompt + max_new - 1 > self.cfg.max_positions
+        ):
+            raise T2SInputError(
+                f"max_new_tokens must be in [1, {self.max_new_tokens}] and fit "
+                f"{self.cfg.max_positions} positions with a {longest_prompt}-token prompt"
+            )
+        if any(p.top_k > TOP_K_CAP for p in params):
+            raise SamplingError(f"the graph path serves top_k <= {TOP_K_CAP}")
+        packed = packed.to(self.device)
+        rows = RowParams.of(params, self.cfg.vocab_size, self.device)
+        s = self.state
+        s.top_k[:batch] = rows.top_k
+        s.top_p[:batch] = rows.top_p
+        s.temperature[:batch] = rows.temperature
+        s.penalty[:batch] = rows.penalty
+        hits = (packed.kind == AUDIO).float()  # (B, P)
+        counts = torch.zeros(batch, self.cfg.vocab_size, device=self.device)
+        s.seen[:batch] = counts.scatter_add_(1, packed.audio_ids, hits) > 0
+        s.active[:batch] = True
+        s.n_emitted[:batch] = 0
+        s.input_pos[:batch] = length
+        s.step.zero_()
+        s.limit.fill_(max_new)
+        s.last_slot.fill_(length + max_new - 1)
+        with torch.no_grad():
+            s.logits[:batch] = self.model.prefill(packed).float()  # (B, V)
+        return batch, length
+
+    @torch.no_grad()
+    def generate_packed(
+        self,
+        packed: PackedPrompt,
+        params: Sequence[SamplingParams],
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        on_tokens: Callable[[Tensor, Tensor], bool] | None = None,
+    ) -> list[Tensor]:
+        """Prefill eagerly, then replay graphs until every row stopped or the cap.
+
+        ``on_tokens(out (B, done), n_emitted (B,))`` runs after each replay (streaming);
+        returning False stops early. Returns each row's emitted tokens (1-D, on the GPU).
+        """
+        batch, length = self._start(packed, params, max_new_tokens)
+        any_top_p = any(p.top_p < 1.0 for p in params)
+        s, done = self.state, 0
+        while done < max_new_tokens:
+            kv_len = self._replay_kv_len(length, done, max_new_tokens)
+            self._replay(batch, kv_len, any_top_p, False)
+            done += self.steps_per_sync
+            alive = bool(s.active[:batch].any())  # the one host sync per replay
+            if on_tokens is not None and not on_tokens(
+                s.out[:batch, : min(done, max_new_tokens)], s.n_emitted[:batch]
+            ):
+                break
+            if not alive:
+                break
+        counts = s.n_emitted[:batch].tolist()
+        return [s.out[row, :n].clone() for row, n in enumerate(counts)]
+
+    def generate_batch(
+        self,
+        inputs: Sequence[T2SInput],
+        params: SamplingParams | Sequence[SamplingParams] = _DEFAULT_PARAMS,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> list[Tensor]:
+        """Same contract as ``generate.generate_batch`` (without a generator argument)."""
+        per_row = [params] * len(inputs) if isinstance(params, SamplingParams) else list(params)
+        packed = pack_inputs(inputs, self.cfg)
+        return self.generate_packed(packed, per_row, max_new_tokens)
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, packed: PackedPrompt, tokens: Tensor) -> Tensor:
+        """Logits (B, T, V) float32 before each of T forced steps (step 0: the prefill's).
+
+        ``tokens`` (B, T) are fed instead of the samples, through graphs of the same step.
+        """
+        batch, steps = tokens.shape
+        params = [SamplingParams(top_k=1)] * batch
+        _, length = self._start(packed, params, steps)
+        s = self.state
+        s.forced[:batch, :steps] = tokens.to(self.device)
+        out = []
+        for done in range(steps):
+            out.append(s.logits[:batch].clone())
+            self._replay(batch, self._bucket(length + done), False, True)
+        return torch.stack(out, dim=1)  # (B, T, V)
+
+
+class SoVITSGraphs:
+    """``SoVITS.decode`` replayed from CUDA graphs captured per (token, phone) bucket.
+
+    Inputs are padded to the smallest bucket that holds them and masked by length
+    tensors; the audio is cut to the real ``T * upsample_factor`` samples.
+    """
+
+    def __init__(
+        self,
+        model: SoVITS,
+        token_buckets: Sequence[int] = (16, 25, 50, 100, 150, 200, 250, 300, 400, 500),
+        phone_buckets: Sequence[int] = (32, 64, 128, 256, 512),
+        noise_scale: float = 0.5,
+    ) -> None:
+        weight = next(model.parameters())
+        _require_cuda(weight.device)
+        self.model, self.device, self.dtype = model, weight.device, weight.dtype
+        self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
+        self.noise_scale = noise_scale
+        self._pool = torch.cuda.graph_pool_handle()
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
+
+    @staticmethod
+    def _pick(buckets: Sequence[int], n: int, what: str) -> int:
+        for b in buckets:
+            if n <= b:
+                return b
+        raise FastPathError(f"{n} {what} exceed the largest bucket {buckets[-1]}")
+
+    def _capture(self, tokens: int, phones: int) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
+        dev, gin = self.device, self.model.cfg.gin_channels
+        io = {
+            "codes": torch.zeros(1, 1, tokens, dtype=torch.long, device=dev),
+            "text": torch.zeros(1, phones, dtype=torch.long, device=dev),
+            "code_len": torch.full((1,), tokens, dtype=torch.long, device=dev),
+            "text_len": torch.full((1,), phones, dtype=torch.long, device=dev),
+            "ge": torch.zeros(1, gin, 1, dtype=self.dtype, device=dev),
+        }
+
+        def run() -> Tensor:
+            return self.model.decode(
+                io["codes"], io["text"], io["ge"], self.noise_scale,
+                code_lengths=io["code_len"], text_lengths=io["text_len"],
+            )  # fmt: skip
+
+        stream = torch.cuda.Stream(device=dev)
+        stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.no_grad(), torch.cuda.stream(stream):
+            run()
+        torch.cuda.current_stream(dev).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            io["audio"] = run()  # (1, 1, tokens * upsample)
+        return graph, io
+
+    def capture(self, tokens: int, phones: int) -> None:
+        """Capture the graph serving ``tokens`` codes and ``phones`` phones ahead of use."""
+        key = (
+            self._pick(self.token_buckets, tokens, "tokens"),
+            self._pick(self.phone_buckets, phones, "phones"),
+        )
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(*key)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, text: Tensor, ge: Tensor) -> Tensor:
+        """codes (T,) int, text (L,) int, ge (1, gin, 1) -> audio (T * 1280,) float."""
+        if codes.ndim != 1 or text.ndim != 1 or codes.numel() == 0 or text.numel() == 0:
+            raise VitsInputError("codes and text must be non-empty 1-D tensors")
+        n_tok, n_ph = codes.shape[0], text.shape[0]
+        self.capture(n_tok, n_ph)
+        key = (
+            self._pick(self.token_buckets, n_tok, "tokens"),
+            self._pick(self.phone_buckets, n_ph, "phones"),
+        )
+        graph, io = self._graphs[key]
+        io["codes"].zero_()
+        io["codes"][0, 0, :n_tok] = codes
+        io["text"].zero_()
+        io["text"][0, :n_ph] = text
+        io["code_len"].fill_(n_tok)
+        io["text_len"].fill_(n_ph)
+        io["ge"].copy_(ge)
+        graph.replay()
+        per_token = io["audio"].shape[-1] // key[0]  # 1280 samples at 32 kHz
+        return io["audio"][0, 0, : n_tok * per_token].clone()

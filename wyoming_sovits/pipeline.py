@@ -1,0 +1,513 @@
+"""From a voice and a sentence to 32 kHz audio: the GPT-SoVITS v2/v2Pro/v2ProPlus pipeline.
+
+``Pipeline.load(models_dir)`` loads the five models of one weight set (layout of
+``download.py``); ``prepare_prompt(voice)`` turns the voice's reference clip(s) into a
+:class:`~wyoming_sovits.prompt.Prompt` (cached, see ``prompt.py``); ``synthesize(text,
+prompt, cfg)`` yields float32 mono audio at 32 kHz, one array per sentence followed by the
+voice's pause, or, when streaming, pieces of a sentence as its tokens are generated.
+
+Request text is cut into sentences with upstream's ``cut5`` (after every , . ; ? ! 、 and
+their full-width forms): it is what upstream's HTTP API uses, and short fragments give
+the first audio soonest and keep the GPT on track (long fragments drift or loop). Each
+sentence is one GPT run (prompt phones + sentence phones, prompt tokens first) and one
+SoVITS decode of the sentence's phones alone, against the voice's ``ge``.
+
+Sync and single-threaded by design: ``engine.py`` owns the thread that calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
+from .download import DEFAULT_VERSION, weight_set
+from .generate import DEFAULT_MAX_NEW_TOKENS, SamplingParams, generate, generate_stream
+from .models.bert import BertFeatures
+from .models.ssl import HubertEncoder
+from .models.vits import SoVITS
+from .prompt import (
+    OUTPUT_RATE,
+    Prompt,
+    PromptStore,
+    TextFeatures,
+    load_reference,
+    prompt_key,
+    prompt_text,
+    reference_ge,
+    reference_tokens,
+    text_features,
+)
+from .settings import SynthesisConfig
+from .text import TextFrontendError, pre_seg_text, replace_consecutive_punctuation
+from .voices import VoiceProfile
+
+_LOGGER = logging.getLogger(__name__)
+
+SPLIT_METHOD = "cut5"
+TOKEN_RATE = 50  # upstream's ``hz``: its generation cap is hz * data.max_sec of the GPT file
+# Streaming: decode after this many new tokens (first piece small for latency), and hold
+# back the last few tokens' audio, which still changes once later tokens give it context.
+STREAM_FIRST_TOKENS = 12
+STREAM_NEXT_TOKENS = 24
+STREAM_HOLD_TOKENS = 4
+DEFAULTS = SynthesisConfig(
+    top_k=15,
+    top_p=1.0,
+    temperature=1.0,
+    repetition_penalty=1.35,
+    speed=1.0,
+    noise_scale=0.5,
+    fragment_pause=0.3,
+)
+
+
+class ModelsNotFoundError(FileNotFoundError):
+    """Weight files the pipeline needs are not where it looks for them."""
+
+    def __init__(self, missing: list[Path], version: str) -> None:
+        self.missing = missing
+        listed = "\n  ".join(str(p) for p in missing)
+        super().__init__(
+            f"missing model file(s) for {version}:\n  {listed}\n"
+            f"run `wyoming-sovits models download --version {version}` "
+            "or point --data-dir at a folder that has them"
+        )
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The files of one weight set; ``sv`` only for v2Pro/v2ProPlus."""
+
+    gpt: Path
+    sovits: Path
+    hubert: Path  # folder
+    bert: Path  # folder
+    sv: Path | None = None
+
+    @classmethod
+    def in_folder(cls, models_dir: Path, version: str = DEFAULT_VERSION) -> ModelPaths:
+        """Where ``download.py`` puts ``version``'s files; raises ``ModelsNotFoundError``."""
+        files = weight_set(version)
+        missing = [models_dir / f.path for f in files if not (models_dir / f.path).is_file()]
+        if missing:
+            raise ModelsNotFoundError(missing, version)
+        role = {f.role: models_dir / f.path for f in files}
+        return cls(
+            gpt=role["gpt"],
+            sovits=role["sovits"],
+            hubert=role["hubert"].parent,
+            bert=role["bert"].parent,
+            sv=role.get("sv"),
+        )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` is CUDA when there is a GPU, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` is float16 on a GPU (as upstream) and float32 on CPU (fp16 is slow there)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+            dtype
+        ]
+    except KeyError:
+        raise ValueError(
+            f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One sentence's results: its features, tokens (T,), latents and audio (T·1280,)."""
+
+    text: str
+    features: TextFeatures
+    tokens: Tensor
+    m_p: Tensor  # (1, inter, T_f) prior mean from the text encoder
+    z: Tensor  # (1, inter, T_f) the decoder input after the reverse flow
+    audio: np.ndarray
+
+
+class NoiseTape:
+    """Prior noise (1, C, frames) whose first frames stay the same however many are asked for.
+
+    Streaming re-decodes a growing prefix; drawing fresh noise each time would make the
+    already-sent audio and the re-decoded audio disagree.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator, device: torch.device) -> None:
+        self.generator = generator
+        self.tape = torch.empty(channels, 0, device=device)
+
+    def take(self, frames: int) -> Tensor:
+        extra = frames - self.tape.shape[1]
+        if extra > 0:
+            shape = (self.tape.shape[0], extra)
+            more = torch.randn(shape, generator=self.generator, device=self.tape.device)
+            self.tape = torch.cat([self.tape, more], dim=1)
+        return self.tape[None, :, :frames]  # (1, C, frames)
+
+
+def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
+    """A fragment as it is played: peak-limited to 1 (upstream's guard), then silence."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+    pause = np.zeros(int(OUTPUT_RATE * pause_s), dtype=np.float32)
+    return np.concatenate([audio.astype(np.float32), pause])
+
+
+@torch.inference_mode()
+def decode_latents(
+    sovits: SoVITS,
+    tokens: Tensor,
+    phone_ids: Tensor,
+    ge: Tensor,
+    speed: float,
+    noise_scale: float,
+    noise: NoiseTape | None,
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Tokens (T,) + phones (L,) -> prior mean, flow output (1, C, T_f) and audio (T_f·640,)."""
+    param = next(sovits.parameters())
+    codes = tokens.to(param.device)[None, None]  # (1, 1, T)
+    text = phone_ids.to(param.device)[None]  # (1, L)
+    ge = ge.to(param.device, param.dtype)  # (1, gin, 1)
+    m, logs, mask = sovits.encode_text_semantic(codes, text, ge, speed)  # (1, C, T_f)
+    z_p = m
+    if noise_scale > 0 and noise is not None:
+        z_p = m + noise.take(m.shape[2]).to(m.dtype) * torch.exp(logs) * noise_scale
+    z = sovits.flow_reverse(z_p, mask, ge)  # (1, C, T_f)
+    audio = sovits.vocode(z * mask, ge)[0, 0]  # (T_f * 640,)
+    return m, z, audio.float().cpu().numpy()
+
+
+class Pipeline:
+    """The loaded models and the three operations the engine needs (``SynthesisBackend``)."""
+
+    def __init__(
+        self,
+        paths: ModelPaths,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        cache_dir: Path | None = None,
+        streaming: bool = False,
+    ) -> None:
+        """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only."""
+        self.paths = paths
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.streaming = streaming
+        self.max_new_tokens: int | None = None  # None: the GPT file's own cap
+        self._gpts: dict[Path, LoadedGPT] = {}
+        self._sovits: dict[Path, LoadedSoVITS] = {}
+        self.gpt = self._gpt(paths.gpt)
+        self.sovits = self._sovits_model(paths.sovits)
+        self.sv: LoadedSV | None = None
+        if paths.sv is not None:
+            self.sv = load_sv(paths.sv, self.device, self.dtype)
+            self.sv.model.eval()
+        self.hubert = HubertEncoder.load(paths.hubert, self.device, self.dtype)
+        self.bert = BertFeatures.load(paths.bert, self.device, self.dtype)
+        self.store = PromptStore(cache_dir)
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        version: str = DEFAULT_VERSION,
+        cache_dir: Path | None = None,
+    ) -> Pipeline:
+        """Load ``version``'s weight set from ``models_dir``; prompts are cached on disk in
+        ``cache_dir`` (default ``<models_dir>/prompt-cache``)."""
+        models_dir = Path(models_dir)
+        paths = ModelPaths.in_folder(models_dir, version)
+        cache = cache_dir if cache_dir is not None else models_dir / "prompt-cache"
+        return cls(paths, device=device, dtype=dtype, cache_dir=cache)
+
+    @property
+    def sample_rate(self) -> int:
+        return OUTPUT_RATE
+
+    # ------------------------------------------------------------------ models per voice
+
+    def _gpt(self, path: Path) -> LoadedGPT:
+        if path not in self._gpts:
+            _LOGGER.info("Loading GPT weights %s", path)
+            loaded = load_gpt(path, self.device, self.dtype)
+            loaded.model.eval()
+            self._gpts[path] = loaded
+        return self._gpts[path]
+
+    def _sovits_model(self, path: Path) -> LoadedSoVITS:
+        if path not in self._sovits:
+            _LOGGER.info("Loading SoVITS weights %s", path)
+            loaded = load_sovits(path, self.device, self.dtype)
+            loaded.model.eval()
+            if loaded.config.is_pro and self.paths.sv is None:
+                raise ModelsNotFoundError(
+                    [Path("sv/pretrained_eres2netv2w24s4ep4.ckpt")], loaded.version
+                )
+            self._sovits[path] = loaded
+        return self._sovits[path]
+
+    def _weights_of(self, voice: VoiceProfile) -> tuple[Path, Path]:
+        """A voice's own fine-tuned files replace the defaults for that voice only."""
+        return (voice.gpt_weights or self.paths.gpt, voice.sovits_weights or self.paths.sovits)
+
+    def cap(self, gpt: LoadedGPT) -> int:
+        """Most tokens per sentence: upstream's ``hz * max_sec`` and its 1500-step limit."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        max_sec = gpt.hparams.get("data", {}).get("max_sec", 54)
+        return min(DEFAULT_MAX_NEW_TOKENS, int(TOKEN_RATE * float(max_sec)))
+
+    # ------------------------------------------------------------------ prompt
+
+    def prepare_prompt(self, voice: VoiceProfile) -> Prompt:
+        """The voice's prompt, from memory, from the disk cache, or computed (3–10 s clip)."""
+        ref = voice.reference
+        gpt_path, sovits_path = self._weights_of(voice)
+        clips = [ref.audio, *ref.aux_audio]
+        model_files = [sovits_path, self.paths.hubert, self.paths.bert]
+        if self.paths.sv is not None:
+            model_files.append(self.paths.sv)
+        key = prompt_key(clips, ref.text, ref.language, model_files)
+        empty = torch.empty(0)
+        template = Prompt(
+            voice.name, voice.text_language, empty, empty, empty, empty, gpt_path, sovits_path, key
+        )
+        cached = self.store.get(key, template)
+        if cached is not None:
+            _LOGGER.debug("Voice %s: prompt from cache", voice.name)
+            return cached
+        prompt = self._compute_prompt(voice, template)
+        self.store.put(prompt)
+        return prompt
+
+    def _compute_prompt(self, voice: VoiceProfile, template: Prompt) -> Prompt:
+        ref = voice.reference
+        sovits = self._sovits_model(template.sovits).model
+        main = load_reference(ref.audio)
+        aux = [load_reference(p, check_length=False) for p in ref.aux_audio]
+        tokens = reference_tokens(self.hubert, sovits, main.wav16k)  # (T25,)
+        sv = self.sv.model if self.sv is not None else None
+        ge = reference_ge(sovits, sv, [main, *aux])  # (1, gin, 1)
+        gpt = self._gpt(template.gpt)
+        feats = text_features(
+            prompt_text(ref.text, ref.language), ref.language, self.bert, gpt.config.bert_dim
+        )
+        _LOGGER.info(
+            "Voice %s: prepared prompt (%.1f s clip, %d tokens, %d phones)",
+            voice.name,
+            main.seconds,
+            len(tokens),
+            len(feats.ids),
+        )
+        return Prompt(
+            voice=template.voice,
+            text_language=template.text_language,
+            phone_ids=feats.ids,
+            bert=feats.bert,
+            tokens=tokens,
+            ge=ge,
+            gpt=template.gpt,
+            sovits=template.sovits,
+            key=template.key,
+        )
+
+    # ------------------------------------------------------------------ synthesis
+
+    def sentences(self, text: str, language: str, split_method: str = SPLIT_METHOD) -> list[str]:
+        """``text`` cut as the reference cuts it before synthesis."""
+        return pre_seg_text(replace_consecutive_punctuation(text), language, split_method)
+
+    def fragments(
+        self,
+        text: str,
+        prompt: Prompt,
+        cfg: SynthesisConfig,
+        *,
+        split_method: str = SPLIT_METHOD,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Fragment]:
+        """Each sentence of ``text`` synthesised in one go (no pause added)."""
+        cfg = DEFAULTS.merged(cfg)
+        language = cfg.text_language or prompt.text_language
+        generator = generator or self._generator(cfg.seed)
+        for sentence in self.sentences(text, language, split_method):
+            feats = self._sentence_features(sentence, language)
+            if feats is None:
+                continue
+            tokens = self._generate(prompt, feats, cfg, generator)
+            sovits = self._sovits_model(prompt.sovits).model
+            noise = NoiseTape(sovits.cfg.inter_channels, generator, self.device)
+            m, z, audio = decode_latents(
+                sovits, tokens, feats.ids, prompt.ge, _f(cfg.speed), _f(cfg.noise_scale), noise
+            )
+            yield Fragment(sentence, feats, tokens.cpu(), m.float().cpu(), z.float().cpu(), audio)
+
+    def synthesize(
+        self,
+        text: str,
+        prompt: object,
+        cfg: SynthesisConfig,
+        *,
+        stream: bool | None = None,
+        split_method: str = SPLIT_METHOD,
+    ) -> Iterator[np.ndarray]:
+        """Float32 32 kHz audio: per sentence its audio and then the pause, or, streaming,
+        pieces of each sentence as they are decoded and then its pause.
+
+        ``prompt`` is typed ``object`` to satisfy the engine's backend protocol; it must be
+        what ``prepare_prompt`` returned.
+        """
+        if not isinstance(prompt, Prompt):
+            raise TypeError(f"synthesize needs a Prompt from prepare_prompt, got {type(prompt)}")
+        if not (self.streaming if stream is None else stream):
+            pause = _f(DEFAULTS.merged(cfg).fragment_pause)
+            for fragment in self.fragments(text, prompt, cfg, split_method=split_method):
+                yield with_pause(fragment.audio, pause)
+            return
+        yield from self._stream(text, prompt, DEFAULTS.merged(cfg), split_method)
+
+    def _stream(
+        self, text: str, prompt: Prompt, cfg: SynthesisConfig, split_method: str
+    ) -> Iterator[np.ndarray]:
+        language = cfg.text_language or prompt.text_language
+        generator = self._generator(cfg.seed)
+        pause = np.zeros(int(OUTPUT_RATE * _f(cfg.fragment_pause)), dtype=np.float32)
+        for sentence in self.sentences(text, language, split_method):
+            feats = self._sentence_features(sentence, language)
+            if feats is None:
+                continue
+            yield from self._stream_sentence(prompt, feats, cfg, generator)
+            yield pause
+
+    def _stream_sentence(
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, generator: torch.Generator
+    ) -> Iterator[np.ndarray]:
+        """Re-decode the growing token prefix at each chunk boundary and send the audio that
+        later tokens no longer change much (all but the last few tokens' worth)."""
+        gpt = self._gpt(prompt.gpt)
+        sovits = self._sovits_model(prompt.sovits).model
+        noise = NoiseTape(sovits.cfg.inter_channels, generator, self.device)
+        phone_ids, bert = _t2s_text(prompt, feats)
+        tokens: list[Tensor] = []
+        sent, decoded, target = 0, 0, STREAM_FIRST_TOKENS
+        audio = np.zeros(0, dtype=np.float32)
+        per_token = sovits.cfg.upsample_factor * sovits.cfg.frames_per_token / _f(cfg.speed)
+        chunks = generate_stream(
+            gpt.model,
+            phone_ids,
+            bert,
+            prompt.tokens,
+            params=_sampling(cfg),
+            max_new_tokens=self.cap(gpt),
+            generator=generator,
+            chunk_size=4,
+        )
+        for chunk in chunks:
+            tokens.append(chunk.cpu())
+            n = sum(len(t) for t in tokens)
+            if n < target:
+                continue
+            target = n + STREAM_NEXT_TOKENS
+            audio, decoded = self._decode_all(sovits, tokens, feats, prompt, cfg, noise), n
+            ready = int((n - STREAM_HOLD_TOKENS) * per_token)
+            if ready > sent:
+                yield np.clip(audio[sent:ready], -1.0, 1.0)
+                sent = ready
+        if decoded != sum(len(t) for t in tokens):
+            audio = self._decode_all(sovits, tokens, feats, prompt, cfg, noise)
+        if len(audio) > sent:
+            yield np.clip(audio[sent:], -1.0, 1.0)
+
+    def _decode_all(
+        self,
+        sovits: SoVITS,
+        tokens: list[Tensor],
+        feats: TextFeatures,
+        prompt: Prompt,
+        cfg: SynthesisConfig,
+        noise: NoiseTape,
+    ) -> np.ndarray:
+        all_tokens = torch.cat(tokens) if tokens else torch.zeros(0, dtype=torch.long)
+        if len(all_tokens) == 0:
+            return np.zeros(0, dtype=np.float32)
+        _, _, audio = decode_latents(
+            sovits, all_tokens, feats.ids, prompt.ge, _f(cfg.speed), _f(cfg.noise_scale), noise
+        )
+        return audio
+
+    def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
+        """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable."""
+        try:
+            return text_features(sentence, language, self.bert, self.gpt.config.bert_dim)
+        except TextFrontendError as err:
+            _LOGGER.warning("Skipping %r: %s", sentence, err)
+            return None
+
+    def _generate(
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, generator: torch.Generator
+    ) -> Tensor:
+        gpt = self._gpt(prompt.gpt)
+        phone_ids, bert = _t2s_text(prompt, feats)
+        params = _sampling(cfg)
+        return generate(
+            gpt.model,
+            phone_ids,
+            bert,
+            prompt.tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
+            repetition_penalty=params.repetition_penalty,
+            max_new_tokens=self.cap(gpt),
+            generator=generator,
+        )
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        """A fixed seed gives the same audio for the same text; no seed, a fresh one."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+        return generator
+
+
+def _t2s_text(prompt: Prompt, feats: TextFeatures) -> tuple[Tensor, Tensor]:
+    """The GPT reads the transcript's phones, then the sentence's: ids (L,), bert (D, L)."""
+    return torch.cat([prompt.phone_ids, feats.ids]), torch.cat([prompt.bert, feats.bert], dim=1)
+
+
+def _sampling(cfg: SynthesisConfig) -> SamplingParams:
+    return SamplingParams(
+        top_k=int(cfg.top_k or 15),
+        top_p=_f(cfg.top_p),
+        temperature=_f(cfg.temperature),
+        repetition_penalty=_f(cfg.repetition_penalty),
+    )
+
+
+def _f(value: float | None) -> float:
+    """A field ``DEFAULTS.merged`` has filled in (typed Optional on ``SynthesisConfig``)."""
+    if value is None:
+        raise ValueError("synthesis option missing after merging with the defaults")
+    return float(value)
