@@ -31,6 +31,8 @@ HEALTHCHECK --start-period=15m --interval=60s --timeout=10s \
     CMD wyoming-sovits health --uri tcp://127.0.0.1:10200 || exit 1
 
 # Extra flags: docker run -e WYOMING_SOVITS_ARGS="--default-voice mom --debug" ...
-# The first start downloads the default weights into /data unless they are there already.
+# The first start downloads the default weights into /data unless they are there already,
+# and while /data/voices holds no voice it copies the example voice (package data) there.
 ENTRYPOINT ["wyoming-sovits", "serve", "--uri", "tcp://0.0.0.0:10200", \
-            "--data-dir", "/data", "--voices-dir", "/data/voices", "--zeroconf", "--download"]
+            "--data-dir", "/data", "--voices-dir", "/data/voices", "--zeroconf", "--download", \
+            "--example-voice"]

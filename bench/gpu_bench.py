@@ -32,6 +32,7 @@ from wyoming_sovits.generate import (  # noqa: E402
     SamplingParams,
     next_token,
 )
+from wyoming_sovits.kernels import FusedDecodeStep  # noqa: E402
 from wyoming_sovits.models.sv import SpeakerEncoder, SVConfig  # noqa: E402
 from wyoming_sovits.models.t2s import (  # noqa: E402
     T2SConfig,
@@ -123,8 +124,11 @@ def graph_decode(runner: T2SGraphRunner, inputs: list[T2SInput], steps: int) -> 
     return steps
 
 
-def kernels_per_step(model: Text2Semantic, batch: int) -> int:
+def kernels_per_step(
+    model: Text2Semantic, batch: int, forward: Callable[..., torch.Tensor] | None = None
+) -> int:
     """CUDA kernels one eager step launches (= kernels captured per graph step)."""
+    step = forward or model
     from torch.profiler import ProfilerActivity, profile
 
     cfg = model.config
@@ -139,19 +143,20 @@ def kernels_per_step(model: Text2Semantic, batch: int) -> int:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             token, _ = next_token(logits, seen, rows, cfg.eos, True)
             seen.scatter_(1, token[:, None], True)
-            model(token, pos, kv_len=256)
+            step(token, pos, kv_len=256)
             torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
-    LOG["kernel_names"] = names
+    label = "fused" if forward is not None else "eager"
+    LOG[f"kernel_names_{label}"] = names
     by_time: dict[str, float] = {}
     for e in prof.events():
         if e.device_type.name == "CUDA":
             by_time[e.name[:70]] = by_time.get(e.name[:70], 0.0) + e.device_time
     top = sorted(by_time.items(), key=lambda kv: -kv[1])[:12]
-    print("GPU time per eager step by kernel (us):")
+    print(f"GPU time per {label} step by kernel (us):")
     for name, us in top:
         print(f"  {us:8.1f}  {name}")
-    LOG["kernel_time_us"] = top
+    LOG[f"kernel_time_us_{label}"] = top
     return sum(1 for n in names if "memcpy" not in n.lower() and "memset" not in n.lower())
 
 
@@ -189,7 +194,57 @@ def check_gpt() -> None:
         got = runner.teacher_forced_logits(packed, forced)
         worst = max(rel(got[0, t], reference[0, t]) for t in range(steps))
         row(f"GPT teacher-forced rel err {str(dtype)[6:]}", f"{worst:.2e}", "max over 200 steps")
-    del model, runner
+    for dtype in (torch.float32, torch.float16):
+        m = t2s_model(dtype)
+        runner = T2SGraphRunner(m, 1, 512, max_new_tokens=256, forward=FusedDecodeStep(m, 1))
+        got = runner.teacher_forced_logits(packed, forced)
+        worst = max(rel(got[0, t], reference[0, t]) for t in range(steps))
+        row(f"GPT fused teacher-forced rel err {str(dtype)[6:]}", f"{worst:.2e}",
+            "max over 200 steps")  # fmt: skip
+        if dtype == torch.float32:
+            (tokens,) = runner.generate_batch([item], SamplingParams(top_k=1), max_new_tokens=81)
+            same = tokens.tolist() == want
+            row("GPT greedy fp32 fused graph == golden", "yes" if same else "NO", "81 tokens")
+    # batched rows with different lengths: fused == unfused, teacher-forced
+    m = t2s_model(torch.float32)
+    items = request(3)
+    items = [T2SInput(i.phone_ids[: 40 + 15 * k], i.bert[:, : 40 + 15 * k], i.prompt[: 90 + 20 * k])
+             for k, i in enumerate(items)]  # fmt: skip
+    pk = pack_inputs(items, m.config)
+    forced3 = torch.randint(0, 1024, (3, 50), generator=torch.Generator().manual_seed(2))
+    base = T2SGraphRunner(m, 3, 512, max_new_tokens=64).teacher_forced_logits(pk, forced3)
+    fused_runner = T2SGraphRunner(m, 3, 512, max_new_tokens=64, forward=FusedDecodeStep(m, 3))
+    got3 = fused_runner.teacher_forced_logits(pk, forced3)
+    row("GPT fused B=3 ragged vs unfused fp32", f"{rel(got3, base):.2e}", "50 forced steps")
+    del model, runner, m
+
+
+def bench_fused(model: Text2Semantic, batch: int) -> float:
+    """Seconds for N_TOK tokens with the Triton step in the graph; also forward-only time."""
+    inputs = request(batch)
+    fused = FusedDecodeStep(model, batch)
+    runner = T2SGraphRunner(
+        model, batch, PHONES + PROMPT + N_TOK + 8, max_new_tokens=N_TOK, forward=fused
+    )
+    runner.capture(batch, PHONES + PROMPT, N_TOK)
+    t = cuda_time(lambda: graph_decode(runner, inputs, N_TOK))
+    row(f"GPT fp16 B={batch} fused Triton + graph", f"{batch * N_TOK / t:,.0f} tok/s",
+        f"{1e6 * t / N_TOK:.0f} us/step incl prefill+sampling")  # fmt: skip
+    # forward alone (no sampling), 32 steps in one graph, same buffers
+    tok = torch.zeros(batch, dtype=torch.long, device=DEV)
+    pos = torch.full((batch,), PHONES + PROMPT, dtype=torch.long, device=DEV)
+    for fwd, name in ((fused, "fused"), (model, "unfused")):
+        g = torch.cuda.CUDAGraph()
+        with torch.no_grad():
+            fwd(tok, pos, kv_len=512)
+            torch.cuda.synchronize()
+            with torch.cuda.graph(g):
+                for _ in range(32):
+                    fwd(tok, pos, kv_len=512)
+        tf = cuda_time(g.replay, reps=5) / 32
+        row(f"GPT fp16 B={batch} {name} forward only (graph)", f"{1e6 * tf:.0f} us/step",
+            "no sampling")  # fmt: skip
+    return t
 
 
 def bench_gpt(
@@ -270,17 +325,27 @@ def main() -> None:
         spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
         ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
     gpt_e, gpt_g = bench_gpt(gpt, "fp16", 1, 100)
+    gpt_f = bench_fused(gpt, 1)
     t_sov = bench_sovits(sovits, ge, "fp16")
     row("Peak GPU memory fp16 model set", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
-    for i, name in enumerate(("eager", "graphs")):
-        total = (gpt_e, gpt_g)[i] + t_sov[250][i]
+    for name, t_gpt, t_s2 in (
+        ("eager", gpt_e, t_sov[250][0]),
+        ("graphs", gpt_g, t_sov[250][1]),
+        ("fused+graphs", gpt_f, t_sov[250][1]),
+    ):
+        total = t_gpt + t_s2
         row(f"RTF 10 s utterance fp16 {name}", f"{total / 10:.4f}", f"{1e3 * total:.0f} ms")
     row("Kernels per GPT step fp16 B=1", f"{kernels_per_step(gpt, 1)}", "incl sampling")
+    fused_step = FusedDecodeStep(gpt, 1)
+    row("Kernels per fused GPT step fp16 B=1", f"{kernels_per_step(gpt, 1, fused_step)}",
+        "incl sampling")  # fmt: skip
     gpt32 = t2s_model(torch.float32)
     bench_gpt(gpt32, "fp32", 1, 50)
     del gpt32
     bench_gpt(gpt, "fp16", 64, 30)
+    for batch in (4, 16, 64):
+        bench_fused(gpt, batch)
     inputs = request(1)
     for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
         runner = T2SGraphRunner(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Without an NVIDIA GPU, Triton kernels (wyoming_sovits/kernels.py) run under Triton's CPU
+# interpreter. Triton reads this once, when it is first imported (torch may import it), so
+# it is set here, before any test module imports torch.
+if not Path("/dev/nvidia0").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

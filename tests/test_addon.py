@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from doc_commands import check_enrollment_commands, cli_invocations
 from jsonschema import Draft7Validator
 
 from wyoming_sovits import __version__
@@ -84,9 +85,34 @@ def test_every_option_maps_to_a_flag_that_serve_accepts() -> None:
 def test_defaults_map_to_expected_argv() -> None:
     argv = options_to_argv(_load_yaml("config.yaml")["options"])
     assert argv[:5] == ["--uri", "tcp://0.0.0.0:10200", "--data-dir", "/data", "--zeroconf"]
+    assert "--download" in argv and "--example-voice" in argv  # the first start
     assert "--default-voice" not in argv  # empty string: server default
     assert "--no-streaming" not in argv and "--debug" not in argv
     assert argv[argv.index("--samples-per-chunk") + 1] == "1024"
+
+
+def test_first_start_downloads_weights_and_serves_the_example_voice() -> None:
+    """DOCS.md promises both; without them the first start exits and the app is halted."""
+    for options in ({}, _load_yaml("config.yaml")["options"]):
+        args = build_parser().parse_args(["serve", *options_to_argv(options)])
+        assert args.download and args.example_voice
+        assert args.data_dir == [Path("/data")]
+    docs = (ADDON / "DOCS.md").read_text()
+    install = docs[docs.index("## Installation") : docs.index("## Adding a household voice")]
+    assert "downloads the model weights" in install and "example voice" in install
+
+
+def test_docs_enrollment_follows_voice_add() -> None:
+    """Supported audio formats; a one-minute recording: --preview first, then --clip + --text."""
+    docs = (ADDON / "DOCS.md").read_text()
+    commands = [argv for argv in cli_invocations(docs) if argv[:2] == ["voice", "add"]]
+    assert len(commands) >= 2
+    assert "--preview" in commands[0] and "--clip" in commands[1]
+    voices_dir = _load_yaml("config.yaml")["options"]["voices_dir"]
+    assert all(voices_dir in argv for argv in commands)  # the default folder
+    for argv in cli_invocations(docs):
+        assert callable(build_parser().parse_args(argv).func)
+    assert check_enrollment_commands(docs) == []
 
 
 def test_unknown_option_is_refused() -> None:

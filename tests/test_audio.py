@@ -12,6 +12,7 @@ import torch
 from wyoming_sovits.audio import (
     AudioDecodeError,
     AudioInputError,
+    AudioTooLongError,
     float_to_pcm16,
     iter_chunks,
     linear_spectrogram,
@@ -109,6 +110,72 @@ def test_load_formats(tmp_path: Path, suffix: str, fmt: str, subtype: str, atol:
     assert abs(np.sqrt(np.mean(y**2)) - np.sqrt(np.mean(x**2))) < atol
     if fmt in ("WAV", "FLAC"):
         np.testing.assert_allclose(y, x, atol=atol)
+
+
+CODECS = [
+    ("wav", "WAV", "PCM_16"),
+    ("flac", "FLAC", "PCM_16"),
+    ("ogg", "OGG", "VORBIS"),
+    ("opus", "OGG", "OPUS"),  # phone voice memos; libsndfile's Opus has no 44.1 kHz
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype", "sr"),
+    [
+        (*codec, sr)
+        for codec in CODECS
+        for sr in (8000, 16000, 44100, 48000)
+        if not (codec[2] == "OPUS" and sr == 44100)
+    ],
+)
+def test_load_rates_and_stereo(
+    tmp_path: Path, suffix: str, fmt: str, subtype: str, sr: int
+) -> None:
+    """Every rate people record at comes back at that rate, stereo mixed to the mean."""
+    left, right = tone(sr, sr, 440.0, amp=0.4), tone(sr, sr, 440.0, amp=0.2)
+    path = tmp_path / f"clip.{suffix}"
+    sf.write(path, np.stack([left, right], axis=1), sr, format=fmt, subtype=subtype)
+    y, rate = load_audio(path)
+    assert rate == sr and y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - sr) <= sr // 10  # lossy codecs may pad a little
+    core = y[len(y) // 5 : -len(y) // 5]
+    # Mean of 0.4 and 0.2 amplitude: RMS 0.212 (left only would be 0.283, right 0.141).
+    assert abs(np.sqrt(np.mean(core**2)) - 0.3 / np.sqrt(2)) < 0.01
+    spectrum = np.abs(np.fft.rfft(core * np.hanning(len(core))))
+    assert abs(np.argmax(spectrum) * sr / len(core) - 440.0) < 5.0  # same pitch: no rate mix-up
+    if fmt in ("WAV", "FLAC"):
+        np.testing.assert_allclose(y, (left + right) / 2, atol=1e-4)
+
+
+def test_long_file_is_refused_from_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ten-minutes.wav"
+    sf.write(path, np.zeros(600 * 8000, np.int16), 8000, subtype="PCM_16")  # 9.6 MB, cheap
+    reads: list[int] = []
+    real_read = sf.SoundFile.read
+
+    def spy(self: sf.SoundFile, frames: int = -1, *args: object, **kwargs: object) -> object:
+        reads.append(frames)
+        return real_read(self, frames, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    with pytest.raises(
+        AudioTooLongError, match=r"ten-minutes\.wav lasts 10:00 min.*5:00 min"
+    ) as err:
+        load_audio(path, max_seconds=300)
+    assert (err.value.seconds, err.value.limit) == (600.0, 300)
+    assert reads == []  # nothing decoded
+    assert isinstance(err.value, AudioDecodeError)  # callers that catch decode errors see it
+
+    short = tmp_path / "two-seconds.wav"
+    sf.write(short, tone(16000, 8000), 8000, subtype="PCM_16")
+    assert len(load_audio(short, max_seconds=2.0)[0]) == 16000  # exactly at the limit: fine
+    assert reads == [16001]  # a capped read asks for one frame past the limit, no more
+    with pytest.raises(AudioTooLongError, match=r"lasts 2\.00 s, more than the 1\.99 s"):
+        load_audio(short, max_seconds=1.99)
 
 
 def test_load_stereo_is_channel_mean(tmp_path: Path) -> None:

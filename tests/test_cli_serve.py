@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from fake_backend import expected_samples, write_voice
+from test_enroll import TEXT_0870, librivox
+from tiny_backend import MAX_TOKENS
+from tiny_frontends import make_tiny_models_dir
 from wyoming.audio import AudioChunk
 from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Describe, Info
@@ -145,3 +149,54 @@ def test_bench_health_and_sigterm(voices_dir: Path) -> None:
     health = [sys.executable, "-m", "wyoming_sovits", "health", "--uri", uri, "--timeout", "1"]
     result = subprocess.run(health, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stdout.startswith("UNHEALTHY:")
+
+
+def test_bench_against_the_real_pipeline(tmp_path: Path) -> None:
+    """wyoming-bench as HA's stand-in, against ``serve`` on tiny models: every sample ok."""
+    bench = shutil.which("wyoming-bench", path=str(Path(sys.executable).parent))
+    assert bench is not None, "wyoming-bench is a test dependency"
+    make_tiny_models_dir(tmp_path / "data" / "models")
+    voice = tmp_path / "voices" / "austen"
+    voice.mkdir(parents=True)
+    shutil.copy(librivox("0870"), voice / "reference.wav")  # real speech, 7.1 s
+    (voice / "voice.yaml").write_text(
+        f"languages: [en_US]\nreference:\n  audio: reference.wav\n  text: {TEXT_0870}\n"
+    )
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wyoming_sovits", "serve",
+             "--backend", "tests/tiny_backend.py:make", "--uri", f"tcp://127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data"), "--voices-dir", str(tmp_path / "voices"),
+             "--device", "cpu", "--dtype", "float32"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+    try:
+        try:
+            _wait_for_port(port, proc, timeout=180)  # models load and warm up first
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{log.read_text()}") from err
+        result = subprocess.run(
+            [bench, "tts", f"127.0.0.1:{port}", "--mode", "both", "--rounds", "2",
+             "--no-unique", "--timeout", "60", "--texts", "Dinner is ready!"],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+        report = result.stdout + result.stderr
+        assert result.returncode == 0, report
+        # Exit 0 only means not every measurement failed: read the per-mode counts.
+        counts = dict(
+            re.findall(r"^\[(non_streaming|streaming)\] ok=(\d+) fail=\d+$", report, re.M)
+        )
+        assert counts == {"non_streaming": "2", "streaming": "2"}, report
+        assert not re.search(r"fail=[1-9]|FAIL", report), report
+        # One sentence of 11-16 tokens (40 ms each) and its 0.3 s pause, in both modes.
+        durations = [float(d) for d in re.findall(r"Audio\s+mean=([\d.]+)s", report)]
+        assert len(durations) == 2, report
+        assert all(11 * 0.04 + 0.3 - 0.01 <= d <= MAX_TOKENS * 0.04 + 0.3 + 0.01 for d in durations)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

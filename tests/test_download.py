@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ from wyoming_sovits import download
 from wyoming_sovits.download import (
     ChecksumError,
     DownloadError,
+    WeightFile,
     download_weights,
     missing_files,
     read_lock,
@@ -31,6 +33,9 @@ class FakeHub:
         self.files = files
         self.bad_etag: set[str] = set()
         self.requests: list[str] = []
+        self.cut: dict[str, int] = {}  # name -> bytes sent before the connection drops (once)
+        self.ranges: list[tuple[str, str | None]] = []  # (name, Range header) of each GET
+        self.sent: dict[str, int] = {}  # body bytes sent per name
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -44,7 +49,7 @@ class FakeHub:
                 data = hub.files.get(name)
                 return None if data is None else (name, data)
 
-            def _headers(self, name: str, data: bytes) -> None:
+            def _headers(self, name: str, data: bytes, start: int = 0) -> None:
                 digest = hashlib.sha256(data).hexdigest()
                 if name in hub.bad_etag:
                     digest = "0" * 64
@@ -52,8 +57,10 @@ class FakeHub:
                 self.send_header("X-Linked-Etag", f'"{digest}"')
                 self.send_header("X-Linked-Size", str(len(data)))
                 self.send_header("ETag", f'"{digest}"')
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(data) - start))
                 self.send_header("Accept-Ranges", "bytes")
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
 
             def do_HEAD(self) -> None:
                 hub.requests.append("HEAD " + self.path)
@@ -75,10 +82,18 @@ class FakeHub:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                self.send_response(200)
-                self._headers(*found)
+                name, data = found
+                range_header = self.headers.get("Range")
+                hub.ranges.append((name, range_header))
+                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+                start = int(match[1]) if match else 0
+                self.send_response(206 if start else 200)
+                self._headers(name, data, start)
                 self.end_headers()
-                self.wfile.write(found[1])
+                body = data[start : start + hub.cut.pop(name, len(data))]
+                self.wfile.write(body)  # a cut body ends the response short: a broken download
+                hub.sent[name] = hub.sent.get(name, 0) + len(body)
+                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -134,6 +149,35 @@ def test_checksum_mismatch_is_refused_and_file_removed(
         download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
     assert not (tmp_path / "v2Pro/s2Gv2ProPlus.pth").exists()
     assert "v2Pro/s2Gv2ProPlus.pth" not in read_lock(tmp_path)
+
+
+def test_interrupted_download_resumes(
+    hub: tuple[FakeHub, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file cut off mid-way is continued from the bytes on disk, not fetched again."""
+    import huggingface_hub.constants
+
+    fake, endpoint = hub
+    name = "v2Pro/s2Gv2ProPlus.pth"
+    fake.files[name] = bytes(range(256)) * 400  # 102400 bytes
+    # huggingface_hub keeps what it wrote in whole chunks (10 MB by default): shrink them
+    # so a small test file spans many.
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4096)
+    fake.cut[name] = 60000
+    with pytest.raises(DownloadError, match=name):  # the connection drops mid-file
+        download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
+    assert name not in read_lock(tmp_path) and not (tmp_path / name).exists()
+
+    download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
+    gets = [rng for got, rng in fake.ranges if got == name]
+    assert gets[0] is None and len(gets) == 2
+    assert gets[1] is not None and re.fullmatch(r"bytes=\d+-", gets[1]), gets[1]
+    resumed_at = int(gets[1].removeprefix("bytes=").removesuffix("-"))
+    assert 4096 <= resumed_at <= 60000
+    assert fake.sent[name] == 60000 + len(fake.files[name]) - resumed_at  # no byte sent twice
+    assert (tmp_path / name).read_bytes() == fake.files[name]
+    assert read_lock(tmp_path)[name]["sha256"] == hashlib.sha256(fake.files[name]).hexdigest()
+    assert verify_file(tmp_path, WeightFile(name, "sovits")) is None
 
 
 def test_missing_on_hub_fails_with_placement_help(hub: tuple[FakeHub, str], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import soundfile as sf
 import yaml
 
 from wyoming_sovits import enroll
+from wyoming_sovits.__main__ import main as cli_main
 from wyoming_sovits.enroll import EnrollmentError, Segment, TranscriptNeededError
 from wyoming_sovits.voices import load_voice
 
@@ -281,3 +282,23 @@ def test_quality_rules(make: object, noise_db: float, message: str | None) -> No
         assert cand.problem is None and cand.score > 0.5
     else:
         assert cand.problem is not None and message in cand.problem
+
+
+def test_ten_minute_recording_is_refused_before_analysis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_file = tmp_path / "podcast.wav"
+    sf.write(long_file, np.zeros(600 * 8000, np.int16), 8000, subtype="PCM_16")  # cheap: 8 kHz
+
+    def no_analysis(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a refused recording must not reach the VAD")
+
+    monkeypatch.setattr(enroll, "analyse", no_analysis)
+    with pytest.raises(EnrollmentError, match=r"podcast\.wav lasts 10:00 min.*at most 5:00 min"):
+        enroll.enroll_voice("x", long_file, text="Hi.", language="en", voices_dir=tmp_path)
+    assert not (tmp_path / "x").exists()
+
+    code = cli_main(["voice", "add", "x", "--audio", str(long_file), "--language", "en_US",
+                 "--voices-dir", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "lasts 10:00 min" in err and "ffmpeg -i podcast.wav" in err

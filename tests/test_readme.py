@@ -3,53 +3,72 @@
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
 import pytest
+from doc_commands import check_enrollment_commands, cli_invocations, shell_lines, subcommand
 
 from wyoming_sovits.__main__ import build_parser, main
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _code_lines() -> list[str]:
-    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
-
-
-def _cli_invocations() -> list[list[str]]:
-    """Every ``wyoming-sovits ...`` command in the README's shell blocks."""
-    found = []
-    for line in _code_lines():
-        if line.startswith("#"):
-            continue
-        for part in line.split("&&"):
-            words = shlex.split(part)
-            if words and words[0].endswith("wyoming-sovits"):
-                found.append(words[1:])
-    return found
+README_TEST_COMMAND = "script/setup --test && .venv/bin/python -m pytest -q"
 
 
 def test_readme_has_the_two_quick_start_commands() -> None:
-    lines = _code_lines()
+    lines = shell_lines(README)
     assert (
         "script/setup && .venv/bin/wyoming-sovits serve --download --voices-dir voices --data-dir data"
         in lines
     )
-    assert "script/setup --test && .venv/bin/python -m pytest -q" in lines
+    assert README_TEST_COMMAND in lines
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "script/setup --test && .venv/bin/python -m pytest -q" in ci.splitlines()
+    assert README_TEST_COMMAND in ci.splitlines()
 
 
-@pytest.mark.parametrize("argv", _cli_invocations(), ids=lambda a: " ".join(a)[:40])
+def test_ci_runs_the_docker_install_path_and_the_installed_cli() -> None:
+    """After the README command: a non-editable `script/setup` into a fresh venv, then smoke."""
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    readme_at = lines.index(README_TEST_COMMAND)
+    fresh = lines.index('fresh_venv="$(mktemp -d)/venv"')
+    setup = lines.index('VENV="$fresh_venv" script/setup')  # no --test: `pip install .`
+    smoke = lines.index('script/smoke "$fresh_venv"')
+    assert readme_at < fresh < setup < smoke
+    # The Dockerfile installs the same way.
+    assert re.search(r"\bVENV=\S+ script/setup(?!\s+--test)", (ROOT / "Dockerfile").read_text())
+    script = ROOT / "script" / "smoke"
+    assert script.stat().st_mode & 0o111
+    body = script.read_text()
+    for step in ('"$cli" --version', '"$cli" serve', '"$cli" health', '"$cli" doctor'):
+        assert step in body, step
+    assert "--example-voice" in body and "--download" in body  # the image's first start
+
+
+@pytest.mark.parametrize("argv", cli_invocations(README), ids=lambda a: " ".join(a)[:40])
 def test_readme_commands_parse(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert callable(args.func)
+
+
+def test_readme_lists_every_serve_flag() -> None:
+    """Every flag of `serve --help` (and the hidden developer flag) is in the CLI table."""
+    row = next(line for line in README.splitlines() if line.startswith("| `wyoming-sovits serve`"))
+    flags = [
+        flag
+        for action in subcommand("serve")._actions
+        for flag in action.option_strings
+        if flag.startswith("--") and flag != "--help"
+    ]
+    assert "--backend" in flags and "--no-warm-up" in flags
+    missing = [flag for flag in flags if not re.search(rf"`{re.escape(flag)}[` ]", row)]
+    assert missing == []
+
+
+def test_readme_enrollment_matches_voice_add() -> None:
+    assert check_enrollment_commands(README) == []
 
 
 def test_readme_mentions_every_command() -> None:

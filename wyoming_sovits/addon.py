@@ -14,6 +14,9 @@ from typing import Any
 
 ADDON_URI = "tcp://0.0.0.0:10200"
 ADDON_DATA_DIR = "/data"
+# Always passed: the first start downloads the weights into /data/models and, while the
+# voices folder holds no voice, serves the bundled example voice (DOCS.md, "Installation").
+FIRST_START_FLAGS = ("--download", "--example-voice")
 
 # option name -> serve flag, for options whose value is passed as is.
 _VALUE_FLAGS = {
@@ -48,7 +51,7 @@ def options_to_argv(options: Mapping[str, Any], *, data_dir: str = ADDON_DATA_DI
         raise AddonOptionsError(
             f"unknown add-on option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}"
         )
-    argv = ["--uri", ADDON_URI, "--data-dir", data_dir, "--zeroconf"]
+    argv = ["--uri", ADDON_URI, "--data-dir", data_dir, "--zeroconf", *FIRST_START_FLAGS]
     for name, flag in _VALUE_FLAGS.items():
         value = options.get(name)
         if value is None or value == "":

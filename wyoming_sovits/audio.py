@@ -34,24 +34,60 @@ class AudioInputError(ValueError):
     """An in-memory signal or argument cannot be processed (wrong shape, rate, width)."""
 
 
-def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
+class AudioTooLongError(AudioDecodeError):
+    """An audio file lasts longer than the caller reads; it was not decoded whole.
+
+    ``seconds`` is the file's length when its header tells it (None otherwise) and
+    ``limit`` the most the caller accepts, both in seconds.
+    """
+
+    def __init__(self, path: Path, seconds: float | None, limit: float) -> None:
+        length = f"lasts {_clock(seconds)}" if seconds is not None else "is longer"
+        super().__init__(
+            f"audio file {path} {length}, more than the {_clock(limit)} read here: "
+            f"cut out the part you need (e.g. ffmpeg -i IN -ss START -t {limit:g} OUT.wav)"
+        )
+        self.path = path
+        self.seconds = seconds
+        self.limit = limit
+
+
+def _clock(seconds: float) -> str:
+    """``7.25 s`` below a minute, ``10:00 min`` above (what a person reads in a player)."""
+    if seconds < 60.0:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d} min"
+
+
+def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode wav/flac/ogg/mp3 (anything libsndfile reads) to float32 mono and its rate.
 
     Channels are averaged, as ``librosa.load`` does for the reference's HuBERT input.
+    With ``max_seconds``, a longer file raises ``AudioTooLongError`` without being decoded
+    whole: the header's frame count is checked first, and at most one frame past the
+    limit is ever read (for streams whose header has no length).
     """
     path = Path(path)
     if not path.is_file():
         raise AudioDecodeError(f"audio file not found: {path}")
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)  # (T, C)
+        with sf.SoundFile(path) as f:
+            sr = int(f.samplerate)
+            limit = -1 if max_seconds is None else math.floor(max_seconds * sr)
+            if max_seconds is not None and f.frames > limit:
+                raise AudioTooLongError(path, f.frames / sr, max_seconds)
+            data = f.read(-1 if max_seconds is None else limit + 1, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError) as err:
         raise AudioDecodeError(
             f"cannot decode {path}: {err}; use WAV, FLAC, OGG/Vorbis or MP3"
         ) from err
+    if max_seconds is not None and data.shape[0] > limit:  # the header had no length
+        raise AudioTooLongError(path, None, max_seconds)
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioDecodeError(f"audio file {path} contains no samples")
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    return np.ascontiguousarray(mono, dtype=np.float32), int(sr)
+    return np.ascontiguousarray(mono, dtype=np.float32), sr
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

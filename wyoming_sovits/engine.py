@@ -322,7 +322,8 @@ class Engine:
             self._thread = None
 
     def warm_up(self, voice_names: Sequence[str], *, pin: bool = True) -> None:
-        """Prepare and pin the prompts of ``voice_names`` and synthesise one phrase each.
+        """Prepare and pin the prompts of ``voice_names`` and synthesise one phrase each
+        (after the backend's own ``warm_up(prompt, cfg)``, if it has one: graph capture).
 
         Blocks until done, so call it before listening.  Runs on the worker thread, since
         compiled graphs and CUDA state belong to the thread that created them.
@@ -342,6 +343,9 @@ class Engine:
         prompt = self._prompts.get(voice, self._backend.prepare_prompt)
         text = _WARM_UP_TEXT.get(voice.text_language.removeprefix("all_"), _WARM_UP_DEFAULT)
         cfg = voice.synthesis.merged(self._settings.synthesis)
+        capture = getattr(self._backend, "warm_up", None)  # optional: ahead-of-time graphs
+        if callable(capture):
+            capture(prompt, cfg)
         samples = sum(len(chunk) for chunk in self._backend.synthesize(text, prompt, cfg))
         _LOGGER.info("Warmed up voice %s (%d samples)", voice.name, samples)
 

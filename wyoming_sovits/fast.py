@@ -1,9 +1,9 @@
 """GPU fast paths: the T2S decode step (sampling included) and SoVITS decode as CUDA graphs.
 
 An engine choice, not a fork: both runners drive the unchanged model modules
-(``Text2Semantic.forward`` and ``SoVITS.decode``) and the samplers of ``generate``; they only
-fix every shape and keep every tensor the step touches at a static address, so that the
-whole step can be captured once and replayed.
+(``Text2Semantic.forward``, the stages of ``SoVITS.decode``) and the samplers of
+``generate``; they only fix every shape and keep every tensor the step touches at a static
+address, so that the whole step can be captured once and replayed.
 
 T2S. One captured graph holds ``steps_per_sync`` decode steps: the EOS bar (a step-counter
 tensor instead of ``generate``'s Python counter), repetition penalty, top-k/top-p,
@@ -16,19 +16,22 @@ Random draws use the default CUDA generator (graph-safe), so seed with
 
 SoVITS. ``SoVITSGraphs`` captures ``SoVITS.decode`` per (token bucket, phone bucket) with
 length tensors, so any utterance up to the largest bucket replays a graph. Padded phones
-are exact (masked attention); padded codes can change the audio near the utterance's end,
-since the vocoder has no mask (see ``bench/README.md``).
+are exact (masked attention); padded codes are made exact by zeroing every vocoder
+convolution's input past the real length inside the graph (the vocoder itself has no
+mask; unmasked, the last ~100 ms would change). The prior noise is an input
+buffer (the caller's, or drawn from the default CUDA generator), so that re-decoding a
+growing prefix can reuse the same noise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .generate import (
@@ -187,7 +190,7 @@ class T2SGraphRunner:
         self, batch: int, kv_len: int, any_top_p: bool, forced: bool
     ) -> torch.cuda.CUDAGraph:
         key = (batch, kv_len, any_top_p, forced)
-        if self._cache_data_ptr() != self._cache_ptr:
+        if not self.owns_cache():
             raise FastPathError("the model's KV cache was reallocated; build a new runner")
         graph = self._graphs.get(key)
         if graph is not None:
@@ -290,6 +293,47 @@ class T2SGraphRunner:
         return batch, length
 
     @torch.no_grad()
+    def stream_packed(
+        self,
+        packed: PackedPrompt,
+        params: Sequence[SamplingParams],
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> Generator[tuple[Tensor, Tensor], None, None]:
+        """Prefill eagerly, then replay graphs until every row stopped or the cap.
+
+        After each replay yields views ``(out (B, done), n_emitted (B,))`` of the token log:
+        row b's tokens so far are ``out[b, :n_emitted[b]]``. The views are the runner's own
+        buffers, overwritten by the next run; closing the iterator stops decoding.
+        """
+        batch, length = self._start(packed, params, max_new_tokens)
+        any_top_p = any(p.top_p < 1.0 for p in params)
+        s, done = self.state, 0
+        while done < max_new_tokens:
+            kv_len = self._replay_kv_len(length, done, max_new_tokens)
+            self._replay(batch, kv_len, any_top_p, False)
+            done += self.steps_per_sync
+            alive = bool(s.active[:batch].any())  # the one host sync per replay
+            yield s.out[:batch, : min(done, max_new_tokens)], s.n_emitted[:batch]
+            if not alive:
+                return
+
+    def stream_tokens(
+        self,
+        packed: PackedPrompt,
+        params: SamplingParams,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    ) -> Iterator[Tensor]:
+        """One request (batch 1): its new tokens (1-D, on the device, copies) after each
+        replay that emitted any, at most ``steps_per_sync`` at a time."""
+        if packed.batch_size != 1:
+            raise FastPathError(f"stream_tokens serves one request, got {packed.batch_size}")
+        sent = 0
+        for out, n_emitted in self.stream_packed(packed, [params], max_new_tokens):
+            count = int(n_emitted[0])
+            if count > sent:
+                yield out[0, sent:count].clone()
+                sent = count
+
     def generate_packed(
         self,
         packed: PackedPrompt,
@@ -302,22 +346,20 @@ class T2SGraphRunner:
         ``on_tokens(out (B, done), n_emitted (B,))`` runs after each replay (streaming);
         returning False stops early. Returns each row's emitted tokens (1-D, on the GPU).
         """
-        batch, length = self._start(packed, params, max_new_tokens)
-        any_top_p = any(p.top_p < 1.0 for p in params)
-        s, done = self.state, 0
-        while done < max_new_tokens:
-            kv_len = self._replay_kv_len(length, done, max_new_tokens)
-            self._replay(batch, kv_len, any_top_p, False)
-            done += self.steps_per_sync
-            alive = bool(s.active[:batch].any())  # the one host sync per replay
-            if on_tokens is not None and not on_tokens(
-                s.out[:batch, : min(done, max_new_tokens)], s.n_emitted[:batch]
-            ):
-                break
-            if not alive:
-                break
-        counts = s.n_emitted[:batch].tolist()
-        return [s.out[row, :n].clone() for row, n in enumerate(counts)]
+        steps = self.stream_packed(packed, params, max_new_tokens)
+        try:
+            for out, n_emitted in steps:
+                if on_tokens is not None and not on_tokens(out, n_emitted):
+                    break
+        finally:
+            steps.close()
+        counts = self.state.n_emitted[: packed.batch_size].tolist()
+        return [self.state.out[row, :n].clone() for row, n in enumerate(counts)]
+
+    def owns_cache(self) -> bool:
+        """False once someone reallocated the model's KV cache (the graphs point at the old
+        one): build a new runner then."""
+        return self._cache_data_ptr() == self._cache_ptr
 
     def generate_batch(
         self,
@@ -349,11 +391,47 @@ class T2SGraphRunner:
         return torch.stack(out, dim=1)  # (B, T, V)
 
 
+@contextlib.contextmanager
+def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterator[None]:
+    """Zero every vocoder convolution's input past the real length while inside.
+
+    The vocoder has no mask: on padded frames its convolutions would see the activations
+    of the padding instead of the zeros they see at the end of an exact-length input, and
+    the last ~100 ms of audio would change. With each input zeroed past ``lengths`` (B,)
+    of the ``padded`` positions (tokens or frames: scaled to each input's rate), a padded
+    decode computes the exact-length one. The length-1 conditioning conv is left alone.
+    ``lengths`` is read inside the hooks, so a captured graph follows its later values.
+    """
+
+    def zero_padding(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        x = args[0]  # (B, C, T) with T = padded * (upsampling so far)
+        valid = lengths * (x.shape[-1] // padded)  # (B,)
+        keep = torch.arange(x.shape[-1], device=x.device) < valid[:, None]  # (B, T)
+        return (x * keep[:, None, :].to(x.dtype), *args[1:])
+
+    convs = [
+        m
+        for m in vocoder.modules()
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
+        and m is not getattr(vocoder, "cond", None)
+    ]
+    handles = [m.register_forward_pre_hook(zero_padding) for m in convs]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class SoVITSGraphs:
     """``SoVITS.decode`` replayed from CUDA graphs captured per (token, phone) bucket.
 
     Inputs are padded to the smallest bucket that holds them and masked by length
-    tensors; the audio is cut to the real ``T * upsample_factor`` samples.
+    tensors (the vocoder through ``_padding_masked``), so a replay computes the
+    exact-length decode; the audio is cut to the real ``T * upsample_factor`` samples. The prior noise
+    is an input buffer, not a draw inside the graph, so a caller can feed noise that stays
+    the same across re-decodes of a growing prefix (``pipeline.NoiseTape``); without it,
+    ``decode`` draws fresh noise from the default CUDA generator. Speed is always 1.
     """
 
     def __init__(
@@ -363,6 +441,7 @@ class SoVITSGraphs:
         phone_buckets: Sequence[int] = (32, 64, 128, 256, 512),
         noise_scale: float = 0.5,
     ) -> None:
+        """``noise_scale`` is the default of ``decode``'s own argument."""
         weight = next(model.parameters())
         _require_cuda(weight.device)
         self.model, self.device, self.dtype = model, weight.device, weight.dtype
@@ -378,53 +457,99 @@ class SoVITSGraphs:
                 return b
         raise FastPathError(f"{n} {what} exceed the largest bucket {buckets[-1]}")
 
+    def fits(self, tokens: int, phones: int) -> bool:
+        """Whether a graph serves ``tokens`` codes and ``phones`` phones (else: eager)."""
+        return 0 < tokens <= self.token_buckets[-1] and 0 < phones <= self.phone_buckets[-1]
+
+    def _key(self, tokens: int, phones: int) -> tuple[int, int]:
+        return (
+            self._pick(self.token_buckets, tokens, "tokens"),
+            self._pick(self.phone_buckets, phones, "phones"),
+        )
+
     def _capture(self, tokens: int, phones: int) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
-        dev, gin = self.device, self.model.cfg.gin_channels
+        dev, cfg = self.device, self.model.cfg
+        frames = tokens * cfg.frames_per_token
         io = {
             "codes": torch.zeros(1, 1, tokens, dtype=torch.long, device=dev),
             "text": torch.zeros(1, phones, dtype=torch.long, device=dev),
             "code_len": torch.full((1,), tokens, dtype=torch.long, device=dev),
             "text_len": torch.full((1,), phones, dtype=torch.long, device=dev),
-            "ge": torch.zeros(1, gin, 1, dtype=self.dtype, device=dev),
+            "ge": torch.zeros(1, cfg.gin_channels, 1, dtype=self.dtype, device=dev),
+            "noise": torch.zeros(1, cfg.inter_channels, frames, dtype=self.dtype, device=dev),
+            "scale": torch.zeros((), dtype=torch.float32, device=dev),
         }
 
-        def run() -> Tensor:
-            return self.model.decode(
-                io["codes"], io["text"], io["ge"], self.noise_scale,
-                code_lengths=io["code_len"], text_lengths=io["text_len"],
-            )  # fmt: skip
+        def run() -> tuple[Tensor, Tensor, Tensor]:
+            # SoVITS.decode with lengths, its prior draw replaced by the noise buffer.
+            model = self.model
+            m, logs, mask = model.encode_text_semantic(
+                io["codes"], io["text"], io["ge"], 1.0, io["code_len"], io["text_len"]
+            )  # (1, C, T_f) x2, (1, 1, T_f)
+            z_p = m + io["noise"] * torch.exp(logs) * io["scale"]  # (1, C, T_f)
+            z = model.flow_reverse(z_p, mask, io["ge"])
+            audio = model.vocode(z * mask, io["ge"])  # (1, 1, T_f * 640)
+            return m, z, audio * mask.repeat_interleave(cfg.upsample_factor, dim=2)
 
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.no_grad(), torch.cuda.stream(stream):
-            run()
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool, stream=stream):
-            io["audio"] = run()  # (1, 1, tokens * upsample)
+        masked = _padding_masked(self.model.dec, io["code_len"], tokens)
+        with masked, torch.no_grad():
+            with torch.cuda.stream(stream):
+                run()
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+                io["m"], io["z"], io["audio"] = run()  # (1, C, T_f) x2, (1, 1, T_f * 640)
         return graph, io
 
     def capture(self, tokens: int, phones: int) -> None:
         """Capture the graph serving ``tokens`` codes and ``phones`` phones ahead of use."""
-        key = (
-            self._pick(self.token_buckets, tokens, "tokens"),
-            self._pick(self.phone_buckets, phones, "phones"),
-        )
+        key = self._key(tokens, phones)
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
 
+    @property
+    def captured(self) -> list[tuple[int, int]]:
+        """The (token, phone) buckets captured so far."""
+        return sorted(self._graphs)
+
+    def decode(
+        self,
+        codes: Tensor,
+        text: Tensor,
+        ge: Tensor,
+        noise: Tensor | None = None,
+        noise_scale: float | None = None,
+    ) -> Tensor:
+        """codes (T,) int, text (L,) int, ge (1, gin, 1) -> audio (T * 1280,) float.
+
+        ``noise`` (1, inter, 2T) is N(0, 1) prior noise (drawn here when None), scaled by
+        ``noise_scale`` (default: the constructor's).
+        """
+        return self.decode_latents(codes, text, ge, noise, noise_scale)[2]
+
     @torch.no_grad()
-    def decode(self, codes: Tensor, text: Tensor, ge: Tensor) -> Tensor:
-        """codes (T,) int, text (L,) int, ge (1, gin, 1) -> audio (T * 1280,) float."""
+    def decode_latents(
+        self,
+        codes: Tensor,
+        text: Tensor,
+        ge: Tensor,
+        noise: Tensor | None = None,
+        noise_scale: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """As ``decode``, also returning the prior mean and flow output (1, inter, 2T)."""
         if codes.ndim != 1 or text.ndim != 1 or codes.numel() == 0 or text.numel() == 0:
             raise VitsInputError("codes and text must be non-empty 1-D tensors")
         n_tok, n_ph = codes.shape[0], text.shape[0]
+        key = self._key(n_tok, n_ph)
         self.capture(n_tok, n_ph)
-        key = (
-            self._pick(self.token_buckets, n_tok, "tokens"),
-            self._pick(self.phone_buckets, n_ph, "phones"),
-        )
         graph, io = self._graphs[key]
+        frames = n_tok * self.model.cfg.frames_per_token
+        if noise is not None and noise.shape != (1, io["noise"].shape[1], frames):
+            raise VitsInputError(
+                f"noise must be (1, {io['noise'].shape[1]}, {frames}); got {tuple(noise.shape)}"
+            )
         io["codes"].zero_()
         io["codes"][0, 0, :n_tok] = codes
         io["text"].zero_()
@@ -432,6 +557,13 @@ class SoVITSGraphs:
         io["code_len"].fill_(n_tok)
         io["text_len"].fill_(n_ph)
         io["ge"].copy_(ge)
+        io["noise"].zero_()
+        if noise is None:
+            io["noise"][:, :, :frames].normal_()
+        else:
+            io["noise"][:, :, :frames] = noise
+        io["scale"].fill_(self.noise_scale if noise_scale is None else noise_scale)
         graph.replay()
-        per_token = io["audio"].shape[-1] // key[0]  # 1280 samples at 32 kHz
-        return io["audio"][0, 0, : n_tok * per_token].clone()
+        samples = frames * self.model.cfg.upsample_factor  # 1280 per token at 32 kHz
+        m, z = io["m"][:, :, :frames].clone(), io["z"][:, :, :frames].clone()
+        return m, z, io["audio"][0, 0, :samples].clone()

@@ -12,6 +12,22 @@ the first audio soonest and keep the GPT on track (long fragments drift or loop)
 sentence is one GPT run (prompt phones + sentence phones, prompt tokens first) and one
 SoVITS decode of the sentence's phones alone, against the voice's ``ge``.
 
+Fast path (``fast``, on by default on CUDA): the GPT decodes through a
+``fast.T2SGraphRunner`` (decode step and sampling replayed from CUDA graphs, a host sync
+every ``STREAM_CHUNK_TOKENS`` steps) and SoVITS decodes through ``fast.SoVITSGraphs``
+(one graph per length bucket); both are built lazily per weight file, and ``warm_up``
+captures the graphs a typical request needs. Requests they cannot serve take the eager
+path: top_k above ``fast.TOP_K_CAP`` (GPT), speed != 1 or more tokens or phones than the
+largest bucket (SoVITS). A prompt too long for the runner's cache gets a larger runner.
+
+Randomness: a request's seed drives two streams, sampling and the SoVITS prior noise, so
+the noise does not depend on how the tokens were drawn (eager and graph paths give the
+same audio for the same tokens). The eager GPT samples from a generator of its own; the
+graph runner samples from the device's default generator (the only one a CUDA graph can
+use), which is seeded per request when the request has a seed. The noise comes from a
+``NoiseTape`` in fixed blocks, so a streamed sentence (a growing prefix re-decoded) and the
+same sentence decoded whole get the same noise.
+
 Sync and single-threaded by design: ``engine.py`` owns the thread that calls it.
 """
 
@@ -19,7 +35,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +46,11 @@ from torch import Tensor
 
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
+from .fast import TOP_K_CAP, SoVITSGraphs, T2SGraphRunner
 from .generate import DEFAULT_MAX_NEW_TOKENS, SamplingParams, generate, generate_stream
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
+from .models.t2s import T2SInput, Text2Semantic, pack_inputs
 from .models.vits import SoVITS
 from .prompt import (
     OUTPUT_RATE,
@@ -45,7 +64,7 @@ from .prompt import (
     reference_tokens,
     text_features,
 )
-from .settings import SynthesisConfig
+from .settings import GPT_KERNELS, SynthesisConfig
 from .text import TextFrontendError, pre_seg_text, replace_consecutive_punctuation
 from .voices import VoiceProfile
 
@@ -58,6 +77,17 @@ TOKEN_RATE = 50  # upstream's ``hz``: its generation cap is hz * data.max_sec of
 STREAM_FIRST_TOKENS = 12
 STREAM_NEXT_TOKENS = 24
 STREAM_HOLD_TOKENS = 4
+STREAM_CHUNK_TOKENS = 4  # tokens per look at the GPT while streaming (graph replay size)
+# Fast path: cache slots the runner keeps for the prompt (transcript + sentence phones,
+# reference tokens) on top of the token cap, and its attention bucket. A longer prompt
+# rebuilds the runner with room for it (its graphs are then captured again).
+FAST_PROMPT_SLOTS = 1024
+FAST_KV_BUCKET = 256
+# Warm-up captures SoVITS graphs for sentences up to this many tokens (10 s) and phones.
+WARM_UP_TOKENS = 250
+WARM_UP_PHONES = 128
+NOISE_BLOCK_FRAMES = 64
+_NOISE_SALT = 0x6E6F697365  # noise seed = seed ^ salt: a stream apart from sampling's
 DEFAULTS = SynthesisConfig(
     top_k=15,
     top_p=1.0,
@@ -148,7 +178,8 @@ class NoiseTape:
     """Prior noise (1, C, frames) whose first frames stay the same however many are asked for.
 
     Streaming re-decodes a growing prefix; drawing fresh noise each time would make the
-    already-sent audio and the re-decoded audio disagree.
+    already-sent audio and the re-decoded audio disagree. The tape grows in whole blocks,
+    so its content depends only on the generator, not on the sizes asked for in between.
     """
 
     def __init__(self, channels: int, generator: torch.Generator, device: torch.device) -> None:
@@ -156,12 +187,19 @@ class NoiseTape:
         self.tape = torch.empty(channels, 0, device=device)
 
     def take(self, frames: int) -> Tensor:
-        extra = frames - self.tape.shape[1]
-        if extra > 0:
-            shape = (self.tape.shape[0], extra)
+        while self.tape.shape[1] < frames:
+            shape = (self.tape.shape[0], NOISE_BLOCK_FRAMES)
             more = torch.randn(shape, generator=self.generator, device=self.tape.device)
             self.tape = torch.cat([self.tape, more], dim=1)
         return self.tape[None, :, :frames]  # (1, C, frames)
+
+
+@dataclass(frozen=True)
+class RequestRandom:
+    """The random streams of one request: GPT sampling (eager path) and SoVITS noise."""
+
+    sampling: torch.Generator
+    noise: torch.Generator
 
 
 def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
@@ -207,14 +245,35 @@ class Pipeline:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         cache_dir: Path | None = None,
-        streaming: bool = False,
+        streaming: bool | None = None,
+        fast: bool | None = None,
+        gpt_kernels: str = "torch",
     ) -> None:
-        """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only."""
+        """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only.
+
+        ``fast`` None: the fast path (see the module docstring) when the device is CUDA.
+        True on a CPU runs the GPT runner's step eagerly (tests); SoVITS graphs need CUDA.
+        ``streaming`` None: partial sentences are sent when the fast path runs on CUDA (on
+        a CPU re-decoding the growing prefix costs more than it gains).
+        ``gpt_kernels`` "triton": the fast path's GPT step is ``kernels.FusedDecodeStep``
+        (five Triton launches per layer) instead of the module's own forward.
+        """
+        if gpt_kernels not in GPT_KERNELS:
+            raise ValueError(f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}")
         self.paths = paths
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.streaming = streaming
         self.max_new_tokens: int | None = None  # None: the GPT file's own cap
+        self.fast = self.device.type == "cuda" if fast is None else fast
+        on_gpu = self.fast and self.device.type == "cuda"
+        self.streaming = on_gpu if streaming is None else streaming
+        # Hook for another decode-step forward (e.g. a fused kernel): model -> a callable
+        # like ``model(tokens, input_pos, kv_len=...)``; read when a runner is built.
+        self.t2s_forward_factory: Callable[[Text2Semantic], Callable[..., Tensor]] | None = None
+        if gpt_kernels == "triton":
+            self.t2s_forward_factory = _fused_step
+        self._runners: dict[Path, T2SGraphRunner] = {}
+        self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
         self.gpt = self._gpt(paths.gpt)
@@ -235,13 +294,26 @@ class Pipeline:
         dtype: str | torch.dtype = "auto",
         version: str = DEFAULT_VERSION,
         cache_dir: Path | None = None,
+        fast: bool | None = None,
+        streaming: bool | None = None,
+        gpt_kernels: str = "torch",
     ) -> Pipeline:
         """Load ``version``'s weight set from ``models_dir``; prompts are cached on disk in
-        ``cache_dir`` (default ``<models_dir>/prompt-cache``)."""
+        ``cache_dir`` (default ``<models_dir>/prompt-cache``); the rest as in the constructor."""
+        if gpt_kernels not in GPT_KERNELS:
+            raise ValueError(f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}")
         models_dir = Path(models_dir)
         paths = ModelPaths.in_folder(models_dir, version)
         cache = cache_dir if cache_dir is not None else models_dir / "prompt-cache"
-        return cls(paths, device=device, dtype=dtype, cache_dir=cache)
+        return cls(
+            paths,
+            device=device,
+            dtype=dtype,
+            cache_dir=cache,
+            fast=fast,
+            streaming=streaming,
+            gpt_kernels=gpt_kernels,
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -349,20 +421,21 @@ class Pipeline:
         split_method: str = SPLIT_METHOD,
         generator: torch.Generator | None = None,
     ) -> Iterator[Fragment]:
-        """Each sentence of ``text`` synthesised in one go (no pause added)."""
+        """Each sentence of ``text`` synthesised in one go (no pause added).
+
+        ``generator`` replaces the eager GPT sampler's (the noise keeps its own stream).
+        """
         cfg = DEFAULTS.merged(cfg)
         language = cfg.text_language or prompt.text_language
-        generator = generator or self._generator(cfg.seed)
+        rng = self._random(cfg.seed, generator)
+        sovits = self._sovits_model(prompt.sovits).model
         for sentence in self.sentences(text, language, split_method):
             feats = self._sentence_features(sentence, language)
             if feats is None:
                 continue
-            tokens = self._generate(prompt, feats, cfg, generator)
-            sovits = self._sovits_model(prompt.sovits).model
-            noise = NoiseTape(sovits.cfg.inter_channels, generator, self.device)
-            m, z, audio = decode_latents(
-                sovits, tokens, feats.ids, prompt.ge, _f(cfg.speed), _f(cfg.noise_scale), noise
-            )
+            tokens = self._generate(prompt, feats, cfg, rng)
+            noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
+            m, z, audio = self._decode(prompt, tokens, feats, cfg, noise)
             yield Fragment(sentence, feats, tokens.cpu(), m.float().cpu(), z.float().cpu(), audio)
 
     def synthesize(
@@ -380,8 +453,7 @@ class Pipeline:
         ``prompt`` is typed ``object`` to satisfy the engine's backend protocol; it must be
         what ``prepare_prompt`` returned.
         """
-        if not isinstance(prompt, Prompt):
-            raise TypeError(f"synthesize needs a Prompt from prepare_prompt, got {type(prompt)}")
+        prompt = _as_prompt(prompt)
         if not (self.streaming if stream is None else stream):
             pause = _f(DEFAULTS.merged(cfg).fragment_pause)
             for fragment in self.fragments(text, prompt, cfg, split_method=split_method):
@@ -393,70 +465,54 @@ class Pipeline:
         self, text: str, prompt: Prompt, cfg: SynthesisConfig, split_method: str
     ) -> Iterator[np.ndarray]:
         language = cfg.text_language or prompt.text_language
-        generator = self._generator(cfg.seed)
+        rng = self._random(cfg.seed)
         pause = np.zeros(int(OUTPUT_RATE * _f(cfg.fragment_pause)), dtype=np.float32)
         for sentence in self.sentences(text, language, split_method):
             feats = self._sentence_features(sentence, language)
             if feats is None:
                 continue
-            yield from self._stream_sentence(prompt, feats, cfg, generator)
+            yield from self._stream_sentence(prompt, feats, cfg, rng)
             yield pause
 
     def _stream_sentence(
-        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, generator: torch.Generator
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
     ) -> Iterator[np.ndarray]:
         """Re-decode the growing token prefix at each chunk boundary and send the audio that
         later tokens no longer change much (all but the last few tokens' worth)."""
-        gpt = self._gpt(prompt.gpt)
         sovits = self._sovits_model(prompt.sovits).model
-        noise = NoiseTape(sovits.cfg.inter_channels, generator, self.device)
-        phone_ids, bert = _t2s_text(prompt, feats)
+        noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
         tokens: list[Tensor] = []
         sent, decoded, target = 0, 0, STREAM_FIRST_TOKENS
         audio = np.zeros(0, dtype=np.float32)
         per_token = sovits.cfg.upsample_factor * sovits.cfg.frames_per_token / _f(cfg.speed)
-        chunks = generate_stream(
-            gpt.model,
-            phone_ids,
-            bert,
-            prompt.tokens,
-            params=_sampling(cfg),
-            max_new_tokens=self.cap(gpt),
-            generator=generator,
-            chunk_size=4,
-        )
-        for chunk in chunks:
+        for chunk in self._token_chunks(prompt, feats, cfg, rng):
             tokens.append(chunk.cpu())
             n = sum(len(t) for t in tokens)
             if n < target:
                 continue
             target = n + STREAM_NEXT_TOKENS
-            audio, decoded = self._decode_all(sovits, tokens, feats, prompt, cfg, noise), n
+            audio, decoded = self._decode_all(tokens, prompt, feats, cfg, noise), n
             ready = int((n - STREAM_HOLD_TOKENS) * per_token)
             if ready > sent:
                 yield np.clip(audio[sent:ready], -1.0, 1.0)
                 sent = ready
         if decoded != sum(len(t) for t in tokens):
-            audio = self._decode_all(sovits, tokens, feats, prompt, cfg, noise)
+            audio = self._decode_all(tokens, prompt, feats, cfg, noise)
         if len(audio) > sent:
             yield np.clip(audio[sent:], -1.0, 1.0)
 
     def _decode_all(
         self,
-        sovits: SoVITS,
         tokens: list[Tensor],
-        feats: TextFeatures,
         prompt: Prompt,
+        feats: TextFeatures,
         cfg: SynthesisConfig,
         noise: NoiseTape,
     ) -> np.ndarray:
         all_tokens = torch.cat(tokens) if tokens else torch.zeros(0, dtype=torch.long)
         if len(all_tokens) == 0:
             return np.zeros(0, dtype=np.float32)
-        _, _, audio = decode_latents(
-            sovits, all_tokens, feats.ids, prompt.ge, _f(cfg.speed), _f(cfg.noise_scale), noise
-        )
-        return audio
+        return self._decode(prompt, all_tokens, feats, cfg, noise)[2]
 
     def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
         """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable."""
@@ -467,11 +523,17 @@ class Pipeline:
             return None
 
     def _generate(
-        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, generator: torch.Generator
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
     ) -> Tensor:
+        """The sentence's new tokens (T,), from the graph runner or the eager loop."""
         gpt = self._gpt(prompt.gpt)
         phone_ids, bert = _t2s_text(prompt, feats)
-        params = _sampling(cfg)
+        params, cap = _sampling(cfg), self.cap(gpt)
+        runner = self._runner_for(prompt.gpt, len(phone_ids) + len(prompt.tokens), params, cap)
+        if runner is not None:
+            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
+            (tokens,) = runner.generate_packed(packed, [params], cap)
+            return tokens
         return generate(
             gpt.model,
             phone_ids,
@@ -481,15 +543,190 @@ class Pipeline:
             top_p=params.top_p,
             temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
-            max_new_tokens=self.cap(gpt),
-            generator=generator,
+            max_new_tokens=cap,
+            generator=rng.sampling,
+        )
+
+    def _token_chunks(
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
+    ) -> Iterator[Tensor]:
+        """The sentence's new tokens as they come, ``STREAM_CHUNK_TOKENS`` at a time."""
+        gpt = self._gpt(prompt.gpt)
+        phone_ids, bert = _t2s_text(prompt, feats)
+        params, cap = _sampling(cfg), self.cap(gpt)
+        runner = self._runner_for(prompt.gpt, len(phone_ids) + len(prompt.tokens), params, cap)
+        if runner is not None:
+            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
+            return runner.stream_tokens(packed, params, cap)
+        return generate_stream(
+            gpt.model,
+            phone_ids,
+            bert,
+            prompt.tokens,
+            params=params,
+            max_new_tokens=cap,
+            generator=rng.sampling,
+            chunk_size=STREAM_CHUNK_TOKENS,
+        )
+
+    def _decode(
+        self,
+        prompt: Prompt,
+        tokens: Tensor,
+        feats: TextFeatures,
+        cfg: SynthesisConfig,
+        noise: NoiseTape,
+    ) -> tuple[Tensor, Tensor, np.ndarray]:
+        """Prior mean, flow output (1, C, T_f) and audio (T_f·640,): graphs when they serve
+        the request (speed 1, lengths within the buckets), else eager."""
+        sovits = self._sovits_model(prompt.sovits).model
+        speed, scale = _f(cfg.speed), _f(cfg.noise_scale)
+        graphs = self._graphs_for(prompt.sovits)
+        if graphs is None or speed != 1.0 or not graphs.fits(len(tokens), len(feats.ids)):
+            return decode_latents(sovits, tokens, feats.ids, prompt.ge, speed, scale, noise)
+        frames = len(tokens) * sovits.cfg.frames_per_token
+        prior = (
+            noise.take(frames)
+            if scale > 0
+            else torch.zeros(1, sovits.cfg.inter_channels, frames, device=self.device)
+        )  # (1, C, T_f)
+        m, z, audio = graphs.decode_latents(tokens, feats.ids, prompt.ge, prior, scale)
+        return m, z, audio.float().cpu().numpy()
+
+    def _random(self, seed: int | None, sampling: torch.Generator | None = None) -> RequestRandom:
+        """A request's generators: a fixed seed gives the same audio for the same text.
+
+        With a seed and the fast path on, the device's default generator (the graph
+        runner's; on a CPU, torch's global one) is seeded too; the engine runs one request
+        at a time, so that is safe.
+        """
+        base = seed if seed is not None else secrets.randbits(63)
+        if seed is not None and self.fast:
+            _seed_default_generator(self.device, seed)
+        return RequestRandom(
+            sampling=sampling or self._generator(base), noise=self._generator(base ^ _NOISE_SALT)
         )
 
     def _generator(self, seed: int | None) -> torch.Generator:
-        """A fixed seed gives the same audio for the same text; no seed, a fresh one."""
+        """A generator on the device seeded with ``seed``; no seed, a fresh one."""
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else secrets.randbits(63))
         return generator
+
+    # ------------------------------------------------------------------ fast path
+
+    def _runner_for(
+        self, path: Path, prompt_len: int, params: SamplingParams, cap: int
+    ) -> T2SGraphRunner | None:
+        """The GPT runner of ``path`` for a ``prompt_len``-slot prompt; None: eager."""
+        if not self.fast or params.top_k > TOP_K_CAP:
+            return None
+        return self._runner(path, prompt_len + cap, cap)
+
+    def _runner(self, path: Path, slots: int, cap: int) -> T2SGraphRunner:
+        """The runner of ``path``, (re)built when missing, too small or its cache replaced.
+
+        A rebuild drops the graphs captured so far; they are captured again as needed.
+        """
+        runner = self._runners.get(path)
+        if (
+            runner is not None
+            and runner.owns_cache()
+            and runner.max_seq >= slots
+            and runner.max_new_tokens >= cap
+        ):
+            return runner
+        model = self._gpt(path).model
+        max_new = max(cap, DEFAULT_MAX_NEW_TOKENS)
+        wanted = max(slots, max_new + FAST_PROMPT_SLOTS)
+        max_seq = -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET
+        factory = self.t2s_forward_factory
+        use_graphs = self.device.type == "cuda"
+        runner = T2SGraphRunner(
+            model,
+            1,
+            max_seq,
+            max_new_tokens=max_new,
+            steps_per_sync=STREAM_CHUNK_TOKENS,
+            kv_bucket=FAST_KV_BUCKET,
+            forward=factory(model) if factory is not None else None,
+            use_graphs=use_graphs,
+        )
+        _LOGGER.info(
+            "GPT fast path for %s: %d cache slots, %s",
+            path.name,
+            max_seq,
+            "CUDA graphs" if use_graphs else "eager steps (no CUDA)",
+        )
+        self._runners[path] = runner
+        return runner
+
+    def _graphs_for(self, path: Path) -> SoVITSGraphs | None:
+        """The SoVITS graphs of ``path`` (CUDA and the fast path only)."""
+        if not self.fast or self.device.type != "cuda":
+            return None
+        if path not in self._sovits_graphs:
+            self._sovits_graphs[path] = SoVITSGraphs(self._sovits_model(path).model)
+        return self._sovits_graphs[path]
+
+    def warm_up(self, prompt: object, cfg: SynthesisConfig | None = None) -> float:
+        """Capture the CUDA graphs a typical request with ``prompt`` (and ``cfg``) uses, so
+        that the first real request does not pay for them; returns the seconds it took.
+
+        GPT: every cache bucket a sentence of up to ``WARM_UP_PHONES`` phones can reach
+        within the token cap. SoVITS: the buckets up to ``WARM_UP_TOKENS`` tokens and
+        ``WARM_UP_PHONES`` phones (the first streamed chunk's included). Nothing to do
+        (0 s) with the fast path off or without CUDA; other sizes are captured on first use.
+        """
+        prompt = _as_prompt(prompt)
+        if not self.fast or self.device.type != "cuda":
+            return 0.0
+        start = time.perf_counter()
+        params = _sampling(DEFAULTS.merged(cfg or SynthesisConfig()))
+        gpt = self._gpt(prompt.gpt)
+        cap = self.cap(gpt)
+        base = len(prompt.phone_ids) + len(prompt.tokens)  # the sentence's phones come on top
+        gpt_graphs = 0
+        if params.top_k <= TOP_K_CAP:
+            runner = self._runner(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
+            gpt_graphs = runner.capture(1, base + 1, cap + WARM_UP_PHONES, params.top_p < 1.0)
+        graphs = self._graphs_for(prompt.sovits)
+        assert graphs is not None  # fast on CUDA
+        for phones in (b for b in graphs.phone_buckets if b <= WARM_UP_PHONES):
+            for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
+                graphs.capture(tokens, phones)
+        torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        _LOGGER.info(
+            "Warm-up of voice %s: %d GPT graphs, %d SoVITS graphs captured in %.2f s",
+            prompt.voice,
+            gpt_graphs,
+            len(graphs.captured),
+            seconds,
+        )
+        return seconds
+
+
+def _fused_step(model: Text2Semantic) -> Callable[..., Tensor]:
+    """The Triton decode step for a batch-1 runner (imported only when asked for)."""
+    from .kernels import FusedDecodeStep
+
+    return FusedDecodeStep(model, 1)
+
+
+def _as_prompt(prompt: object) -> Prompt:
+    if not isinstance(prompt, Prompt):
+        raise TypeError(f"need a Prompt from prepare_prompt, got {type(prompt)}")
+    return prompt
+
+
+def _seed_default_generator(device: torch.device, seed: int) -> None:
+    """Seed the generator that draws without an explicit one on ``device`` (graph-safe)."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 def _t2s_text(prompt: Prompt, feats: TextFeatures) -> tuple[Tensor, Tensor]:

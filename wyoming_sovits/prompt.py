@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import AudioDecodeError, linear_spectrogram, load_audio, peak_guard, resample
+from .audio import (
+    AudioDecodeError,
+    AudioTooLongError,
+    linear_spectrogram,
+    load_audio,
+    peak_guard,
+    resample,
+)
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
 from .models.sv import SpeakerEncoder
@@ -45,6 +52,11 @@ SSL_RATE = 16000
 OUTPUT_RATE = 32000
 MIN_REFERENCE_SAMPLES = 3 * SSL_RATE  # the reference rejects clips outside 3–10 s (at 16 kHz)
 MAX_REFERENCE_SAMPLES = 10 * SSL_RATE
+# Most seconds decoded from a clip file: a main clip past this is refused from its header
+# (the exact 3–10 s rule is applied after resampling); aux clips, which upstream does not
+# limit, only shape the timbre, so they may be longer, but not unbounded.
+MAX_REFERENCE_DECODE_S = 11.0
+MAX_AUX_S = 30.0
 # Bumped whenever what is stored, or how it is computed, changes: old files are then ignored.
 CACHE_FORMAT = 1
 _ARRAYS = ("phone_ids", "bert", "tokens", "ge")
@@ -74,10 +86,20 @@ def load_reference(path: Path, *, check_length: bool = True) -> ReferenceAudio:
     """Decode ``path`` (mono-mixed) at 16 and 32 kHz; the main clip must last 3–10 s.
 
     The length rule is the reference's (measured at 16 kHz): shorter clips give too few
-    prompt tokens to carry a voice, longer ones crowd the GPT's context.
+    prompt tokens to carry a voice, longer ones crowd the GPT's context. A file that is
+    far too long (a whole recording named as a clip) is refused without decoding it;
+    aux clips (``check_length=False``) may last up to ``MAX_AUX_S``.
     """
+    cap = MAX_REFERENCE_DECODE_S if check_length else MAX_AUX_S
     try:
-        samples, rate = load_audio(path)
+        samples, rate = load_audio(path, max_seconds=cap)
+    except AudioTooLongError as err:
+        length = f"{err.seconds:.2f} s" if err.seconds is not None else f"over {cap:g} s"
+        rule = "it must be 3-10 s long" if check_length else f"aux clips may last {cap:g} s"
+        raise ReferenceAudioError(
+            f"reference clip {path} lasts {length}; {rule}: cut or re-record it "
+            "(wyoming-sovits voice add picks a clip from a long recording)"
+        ) from err
     except AudioDecodeError as err:
         raise ReferenceAudioError(str(err)) from err
     wav16k = resample(samples, rate, SSL_RATE)

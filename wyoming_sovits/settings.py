@@ -15,6 +15,7 @@ from typing import Any
 
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+GPT_KERNELS = ("torch", "triton")
 
 # Text-frontend language modes understood by GPT-SoVITS (``text_lang`` in upstream api_v2).
 TEXT_LANGUAGES = (
@@ -143,11 +144,16 @@ class ServerSettings:
     # Cache phrases even without a fixed seed (the same text then always sounds the same).
     phrase_cache_nondeterministic: bool = False
     warm_up: bool = True
+    gpt_kernels: str = "torch"  # "triton": the fused decode step (wyoming_sovits.kernels)
     program_name: str = "GPT-SoVITS"
     # Server-wide overrides on top of each voice's defaults.
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def __post_init__(self) -> None:
+        if self.gpt_kernels not in GPT_KERNELS:
+            raise SettingsError(
+                f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}, got {self.gpt_kernels!r}"
+            )
         if self.device not in DEVICES:
             raise SettingsError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.dtype not in DTYPES:

@@ -86,7 +86,10 @@ def _print_voices(voices_dir: Path) -> bool:
         print(f"  broken: {path}: {problem}")
     if not names:
         print(
-            "  -> enroll one: wyoming-sovits voice add NAME --audio FILE --language en_US --text ..."
+            "  -> enroll one: wyoming-sovits voice add NAME --audio RECORDING.flac"
+            f" --language en_US --preview clip.wav --voices-dir {voices_dir}"
+            " (README: 'Enrolling a household voice'); `serve --example-voice` starts"
+            " with the bundled example voice meanwhile"
         )
     return bool(names)
 

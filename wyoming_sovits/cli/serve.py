@@ -3,6 +3,10 @@
 Order matters for Home Assistant: the model is loaded and the default voice warmed up
 *before* the server listens, so the first ``describe`` (1 s timeout) and the first
 synthesis (wyoming-bench's 8 s probe) never wait for a cold model.
+
+First start of a packaged server (Docker image, add-on): ``--download`` fetches the weights
+before anything else, and ``--example-voice`` copies the bundled example voice into an
+empty voices folder, so a fresh install speaks at once and the log says how to enroll.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import shutil
 import socket
 import sys
 import uuid
@@ -26,7 +31,7 @@ from wyoming.server import AsyncServer
 from ..download import DEFAULT_VERSION, WEIGHT_SETS
 from ..engine import Engine, SynthesisBackend, WarmUpError
 from ..handler import SovitsEventHandler
-from ..settings import DEVICES, DTYPES, ServerSettings, SettingsError
+from ..settings import DEVICES, DTYPES, GPT_KERNELS, ServerSettings, SettingsError
 from ..voices import VoiceRegistry
 
 MODEL_VERSIONS = tuple(WEIGHT_SETS)
@@ -34,6 +39,9 @@ MODEL_VERSIONS = tuple(WEIGHT_SETS)
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URI = "tcp://0.0.0.0:10200"
+# Package data: a public-domain LibriVox reading, with its licence (LICENSE.md) beside it.
+EXAMPLE_VOICES_DIR = Path(__file__).resolve().parent.parent / "data" / "voices"
+EXAMPLE_VOICE = "austen"
 _MDNS_TARGET_IP = "224.0.0.251"
 
 
@@ -60,6 +68,12 @@ def add_parser(subparsers: Any) -> None:
         "--voices-dir", type=Path, default=Path("voices"), help="folder of voices/<name>/voice.yaml"
     )
     parser.add_argument("--default-voice", help="voice used when a request names none")
+    parser.add_argument(
+        "--example-voice",
+        action="store_true",
+        help=f"when the voices folder holds no voice, copy the bundled example voice "
+        f"({EXAMPLE_VOICE}) into it and serve that (the Docker image and the add-on do)",
+    )
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument(
         "--model-version",
@@ -73,6 +87,13 @@ def add_parser(subparsers: Any) -> None:
         help="download missing weights into the first --data-dir before starting",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="auto")
+    parser.add_argument(
+        "--gpt-kernels",
+        choices=GPT_KERNELS,
+        default="torch",
+        help="GPT decode step on CUDA: PyTorch modules in a CUDA graph, or the fused Triton "
+        "step (experimental)",
+    )
     parser.add_argument(
         "--zeroconf",
         nargs="?",
@@ -105,7 +126,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--log-format", help="Python logging format string")
     # Developer flag: run with another backend, given as module:factory or
     # path/to/file.py:factory, called with the settings (e.g. tests/fake_backend.py:make),
-    # so the protocol can be tested without model files.
+    # so the protocol can be tested without model files. Listed in the README's table.
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -129,15 +150,19 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         phrase_cache_size=args.phrase_cache_size,
         phrase_cache_nondeterministic=args.phrase_cache_any,
         warm_up=not args.no_warm_up,
+        gpt_kernels=args.gpt_kernels,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
-        registry, default_voice = _load_voices(settings)
+        # Weights first: a first start must not stop at an empty voices folder before
+        # the (long) download has even begun.
+        data_dir = None if args.backend else _data_dir_with_weights(settings)
+        registry, default_voice = _load_voices(settings, example_voice=args.example_voice)
         settings = _with_default_voice(settings, default_voice)
-        backend = load_backend(args.backend, settings)
+        backend = load_backend(args.backend, settings, data_dir=data_dir)
     except (ServeError, SettingsError) as err:
         _LOGGER.error("%s", err)
         return 1
@@ -157,29 +182,84 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_voices(settings: ServerSettings) -> tuple[VoiceRegistry, str]:
+def _load_voices(
+    settings: ServerSettings, *, example_voice: bool = False
+) -> tuple[VoiceRegistry, str]:
+    """The voice registry and the default voice's name.
+
+    With ``example_voice``, a voices folder holding no voice at all (a first start) gets
+    the bundled example voice; a folder with only broken voices is still an error, so a
+    typo in someone's ``voice.yaml`` is not hidden behind a stranger's voice.
+    """
     registry = VoiceRegistry(settings.voices_dir)
     names = [voice.name for voice in registry.scan()]
+    if not names and example_voice and not registry.errors:
+        registry = _seed_example_voice(settings.voices_dir)
+        names = registry.names()
     if not names:
         problems = "; ".join(str(err) for err in registry.errors.values())
         raise ServeError(
             f"No usable voice in {settings.voices_dir.resolve()}"
             + (f" ({problems})" if problems else "")
             + ": add voices/<name>/voice.yaml as described in voices/README.md"
+            + ("" if example_voice else ", or pass --example-voice to start with the example")
         )
-    default = settings.default_voice or names[0]
+    default = settings.default_voice or _first_voice(names, prefer_own=example_voice)
     if default not in names:
         raise ServeError(f"--default-voice {default!r} not found; available: {', '.join(names)}")
     _LOGGER.info("Voices: %s (default %s)", ", ".join(names), default)
     return registry, default
 
 
+def _first_voice(names: list[str], *, prefer_own: bool) -> str:
+    """The first voice by name; with ``prefer_own``, the first that is not the example."""
+    own = [name for name in names if name != EXAMPLE_VOICE] if prefer_own else []
+    return (own or names)[0]
+
+
+def _seed_example_voice(voices_dir: Path) -> VoiceRegistry:
+    """Copy the bundled example voice into ``voices_dir`` (else serve it from the package)."""
+    source = EXAMPLE_VOICES_DIR / EXAMPLE_VOICE
+    try:
+        # copyfile, not copy2: the copy must stay writable even from a read-only install.
+        shutil.copytree(
+            source, voices_dir / EXAMPLE_VOICE, copy_function=shutil.copyfile, dirs_exist_ok=True
+        )
+        registry = VoiceRegistry(voices_dir)
+    except OSError as err:
+        _LOGGER.warning(
+            "Cannot copy the example voice into %s (%s); serving it from %s, so voices "
+            "enrolled there appear only after a restart",
+            voices_dir,
+            err,
+            EXAMPLE_VOICES_DIR,
+        )
+        registry = VoiceRegistry(EXAMPLE_VOICES_DIR)
+    registry.scan()
+    _LOGGER.warning(
+        "No voice enrolled in %s yet: serving the example voice %r (a public-domain LibriVox "
+        "reading). To add your own, record about a minute of speech and run "
+        "`wyoming-sovits voice add NAME --audio RECORDING.flac --language en_US "
+        "--preview clip.wav --voices-dir %s` (README, 'Enrolling a household voice'), then "
+        "reload the Wyoming Protocol integration; after a restart your voice is the default",
+        voices_dir,
+        EXAMPLE_VOICE,
+        voices_dir,
+    )
+    return registry
+
+
 def _with_default_voice(settings: ServerSettings, name: str) -> ServerSettings:
     return dataclasses.replace(settings, default_voice=name)
 
 
-def load_backend(spec: str | None, settings: ServerSettings) -> SynthesisBackend:
-    """The GPT-SoVITS pipeline, or ``module:factory`` (developer flag ``--backend``)."""
+def load_backend(
+    spec: str | None, settings: ServerSettings, *, data_dir: Path | None = None
+) -> SynthesisBackend:
+    """The GPT-SoVITS pipeline, or ``module:factory`` (developer flag ``--backend``).
+
+    ``data_dir``: the folder ``_data_dir_with_weights`` chose (found again when omitted).
+    """
     if spec:
         factory = _load_factory(spec)
         backend: SynthesisBackend = factory(settings)
@@ -191,7 +271,8 @@ def load_backend(spec: str | None, settings: ServerSettings) -> SynthesisBackend
             f"The synthesis pipeline cannot be imported ({err}); "
             "install the package with its dependencies (torch, …)"
         ) from err
-    data_dir = _data_dir_with_weights(settings)
+    if data_dir is None:
+        data_dir = _data_dir_with_weights(settings)
     models_dir = data_dir / "models"
     _LOGGER.info(
         "Loading %s models from %s (device %s, dtype %s)",
@@ -207,6 +288,7 @@ def load_backend(spec: str | None, settings: ServerSettings) -> SynthesisBackend
             settings.dtype,
             version=settings.model_version,
             cache_dir=data_dir / "cache",
+            gpt_kernels=settings.gpt_kernels,
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ServeError(f"Loading the models from {models_dir} failed: {err}") from err

@@ -1,0 +1,189 @@
+"""Time to first audio as Home Assistant sees it: the real server, full-size models, GPU.
+
+Run on a CUDA machine from the repository root (after ``script/setup --test`` has put the
+HuBERT/BERT configs in ``tests/data/pretrained``)::
+
+    PYTHONUNBUFFERED=1 python3 bench/server_bench.py
+
+The five model files are built at full size with the weight contract's deterministic
+``fill()`` (``tests/test_pipeline_golden.build_models``) and loaded through
+``Pipeline.load``; random weights never emit EOS, so every fragment is capped at
+``TOKENS`` tokens and each run does the same work. The voice is ``voices/austen``
+(prepared once: a warm voice). A Wyoming client on loopback sends a 15-word sentence and
+times ``synthesize`` sent → first ``audio-chunk`` received, and → ``audio-stop`` (RTF =
+that time / audio seconds), ``RUNS`` times per configuration. Prints one table last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from test_pipeline_golden import build_models  # noqa: E402
+from wyoming.audio import AudioChunk  # noqa: E402
+from wyoming.client import AsyncTcpClient  # noqa: E402
+from wyoming.server import AsyncServer, AsyncTcpServer  # noqa: E402
+from wyoming.tts import (  # noqa: E402
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeVoice,
+)
+
+from wyoming_sovits.engine import Engine  # noqa: E402
+from wyoming_sovits.handler import SovitsEventHandler  # noqa: E402
+from wyoming_sovits.pipeline import Pipeline  # noqa: E402
+from wyoming_sovits.settings import ServerSettings  # noqa: E402
+from wyoming_sovits.voices import VoiceRegistry  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "20"))
+TOKENS = 100  # per fragment (4 s of audio)
+TEXT = "The washing machine has finished, so please take the laundry out before dinner tonight."
+ROWS: list[tuple[str, str, str]] = []
+
+
+def row(measure: str, value: str, note: str = "") -> None:
+    ROWS.append((measure, value, note))
+    print(f"{measure:<48} {value:>16}  {note}", flush=True)
+
+
+async def _first_and_last(port: int, streaming_flow: bool) -> tuple[float, float, int]:
+    """(seconds to first audio-chunk, seconds to the end, samples received)."""
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        voice = SynthesizeVoice(name="austen")
+        start = time.perf_counter()
+        if streaming_flow:
+            await client.write_event(SynthesizeStart(voice=voice).event())
+            await client.write_event(SynthesizeChunk(text=TEXT).event())
+            await client.write_event(SynthesizeStop().event())
+            end_type = "synthesize-stopped"
+        else:
+            await client.write_event(Synthesize(text=TEXT, voice=voice).event())
+            end_type = "audio-stop"
+        first, samples = 0.0, 0
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise ConnectionError("server closed the connection")
+            if AudioChunk.is_type(event.type):
+                if not samples:
+                    first = time.perf_counter() - start
+                samples += len(AudioChunk.from_event(event).audio) // 2
+            elif event.type == "error":
+                raise RuntimeError(event.data)
+            elif event.type == end_type:
+                return first, time.perf_counter() - start, samples
+
+
+async def _serve_and_measure(
+    engine: Engine, registry: VoiceRegistry, settings: ServerSettings, streaming_flow: bool
+) -> list[tuple[float, float, int]]:
+    server = AsyncServer.from_uri("tcp://127.0.0.1:0")
+    assert isinstance(server, AsyncTcpServer)
+    handler = functools.partial(
+        SovitsEventHandler, engine=engine, registry=registry, settings=settings
+    )
+    await server.start(handler)
+    assert isinstance(server._server, asyncio.Server)
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
+        return [await _first_and_last(port, streaming_flow) for _ in range(RUNS)]
+    finally:
+        await server.stop()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(
+    label: str,
+    pipeline: Pipeline,
+    registry: VoiceRegistry,
+    settings: ServerSettings,
+    *,
+    partial_audio: bool,
+    streaming_flow: bool,
+) -> None:
+    pipeline.streaming = partial_audio
+    engine = Engine(pipeline, registry, settings)
+    engine.start()
+    try:
+        t0 = time.perf_counter()
+        engine.warm_up(["austen"])
+        warm = time.perf_counter() - t0
+        runs = asyncio.run(_serve_and_measure(engine, registry, settings, streaming_flow))
+    finally:
+        engine.close()
+    firsts = [1e3 * f for f, _, _ in runs]
+    rtf = statistics.median(total / (n / pipeline.sample_rate) for _, total, n in runs)
+    audio_s = runs[0][2] / pipeline.sample_rate
+    row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
+        f"p95 {_percentile(firsts, 0.95):.1f} ms over {len(runs)} runs")  # fmt: skip
+    row(
+        f"{label}: whole-utterance RTF",
+        f"{rtf:.4f}",
+        f"{audio_s:.1f} s audio; warm-up {warm:.1f} s",
+    )
+
+
+def main() -> None:
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="server-bench-"))
+    t0 = time.perf_counter()
+    models = build_models(work / "models")
+    row("full-size fill() model files built", f"{time.perf_counter() - t0:.1f} s")
+    shutil.copytree(ROOT / "voices" / "austen", work / "voices" / "austen")
+    settings = ServerSettings(
+        uri="tcp://127.0.0.1:0",
+        data_dirs=(work,),
+        voices_dir=work / "voices",
+        device="cuda",
+        dtype="float16",
+        default_voice="austen",
+        phrase_cache_size=0,  # every run synthesises
+    )
+    registry = VoiceRegistry(work / "voices")
+    variants = [
+        ("eager", False, "torch"),
+        ("graphs", True, "torch"),
+        ("graphs + Triton", True, "triton"),
+    ]
+    for name, fast, kernels in variants:
+        t0 = time.perf_counter()
+        pipeline = Pipeline.load(
+            models, "cuda", "float16", cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
+        )
+        pipeline.max_new_tokens = TOKENS
+        row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
+        measure(f"{name}, streaming", pipeline, registry, settings,
+                partial_audio=True, streaming_flow=False)  # fmt: skip
+        if fast:
+            measure(f"{name}, synthesize-start/chunk/stop", pipeline, registry, settings,
+                    partial_audio=True, streaming_flow=True)  # fmt: skip
+        measure(f"{name}, no partial audio", pipeline, registry, settings,
+                partial_audio=False, streaming_flow=False)  # fmt: skip
+        del pipeline
+        torch.cuda.empty_cache()
+    print(f"\n| {'measure':<48} | {'value':>16} | note |\n|---|---:|---|")
+    for m, v, n in ROWS:
+        print(f"| {m:<48} | {v:>16} | {n} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
