@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from contract import filled_state_dict, fold_weight_norm, manifest  # noqa: E402
 
+from wyoming_sovits.batching import ContinuousBatcher  # noqa: E402
 from wyoming_sovits.fast import SoVITSGraphs, T2SGraphRunner  # noqa: E402
 from wyoming_sovits.generate import (  # noqa: E402
     EOS_BLOCKED_STEPS,
@@ -247,6 +248,29 @@ def bench_fused(model: Text2Semantic, batch: int) -> float:
     return t
 
 
+def bench_batcher(model: Text2Semantic, batch: int, fused: bool) -> None:
+    """Continuous batching: ``batch`` rows admitted one by one, then N_TOK steps for all."""
+    forward = FusedDecodeStep(model, batch) if fused else None
+    b = ContinuousBatcher(model, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
+                          steps_per_sync=4, forward=forward)  # fmt: skip
+    b.capture(PHONES + PROMPT + N_TOK + 8)
+
+    def run() -> None:
+        streams = [
+            b.open(pack_inputs([item], model.config), SamplingParams(), N_TOK)
+            for item in request(batch)
+        ]
+        for _ in range(N_TOK // 4):
+            b.advance()
+        for stream in streams:
+            stream.close()
+
+    t = cuda_time(run, reps=3)
+    label = "fused" if fused else "torch"
+    row(f"GPT fp16 batcher B={batch} ({label})", f"{batch * N_TOK / t:,.0f} tok/s",
+        f"{1e3 * t:.0f} ms incl {batch} prefills; {batch * N_TOK / t / 25:,.0f}x real time")  # fmt: skip
+
+
 def bench_gpt(
     model: Text2Semantic, label: str, batch: int, eager_steps: int
 ) -> tuple[float, float]:
@@ -346,6 +370,9 @@ def main() -> None:
     bench_gpt(gpt, "fp16", 64, 30)
     for batch in (4, 16, 64):
         bench_fused(gpt, batch)
+    for batch in (8, 64):
+        bench_batcher(gpt, batch, fused=False)
+        bench_batcher(gpt, batch, fused=True)
     inputs = request(1)
     for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
         runner = T2SGraphRunner(

@@ -89,7 +89,11 @@ async def _first_and_last(port: int, streaming_flow: bool) -> tuple[float, float
 
 
 async def _serve_and_measure(
-    engine: Engine, registry: VoiceRegistry, settings: ServerSettings, streaming_flow: bool
+    engine: Engine,
+    registry: VoiceRegistry,
+    settings: ServerSettings,
+    streaming_flow: bool,
+    runs: int,
 ) -> list[tuple[float, float, int]]:
     server = AsyncServer.from_uri("tcp://127.0.0.1:0")
     assert isinstance(server, AsyncTcpServer)
@@ -101,7 +105,7 @@ async def _serve_and_measure(
     port = server._server.sockets[0].getsockname()[1]
     try:
         await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
-        return [await _first_and_last(port, streaming_flow) for _ in range(RUNS)]
+        return [await _first_and_last(port, streaming_flow) for _ in range(runs)]
     finally:
         await server.stop()
 
@@ -119,7 +123,9 @@ def measure(
     *,
     partial_audio: bool,
     streaming_flow: bool,
-) -> None:
+    runs: int = RUNS,
+) -> list[tuple[float, float, int]]:
+    """Rows for one configuration; returns the raw (first, total, samples) per run."""
     pipeline.streaming = partial_audio
     engine = Engine(pipeline, registry, settings)
     engine.start()
@@ -127,59 +133,139 @@ def measure(
         t0 = time.perf_counter()
         engine.warm_up(["austen"])
         warm = time.perf_counter() - t0
-        runs = asyncio.run(_serve_and_measure(engine, registry, settings, streaming_flow))
+        timed = asyncio.run(_serve_and_measure(engine, registry, settings, streaming_flow, runs))
     finally:
         engine.close()
-    firsts = [1e3 * f for f, _, _ in runs]
-    rtf = statistics.median(total / (n / pipeline.sample_rate) for _, total, n in runs)
-    audio_s = runs[0][2] / pipeline.sample_rate
+    firsts = [1e3 * f for f, _, _ in timed]
+    rtf = statistics.median(total / (n / pipeline.sample_rate) for _, total, n in timed)
+    audio_s = timed[0][2] / pipeline.sample_rate
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
-        f"p95 {_percentile(firsts, 0.95):.1f} ms over {len(runs)} runs")  # fmt: skip
+        f"p95 {_percentile(firsts, 0.95):.1f} ms over {len(timed)} runs")  # fmt: skip
     row(
         f"{label}: whole-utterance RTF",
         f"{rtf:.4f}",
         f"{audio_s:.1f} s audio; warm-up {warm:.1f} s",
     )
+    return timed
+
+
+async def _concurrent(
+    engine: Engine, registry: VoiceRegistry, settings: ServerSettings, clients: int
+) -> tuple[list[tuple[float, float, int]], float]:
+    """``clients`` simultaneous connections, each one sentence: their timings and the wall."""
+    server = AsyncServer.from_uri("tcp://127.0.0.1:0")
+    assert isinstance(server, AsyncTcpServer)
+    handler = functools.partial(
+        SovitsEventHandler, engine=engine, registry=registry, settings=settings
+    )
+    await server.start(handler)
+    assert isinstance(server._server, asyncio.Server)
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        await _first_and_last(port, False)  # warm-up
+        start = time.perf_counter()
+        timed = await asyncio.gather(*(_first_and_last(port, False) for _ in range(clients)))
+        return list(timed), time.perf_counter() - start
+    finally:
+        await server.stop()
+
+
+def measure_concurrent(
+    models: Path,
+    work: Path,
+    device: str,
+    dtype: str,
+    clients: int,
+    *,
+    kernels: str = "torch",
+    tokens: int = TOKENS,
+) -> None:
+    """``clients`` streams at once through a pipeline batching that many GPT rows."""
+    settings = _settings(work, device, dtype)
+    registry = VoiceRegistry(work / "voices")
+    pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
+                             gpt_kernels=kernels, max_streams=clients)  # fmt: skip
+    pipeline.max_new_tokens = tokens
+    engine = Engine(pipeline, registry, settings)
+    engine.start()
+    try:
+        engine.warm_up(["austen"])
+        timed, wall = asyncio.run(_concurrent(engine, registry, settings, clients))
+    finally:
+        engine.close()
+    rate = pipeline.sample_rate
+    firsts = [1e3 * f for f, _, _ in timed]
+    speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
+    label = f"{clients} streams batched ({kernels})"
+    row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
+        f"p95 {_percentile(firsts, 0.95):.1f} ms")  # fmt: skip
+    row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
+        f"median {statistics.median(speed):.1f}x")  # fmt: skip
+    row(f"{label}: aggregate", f"{sum(n for _, _, n in timed) / rate / wall:.0f}x real time",
+        f"{wall:.2f} s wall")  # fmt: skip
+
+
+def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
+    if not (work / "voices" / "austen").exists():
+        shutil.copytree(ROOT / "voices" / "austen", work / "voices" / "austen")
+    return ServerSettings(
+        uri="tcp://127.0.0.1:0",
+        data_dirs=(work,),
+        voices_dir=work / "voices",
+        device=device,
+        dtype=dtype,
+        default_voice="austen",
+        phrase_cache_size=0,  # every run synthesises
+    )
+
+
+def run_variants(
+    models: Path,
+    work: Path,
+    device: str,
+    dtype: str,
+    variants: list[tuple[str, bool, str]],
+    *,
+    tokens: int = TOKENS,
+    runs: int = RUNS,
+) -> None:
+    """Every (name, fast, gpt_kernels) variant: streaming, the stream flow, no partial audio."""
+    settings = _settings(work, device, dtype)
+    registry = VoiceRegistry(work / "voices")
+    for name, fast, kernels in variants:
+        t0 = time.perf_counter()
+        pipeline = Pipeline.load(
+            models, device, dtype, cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
+        )
+        pipeline.max_new_tokens = tokens
+        row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
+        for label, partial, flow in (
+            ("streaming", True, False),
+            ("synthesize-start/chunk/stop", True, True),
+            ("no partial audio", False, False),
+        ):
+            measure(f"{name}, {label}", pipeline, registry, settings,
+                    partial_audio=partial, streaming_flow=flow, runs=runs)  # fmt: skip
+        del pipeline
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="server-bench-"))
     t0 = time.perf_counter()
+    (work / "models").mkdir()
     models = build_models(work / "models")
     row("full-size fill() model files built", f"{time.perf_counter() - t0:.1f} s")
-    shutil.copytree(ROOT / "voices" / "austen", work / "voices" / "austen")
-    settings = ServerSettings(
-        uri="tcp://127.0.0.1:0",
-        data_dirs=(work,),
-        voices_dir=work / "voices",
-        device="cuda",
-        dtype="float16",
-        default_voice="austen",
-        phrase_cache_size=0,  # every run synthesises
-    )
-    registry = VoiceRegistry(work / "voices")
     variants = [
         ("eager", False, "torch"),
         ("graphs", True, "torch"),
         ("graphs + Triton", True, "triton"),
     ]
-    for name, fast, kernels in variants:
-        t0 = time.perf_counter()
-        pipeline = Pipeline.load(
-            models, "cuda", "float16", cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
-        )
-        pipeline.max_new_tokens = TOKENS
-        row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
-        measure(f"{name}, streaming", pipeline, registry, settings,
-                partial_audio=True, streaming_flow=False)  # fmt: skip
-        if fast:
-            measure(f"{name}, synthesize-start/chunk/stop", pipeline, registry, settings,
-                    partial_audio=True, streaming_flow=True)  # fmt: skip
-        measure(f"{name}, no partial audio", pipeline, registry, settings,
-                partial_audio=False, streaming_flow=False)  # fmt: skip
-        del pipeline
-        torch.cuda.empty_cache()
+    run_variants(models, work, "cuda", "float16", variants)
+    for clients in (4, 64):
+        measure_concurrent(models, work, "cuda", "float16", clients)
     print(f"\n| {'measure':<48} | {'value':>16} | note |\n|---|---:|---|")
     for m, v, n in ROWS:
         print(f"| {m:<48} | {v:>16} | {n} |", flush=True)

@@ -164,8 +164,10 @@ def test_interrupted_download_resumes(
     # so a small test file spans many.
     monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4096)
     fake.cut[name] = 60000
-    with pytest.raises(DownloadError, match=name):  # the connection drops mid-file
+    with pytest.raises(DownloadError, match=name) as info:  # the connection drops mid-file
         download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
+    assert "run the same command again to resume" in str(info.value)
+    assert "Could not reach" not in str(info.value)
     assert name not in read_lock(tmp_path) and not (tmp_path / name).exists()
 
     download_weights(tmp_path, "v2ProPlus", endpoint=endpoint)
@@ -191,6 +193,7 @@ def test_offline_fails_fast_with_placement_help(tmp_path: Path) -> None:
     # Nothing listens on port 9 of loopback: connection refused at once.
     with pytest.raises(DownloadError) as info:
         download_weights(tmp_path, "v2", endpoint="http://127.0.0.1:9")
+    assert "Could not reach the model hub" in str(info.value)
     assert str(tmp_path / "gsv-v2final-pretrained/s2G2333k.pth") in str(info.value)
 
 

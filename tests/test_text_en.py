@@ -127,12 +127,37 @@ SMART_HOME = [
     ("It’s on.", "It's on."),
     ("Kitchen\nlights on", "Kitchen lights on"),
     ("Hmm... ok!!!", "Hmm. ok!"),
+    # A bare time gets the reference's a.m./p.m.; the comma after a time is a pause and stays.
+    (
+        "It's 7:30, 21.5°C outside",
+        "It's seven thirty A. M, twenty-one point five degrees celsius outside",
+    ),
+    ("Meet at 7:30 pm, then dinner.", "Meet at seven thirty p.m, then dinner."),
+    ("Battery at 15%, charging.", "Battery at fifteen percent, charging."),
+    ("Wake me at 10am, please.", "Wake me at ten A. M, please."),
+    ("Is it 7:30 a.m.?", "Is it seven thirty A. M?"),
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), SMART_HOME, ids=[t for t, _ in SMART_HOME])
 def test_smart_home_forms(text: str, expected: str) -> None:
     assert normalize(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "before_comma"),
+    [
+        ("It's 7:30, 21.5°C outside", ["EY1", ".", "EH1", "M"]),
+        ("Meet at 7:30 pm, then dinner.", ["P", "IY1", ".", "EH1", "M"]),
+        ("Battery at 15%, charging.", ["P", "ER0", "S", "EH1", "N", "T"]),
+    ],
+)
+def test_comma_after_time_or_percent_is_a_pause(text: str, before_comma: list[str]) -> None:
+    phones = clean(text)[0]
+    # The comma follows the marker's letters directly: one pause, not ". ,".
+    assert phones.count(",") == 1
+    comma = phones.index(",")
+    assert phones[comma - len(before_comma) : comma] == before_comma
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""Language segmentation against segment_mixed.jsonl (offline, lite detector)."""
+"""Language segmentation against segment_mixed.jsonl (offline, lite detector).
+
+Every recorded call must segment exactly as the reference did, except the calls listed in
+``tests/data/text_deviations/segment.yaml`` (reviewed, each with its reason).
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from wyoming_sovits.text.langseg import MODES, LangSegment, get_texts, segment
 
 DATA = Path(__file__).parent / "data" / "contract" / "text" / "segment_mixed.jsonl"
+DEVIATIONS = Path(__file__).parent / "data" / "text_deviations" / "segment.yaml"
 RECORDS: list[dict[str, Any]] = [
     json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()
 ]
 
-# Kana-free runs that the lite detector called Japanese inside Chinese text; we read them
-# as Chinese (what the README's idealised detector does). Text -> our segments.
-IDEALISED: dict[str, list[tuple[str, str]]] = {
-    ".下午3点15分 remind me to call Dr. Smith.": [
-        (".下午3点15分 ", "zh"),
-        ("remind me to call Dr. Smith.", "en"),
-    ],
-    "下午3点15分 remind me to call Dr. Smith.": [
-        ("下午3点15分 ", "zh"),
-        ("remind me to call Dr. Smith.", "en"),
-    ],
-    "下午3点15分 remind me to call Dr.": [
-        ("下午3点15分 ", "zh"),
-        ("remind me to call Dr.", "en"),
-    ],
-    "Good morning! 今天是2025年1月1日。天气晴，适合出门。Have a nice day!": [
-        ("Good morning! ", "en"),
-        ("今天是2025年1月1日。天气晴，适合出门。", "zh"),
-        ("Have a nice day!", "en"),
-    ],
+# Reviewed segmentation deviations (kanji-only runs read as Chinese): input -> entry.
+SEGMENT_DEVIATIONS: dict[str, dict[str, Any]] = {
+    entry["input"]: entry for entry in yaml.safe_load(DEVIATIONS.read_text(encoding="utf-8"))
 }
 
 
-def _cases() -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """(text, mode, expected segments) for every get_phones_and_bert call recorded."""
+def _pairs(segments: list[list[str]]) -> list[tuple[str, str]]:
+    """[text, language, norm_text] rows -> (text, language)."""
+    return [(text, language) for text, language, _norm in segments]
+
+
+def _cases() -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(text, mode, recorded segments) for every get_phones_and_bert call recorded."""
     cases = []
     for record in RECORDS:
         mode = record["language"]
@@ -47,10 +41,16 @@ def _cases() -> list[tuple[str, str, list[tuple[str, str]]]]:
         for sentence in record["preprocess"]["sentences"]:
             prefix = "." if sentence["retried_with_leading_period"] else ""
             calls.append((prefix + sentence["text"], sentence["segments"]))
-        for text, segments in calls:
-            want = [(s["text"], s["language"]) for s in segments]
-            cases.append((text, mode, IDEALISED.get(text, want)))
+        cases.extend((text, mode, segments) for text, segments in calls)
     return cases
+
+
+def _expected(text: str, recorded: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The recorded segments, or ours where the deviation file lists the call."""
+    listed = SEGMENT_DEVIATIONS.get(text)
+    if listed is not None:
+        return _pairs(listed["ours"])
+    return [(s["text"], s["language"]) for s in recorded]
 
 
 CASES = _cases()
@@ -59,12 +59,26 @@ CASES = _cases()
 def test_segments_match_reference() -> None:
     mismatches = [
         (text, mode)
-        for text, mode, want in CASES
-        if [(s.text, s.language) for s in segment(text, mode)] != want
+        for text, mode, recorded in CASES
+        if [(s.text, s.language) for s in segment(text, mode)] != _expected(text, recorded)
     ]
     assert mismatches == []
-    idealised = sum(1 for text, _, _ in CASES if text in IDEALISED)
-    assert (len(CASES), idealised) == (80, 4)  # 76 exactly as recorded, 4 idealised
+    assert len(CASES) == 80
+
+
+def test_segment_deviations_are_current_and_reviewed() -> None:
+    used = set()
+    for text, mode, recorded in CASES:
+        listed = SEGMENT_DEVIATIONS.get(text)
+        if listed is None:
+            continue
+        used.add(text)
+        assert listed["mode"] == mode, text
+        reference = [[s["text"], s["language"], s["norm_text"]] for s in recorded]
+        assert listed["reference"] == reference, f"deviation file is stale: {text}"
+        assert _pairs(listed["ours"]) != _pairs(reference), f"no longer differs: {text}"
+        assert str(listed["why"]).strip(), text
+    assert used == set(SEGMENT_DEVIATIONS), "every listed input is a recorded call"
 
 
 def test_default_language_forces_non_english_runs() -> None:

@@ -16,7 +16,11 @@ from wyoming_sovits.text.symbols import (
     symbols,
 )
 
-TEXT_DIR = Path(__file__).parent / "data" / "contract" / "text"
+CONTRACT = Path(__file__).parent / "data" / "contract"
+TEXT_DIR = CONTRACT / "text"
+# Names of the phoneme-embedding tensors in the weight manifests (GPT = s1, SoVITS = s2).
+GPT_TEXT_EMBEDDING = "model.ar_text_embedding.word_embeddings.weight"
+SOVITS_TEXT_EMBEDDING = "enc_p.text_embedding.weight"
 
 CHECKPOINTS = {
     "!": 0,
@@ -46,6 +50,24 @@ def test_sizes_and_hashes() -> None:
     assert len(set(SYMBOLS_V2)) == 732
     assert _sha(SYMBOLS_V1).startswith("f7c3b280") and _sha(SYMBOLS_V1).endswith("e9a7ca6")
     assert _sha(SYMBOLS_V2).startswith("0771f6cd") and _sha(SYMBOLS_V2).endswith("d5674da7")
+
+
+def _embedding_rows(manifest: str, tensor: str) -> int:
+    """First dimension of ``tensor`` in a weight manifest (``{name: [shape, dtype]}``)."""
+    state = json.loads((CONTRACT / f"{manifest}.json").read_text(encoding="utf-8"))["state_dict"]
+    shape, _dtype = state[tensor]
+    return int(shape[0])
+
+
+def test_tables_index_within_the_official_embeddings() -> None:
+    # SoVITS selects its text embedding by version: 322 rows for v1, 732 for v2.
+    assert _embedding_rows("manifest_s2_v1", SOVITS_TEXT_EMBEDDING) == len(SYMBOLS_V1) == 322
+    assert _embedding_rows("manifest_s2_v2", SOVITS_TEXT_EMBEDDING) == len(SYMBOLS_V2) == 732
+    assert _embedding_rows("manifest_s1_v2", GPT_TEXT_EMBEDDING) == len(SYMBOLS_V2)
+    # The v1 GPT has 512 rows, of which the 322 v1 ids use the first ones.
+    v1_gpt_rows = _embedding_rows("manifest_s1_v1", GPT_TEXT_EMBEDDING)
+    assert v1_gpt_rows == 512 >= len(SYMBOLS_V1)
+    assert max(phones_to_ids(list(SYMBOLS_V1), "v1")) < v1_gpt_rows
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

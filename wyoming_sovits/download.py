@@ -126,10 +126,16 @@ def verify_file(models_dir: Path, file: WeightFile) -> str | None:
     return None
 
 
-def offline_help(models_dir: Path, version: str) -> str:
+def offline_help(models_dir: Path, version: str, *, reached: bool = False) -> str:
+    """What to do next: run again (a broken transfer resumes), or place the files by hand."""
     paths = "\n".join(f"  {models_dir / f.path}" for f in weight_set(version))
+    first = (
+        "The download broke off; run the same command again to resume it, or download"
+        if reached
+        else "Could not reach the model hub. Download"
+    )
     return (
-        f"Could not reach the model hub. Download the files of {HF_REPO} by hand "
+        f"{first} the files of {HF_REPO} by hand "
         f"(https://huggingface.co/{HF_REPO}) and place them here:\n{paths}"
     )
 
@@ -165,7 +171,8 @@ def download_weights(
         except (HfHubHTTPError, OSError) as err:
             if isinstance(err, ChecksumError):
                 raise
-            raise DownloadError(f"{file.path}: {err}\n{offline_help(models_dir, version)}") from err
+            hint = offline_help(models_dir, version, reached=True)
+            raise DownloadError(f"{file.path}: {err}\n{hint}") from err
         lock[file.path] = entry
         _write_lock(models_dir, lock)
         paths.append(target)

@@ -19,7 +19,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -138,20 +138,27 @@ class _SynthJob(_Job):
             self.cancelled.set()
 
     def run(self, engine: Engine) -> None:
-        if self.cancelled.is_set():
-            self.deliver(_END)
-            return
-        try:
-            engine._synthesize_job(self)
-        except Exception as err:  # reported to the handler, which turns it into an error event
-            _LOGGER.error("Synthesis of %r failed: %s", self.text[:40], err, exc_info=True)
-            self.deliver(err)
-        else:
-            self.deliver(_END)
+        """Synthesise the whole sentence at once (the worker steps it instead, see ``_run``)."""
+        running = engine._begin(self)
+        while running is not None and engine._step(running):
+            pass
 
     def abort(self, reason: BaseException | None) -> None:
         super().abort(reason)
         self.deliver(reason if reason is not None else _END)
+
+
+class _Running:
+    """A sentence the worker is stepping: its chunk iterator and the audio sent so far."""
+
+    def __init__(self, job: _SynthJob, chunks: Iterator[np.ndarray], key: PhraseKey | None):
+        self.job, self.chunks, self.key = job, chunks, key
+        self.pieces: list[np.ndarray] = []
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()  # let a generator release its buffers (and batch row) now
 
 
 class SynthesisStream:
@@ -209,12 +216,17 @@ class _FairQueue:
             self._jobs[job.client_id].append(job)
             self._cond.notify()
 
-    def get(self) -> _Job | None:
-        """The next job, blocking; ``None`` once the queue is closed."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(self, block: bool = True) -> _Job | None:
+        """The next job (waiting for one if ``block``); ``None`` once the queue is closed,
+        or when it is empty and not ``block``."""
         with self._cond:
-            while not self._order and not self._closed:
+            while block and not self._order and not self._closed:
                 self._cond.wait()
-            if self._closed:
+            if self._closed or not self._order:
                 return None
             client = self._order.popleft()
             jobs = self._jobs[client]
@@ -284,8 +296,11 @@ class Engine:
         self.phrase_cache = PhraseCache(settings.phrase_cache_size)
         self._client_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
-        self._current: _Job | None = None
+        self._running: set[_Job] = set()  # jobs the worker has started and not finished
         self._lock = threading.Lock()
+        # Sentences stepped at once: a batching backend (``max_concurrent`` > 1) advances
+        # all of their GPT rows in one decode step; otherwise one sentence at a time.
+        self.capacity = max(1, int(getattr(backend, "max_concurrent", 1)))
 
     @property
     def sample_rate(self) -> int:
@@ -313,8 +328,8 @@ class Engine:
         for job in self._queue.close():
             job.abort(EngineClosedError())
         with self._lock:
-            if self._current is not None:
-                self._current.cancelled.set()
+            for job in self._running:
+                job.cancelled.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -385,60 +400,96 @@ class Engine:
         for job in jobs:
             job.abort(None)
         with self._lock:
-            current = self._current
-        if current is not None and current.client_id == client_id:
-            current.cancelled.set()
-            return len(jobs) + 1
-        return len(jobs)
+            running = [job for job in self._running if job.client_id == client_id]
+        for job in running:
+            job.cancelled.set()
+        return len(jobs) + len(running)
 
     # -- worker thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Admit jobs up to ``capacity`` (fair queue order), then give each running
+        sentence one chunk in turn, round-robin, until all are done; repeat."""
+        running: deque[_Running] = deque()
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            with self._lock:
-                self._current = job
-            try:
-                job.run(self)
-            finally:
-                with self._lock:
-                    self._current = None
+            while len(running) < self.capacity:
+                job = self._queue.get(block=not running)
+                if job is None:
+                    break
+                self._track(job, True)
+                if isinstance(job, _SynthJob):
+                    started = self._begin(job)
+                    if started is not None:
+                        running.append(started)
+                        continue
+                else:
+                    job.run(self)
+                self._track(job, False)
+            if not running:
+                if self._queue.closed:
+                    return
+                continue
+            current = running.popleft()
+            if self._step(current):
+                running.append(current)
+            else:
+                self._track(current.job, False)
+
+    def _track(self, job: _Job, started: bool) -> None:
+        with self._lock:
+            if started:
+                self._running.add(job)
+            else:
+                self._running.discard(job)
+
+    def _begin(self, job: _SynthJob) -> _Running | None:
+        """Start a sentence; None when it is already done (cancelled, cached or failed)."""
+        if job.cancelled.is_set():
+            job.deliver(_END)
+            return None
+        try:
+            key = None
+            if self._cacheable(job.cfg):
+                voice = job.voice
+                key = PhraseKey(voice.name, voice.style, voice.mtime, job.text, job.cfg)
+                cached = self.phrase_cache.get(key)
+                if cached is not None:
+                    job.deliver(cached)
+                    job.deliver(_END)
+                    return None
+            prompt = self._prompts.get(job.voice, self._backend.prepare_prompt)
+            chunks = iter(self._backend.synthesize(job.text, prompt, job.cfg))
+        except Exception as err:  # reported to the handler, which turns it into an error event
+            self._failed(job, err)
+            return None
+        return _Running(job, chunks, key)
+
+    def _step(self, run: _Running) -> bool:
+        """Deliver the sentence's next chunk; False once it is finished (or failed)."""
+        job = run.job
+        try:
+            chunk = None if job.cancelled.is_set() else next(run.chunks, None)
+        except Exception as err:
+            run.close()
+            self._failed(job, err)
+            return False
+        if chunk is None:
+            run.close()
+            if run.key is not None and run.pieces and not job.cancelled.is_set():
+                self.phrase_cache.put(run.key, np.concatenate(run.pieces))
+            job.deliver(_END)
+            return False
+        audio = np.asarray(chunk, dtype=np.float32).reshape(-1)  # (T,)
+        job.deliver(audio)
+        run.pieces.append(audio)
+        return True
+
+    @staticmethod
+    def _failed(job: _SynthJob, err: Exception) -> None:
+        _LOGGER.error("Synthesis of %r failed: %s", job.text[:40], err, exc_info=True)
+        job.deliver(err)
 
     def _cacheable(self, cfg: SynthesisConfig) -> bool:
         if self.phrase_cache.max_entries == 0:
             return False
         return cfg.deterministic or self._settings.phrase_cache_nondeterministic
-
-    def _synthesize_job(self, job: _SynthJob) -> None:
-        key = None
-        if self._cacheable(job.cfg):
-            voice = job.voice
-            key = PhraseKey(voice.name, voice.style, voice.mtime, job.text, job.cfg)
-            cached = self.phrase_cache.get(key)
-            if cached is not None:
-                job.deliver(cached)
-                return
-        prompt = self._prompts.get(job.voice, self._backend.prepare_prompt)
-        pieces = _stream_chunks(self._backend.synthesize(job.text, prompt, job.cfg), job)
-        if key is not None and pieces is not None and pieces:
-            self.phrase_cache.put(key, np.concatenate(pieces))
-
-
-def _stream_chunks(chunks: Iterable[np.ndarray], job: _SynthJob) -> list[np.ndarray] | None:
-    """Deliver ``chunks`` one by one; the list of them, or ``None`` if cancelled midway."""
-    pieces: list[np.ndarray] = []
-    iterator = iter(chunks)
-    try:
-        for chunk in iterator:
-            if job.cancelled.is_set():
-                return None
-            audio = np.asarray(chunk, dtype=np.float32).reshape(-1)  # (T,)
-            job.deliver(audio)
-            pieces.append(audio)
-        return None if job.cancelled.is_set() else pieces
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()  # let a generator release its buffers now, not at garbage collection

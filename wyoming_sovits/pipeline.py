@@ -44,10 +44,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batching import ContinuousBatcher, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
-from .fast import TOP_K_CAP, SoVITSGraphs, T2SGraphRunner
-from .generate import DEFAULT_MAX_NEW_TOKENS, SamplingParams, generate, generate_stream
+from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner
+from .generate import (
+    DEFAULT_MAX_NEW_TOKENS,
+    SamplingError,
+    SamplingParams,
+    generate,
+    generate_stream,
+)
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
 from .models.t2s import T2SInput, Text2Semantic, pack_inputs
@@ -248,6 +255,7 @@ class Pipeline:
         streaming: bool | None = None,
         fast: bool | None = None,
         gpt_kernels: str = "torch",
+        max_streams: int = 1,
     ) -> None:
         """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only.
 
@@ -257,7 +265,12 @@ class Pipeline:
         a CPU re-decoding the growing prefix costs more than it gains).
         ``gpt_kernels`` "triton": the fast path's GPT step is ``kernels.FusedDecodeStep``
         (five Triton launches per layer) instead of the module's own forward.
+        ``max_streams`` > 1 (fast path only): that many sentences decode together, their
+        GPT rows batched in every step (``batching.ContinuousBatcher``); the engine then
+        steps that many requests at once (``max_concurrent``).
         """
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
         if gpt_kernels not in GPT_KERNELS:
             raise ValueError(f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}")
         self.paths = paths
@@ -273,6 +286,8 @@ class Pipeline:
         if gpt_kernels == "triton":
             self.t2s_forward_factory = _fused_step
         self._runners: dict[Path, T2SGraphRunner] = {}
+        self._batchers: dict[Path, ContinuousBatcher] = {}
+        self.max_streams = max_streams if self.fast else 1
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
@@ -297,11 +312,14 @@ class Pipeline:
         fast: bool | None = None,
         streaming: bool | None = None,
         gpt_kernels: str = "torch",
+        max_streams: int = 1,
     ) -> Pipeline:
         """Load ``version``'s weight set from ``models_dir``; prompts are cached on disk in
         ``cache_dir`` (default ``<models_dir>/prompt-cache``); the rest as in the constructor."""
         if gpt_kernels not in GPT_KERNELS:
             raise ValueError(f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}")
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
         models_dir = Path(models_dir)
         paths = ModelPaths.in_folder(models_dir, version)
         cache = cache_dir if cache_dir is not None else models_dir / "prompt-cache"
@@ -313,11 +331,17 @@ class Pipeline:
             fast=fast,
             streaming=streaming,
             gpt_kernels=gpt_kernels,
+            max_streams=max_streams,
         )
 
     @property
     def sample_rate(self) -> int:
         return OUTPUT_RATE
+
+    @property
+    def max_concurrent(self) -> int:
+        """Sentences the engine may step at once (their GPT rows share each decode step)."""
+        return self.max_streams
 
     # ------------------------------------------------------------------ models per voice
 
@@ -529,7 +553,13 @@ class Pipeline:
         gpt = self._gpt(prompt.gpt)
         phone_ids, bert = _t2s_text(prompt, feats)
         params, cap = _sampling(cfg), self.cap(gpt)
-        runner = self._runner_for(prompt.gpt, len(phone_ids) + len(prompt.tokens), params, cap)
+        slots = len(phone_ids) + len(prompt.tokens)
+        batcher = self._batcher_for(prompt.gpt, slots, params, cap)
+        if batcher is not None:
+            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
+            chunks = list(drain(batcher.open(packed, params, cap)))
+            return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
+        runner = self._runner_for(prompt.gpt, slots, params, cap)
         if runner is not None:
             packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
             (tokens,) = runner.generate_packed(packed, [params], cap)
@@ -554,7 +584,12 @@ class Pipeline:
         gpt = self._gpt(prompt.gpt)
         phone_ids, bert = _t2s_text(prompt, feats)
         params, cap = _sampling(cfg), self.cap(gpt)
-        runner = self._runner_for(prompt.gpt, len(phone_ids) + len(prompt.tokens), params, cap)
+        slots = len(phone_ids) + len(prompt.tokens)
+        batcher = self._batcher_for(prompt.gpt, slots, params, cap)
+        if batcher is not None:
+            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
+            return drain(batcher.open(packed, params, cap))
+        runner = self._runner_for(prompt.gpt, slots, params, cap)
         if runner is not None:
             packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
             return runner.stream_tokens(packed, params, cap)
@@ -623,6 +658,54 @@ class Pipeline:
             return None
         return self._runner(path, prompt_len + cap, cap)
 
+    def _batcher_for(
+        self, path: Path, prompt_len: int, params: SamplingParams, cap: int
+    ) -> ContinuousBatcher | None:
+        """The shared batch of ``path`` when ``max_streams`` > 1; None: one-request paths.
+
+        With a batch, no other path may touch the model's cache (it holds live rows), so a
+        request the batch cannot serve is refused rather than decoded another way.
+        """
+        if self.max_streams < 2:
+            return None
+        if params.top_k > TOP_K_CAP:
+            raise SamplingError(
+                f"top_k {params.top_k}: with --max-streams the GPT serves top_k <= {TOP_K_CAP}"
+            )
+        return self._batcher(path, prompt_len + cap, cap)
+
+    def _batcher(self, path: Path, slots: int, cap: int) -> ContinuousBatcher:
+        batcher = self._batchers.get(path)
+        if (
+            batcher is not None
+            and batcher.owns_cache()
+            and batcher.max_seq >= slots
+            and batcher.max_new_tokens >= cap
+        ):
+            return batcher
+        if batcher is not None and batcher.live_rows:
+            raise FastPathError("a longer request needs a bigger batch while sentences decode")
+        model = self._gpt(path).model
+        max_new = max(cap, DEFAULT_MAX_NEW_TOKENS)
+        wanted = max(slots, max_new + FAST_PROMPT_SLOTS)
+        max_seq = -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET
+        factory = self.t2s_forward_factory
+        batcher = ContinuousBatcher(
+            model,
+            self.max_streams,
+            max_seq,
+            max_new_tokens=max_new,
+            steps_per_sync=STREAM_CHUNK_TOKENS,
+            kv_bucket=FAST_KV_BUCKET,
+            forward=_batch_forward(factory, model, self.max_streams),
+            use_graphs=self.device.type == "cuda",
+        )
+        _LOGGER.info(
+            "GPT batch for %s: %d rows x %d cache slots", path.name, self.max_streams, max_seq
+        )
+        self._batchers[path] = batcher
+        return batcher
+
     def _runner(self, path: Path, slots: int, cap: int) -> T2SGraphRunner:
         """The runner of ``path``, (re)built when missing, too small or its cache replaced.
 
@@ -687,7 +770,10 @@ class Pipeline:
         cap = self.cap(gpt)
         base = len(prompt.phone_ids) + len(prompt.tokens)  # the sentence's phones come on top
         gpt_graphs = 0
-        if params.top_k <= TOP_K_CAP:
+        if params.top_k <= TOP_K_CAP and self.max_streams > 1:
+            batcher = self._batcher(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
+            gpt_graphs = batcher.capture(base + WARM_UP_PHONES + cap)
+        elif params.top_k <= TOP_K_CAP:
             runner = self._runner(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = runner.capture(1, base + 1, cap + WARM_UP_PHONES, params.top_p < 1.0)
         graphs = self._graphs_for(prompt.sovits)
@@ -707,11 +793,22 @@ class Pipeline:
         return seconds
 
 
-def _fused_step(model: Text2Semantic) -> Callable[..., Tensor]:
-    """The Triton decode step for a batch-1 runner (imported only when asked for)."""
+def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
+    """The Triton decode step for ``rows`` rows (imported only when asked for)."""
     from .kernels import FusedDecodeStep
 
-    return FusedDecodeStep(model, 1)
+    return FusedDecodeStep(model, rows)
+
+
+def _batch_forward(
+    factory: Callable[..., Callable[..., Tensor]] | None, model: Text2Semantic, rows: int
+) -> Callable[..., Tensor] | None:
+    """The forward hook for a ``rows``-row batch (the fused step sizes its buffers by it)."""
+    if factory is None:
+        return None
+    if factory is _fused_step:
+        return _fused_step(model, rows)
+    return factory(model)
 
 
 def _as_prompt(prompt: object) -> Prompt:

@@ -145,11 +145,15 @@ class ServerSettings:
     phrase_cache_nondeterministic: bool = False
     warm_up: bool = True
     gpt_kernels: str = "torch"  # "triton": the fused decode step (wyoming_sovits.kernels)
+    # Sentences decoded together on the GPU (continuous batching of the GPT step); 1: off.
+    max_streams: int = 1
     program_name: str = "GPT-SoVITS"
     # Server-wide overrides on top of each voice's defaults.
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def __post_init__(self) -> None:
+        if self.max_streams < 1:
+            raise SettingsError(f"max_streams must be >= 1, got {self.max_streams}")
         if self.gpt_kernels not in GPT_KERNELS:
             raise SettingsError(
                 f"gpt_kernels must be one of {', '.join(GPT_KERNELS)}, got {self.gpt_kernels!r}"

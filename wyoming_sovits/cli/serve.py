@@ -95,6 +95,14 @@ def add_parser(subparsers: Any) -> None:
         "step (experimental)",
     )
     parser.add_argument(
+        "--max-streams",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CUDA: decode up to N sentences (from any clients) together, their GPT steps "
+        "batched (experimental; each row holds a KV cache of ~125 MB in fp16)",
+    )
+    parser.add_argument(
         "--zeroconf",
         nargs="?",
         const="",
@@ -151,6 +159,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         phrase_cache_nondeterministic=args.phrase_cache_any,
         warm_up=not args.no_warm_up,
         gpt_kernels=args.gpt_kernels,
+        max_streams=args.max_streams,
     )
 
 
@@ -289,6 +298,7 @@ def load_backend(
             version=settings.model_version,
             cache_dir=data_dir / "cache",
             gpt_kernels=settings.gpt_kernels,
+            max_streams=settings.max_streams,
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ServeError(f"Loading the models from {models_dir} failed: {err}") from err

@@ -395,16 +395,18 @@ class Text2Semantic(nn.Module):
             )
         return self.k_cache, self.v_cache, self.row_start, self.audio_start
 
-    def prefill(self, packed: PackedPrompt) -> Tensor:
-        """Run the whole prompt, fill cache slots [0, P); return (B, V) next-token logits."""
+    def prefill(self, packed: PackedPrompt, row: int = 0) -> Tensor:
+        """Run the whole prompt, fill cache slots [0, P) of cache rows [row, row + B);
+        return (B, V) next-token logits. ``row`` > 0 admits requests into a running batch."""
         batch, length = packed.batch_size, packed.length
-        k_cache, v_cache, row_start, audio_start = self._caches(batch, length)
+        k_cache, v_cache, row_start, audio_start = self._caches(row + batch, length)
+        rows = slice(row, row + batch)
         x = self.embed_prompt(packed)  # (B, P, D)
         mask = prefill_mask(packed.kind)  # (B, 1, P, P)
         for i, layer in enumerate(self.h.layers):
-            x = layer(x, mask, k_cache[i, :batch], v_cache[i, :batch], None)
-        row_start[:batch] = (packed.kind == PAD).sum(1)
-        audio_start[:batch] = length - (packed.kind == AUDIO).sum(1)
+            x = layer(x, mask, k_cache[i, rows], v_cache[i, rows], None)
+        row_start[rows] = (packed.kind == PAD).sum(1)
+        audio_start[rows] = length - (packed.kind == AUDIO).sum(1)
         return self.ar_predict_layer(x[:, -1])  # (B, V)
 
     def forward(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:

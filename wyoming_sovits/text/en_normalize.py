@@ -8,7 +8,9 @@ released weights were trained on, so we keep it wherever it is right. We differ 
 listener would hear a mistake (each case is pinned in ``tests/data/text_deviations/en.yaml``):
 
 - clock times keep the user's a.m./p.m. instead of adding a second one, read ``10:05``
-  as "ten oh five", and say "A. M." (the reference's "a.m." is read "uh. em.");
+  as "ten oh five", say "A. M." (the reference's "a.m." is read "uh. em."), and keep a
+  comma after the time (``7:30, then``); a bare ``7:30`` still gets its a.m./p.m., as in
+  the reference;
 - ``-3`` keeps the space before "negative"; ``B12`` becomes "B twelve";
 - ``12/25/2024`` and ``2024-12-25`` are dates; ``555-123-4567`` is read digit by digit;
 - ``Dr.``/``St.`` become Doctor/Saint before a name (Drive/Street after one), and a few
@@ -160,15 +162,25 @@ def _expand_calendar(m: re.Match[str]) -> str:
 
 
 _MARKER = r"([AaPp])\.?[Mm]\b\.?"
+_PAUSE_AFTER_RE = re.compile(r"\s*[,!?…]")
 
 
 def _hour_words(hours: int) -> str:
     return NumberWords.cardinal(str(hours), "and")
 
 
-def _period(letter: str) -> str:
-    """The spoken marker: "A.M." is read "EY1 . EH1 M", like the reference's "p.m."."""
-    return "A.M." if letter.lower() == "a" else "p.m."
+def _period(letter: str, m: re.Match[str]) -> str:
+    """The spoken marker, "A.M." or "p.m.", for the time matched by ``m``.
+
+    Both are read as letters ("EY1 . EH1 M", "P IY1 . EH1 M"; "P. M." gives the same
+    phones as the reference's "p.m."); "a.m." would be read "AH0 . EH1 M". Before a pause
+    mark the closing dot is dropped: the final punctuation collapse keeps only the first of
+    ".," so "7:30, then" lost its comma (the reference's bug); "M," keeps the pause.
+    """
+    marker = "A.M." if letter.lower() == "a" else "p.m."
+    if _PAUSE_AFTER_RE.match(m.string, m.end()):
+        return marker[:-1]
+    return marker
 
 
 def _expand_clock(m: re.Match[str]) -> str:
@@ -184,7 +196,7 @@ def _expand_clock(m: re.Match[str]) -> str:
         spoken = "oh " + NumberWords.cardinal(str(minutes))
     else:
         spoken = NumberWords.cardinal(str(minutes))
-    return f"{_hour_words(hours)} {spoken} {_period(marker)}"
+    return f"{_hour_words(hours)} {spoken} {_period(marker, m)}"
 
 
 def _expand_hour_marker(m: re.Match[str]) -> str:
@@ -192,7 +204,7 @@ def _expand_hour_marker(m: re.Match[str]) -> str:
     hours, space, marker = int(m.group(1)), m.group(2), m.group(3)
     if space and marker in "pP" and "." not in m.group(0):
         return m.group(0)
-    return f"{_hour_words(hours)} {_period(marker)}"
+    return f"{_hour_words(hours)} {_period(marker, m)}"
 
 
 def _date(month: int, day: int, year: str) -> str | None:

@@ -1,0 +1,221 @@
+"""Continuous batching: sentences admitted at different times decode together, exactly.
+
+Greedy decoding is deterministic, so every row of a batch must produce the very tokens it
+produces alone, whatever its companions and whenever it joined: that checks per-row step
+counters (EOS bar, cap), per-row cache slots, prefill into a live batch and row reuse. On
+CPU the batcher runs its step eagerly (``use_graphs=False``), the step CUDA graphs replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline_fast import GREEDY, MAX_TOKENS, make_voice
+from test_t2s import TINY, request, tiny_model
+from tiny_frontends import make_tiny_models_dir
+
+from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
+from wyoming_sovits.engine import Engine
+from wyoming_sovits.generate import SamplingError, SamplingParams, generate
+from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
+from wyoming_sovits.pipeline import Pipeline
+from wyoming_sovits.settings import ServerSettings, SettingsError, SynthesisConfig
+from wyoming_sovits.voices import VoiceProfile, VoiceRegistry
+
+GREEDY_PARAMS = SamplingParams(top_k=1)
+
+
+def alone(model: Text2Semantic, item: T2SInput, cap: int) -> list[int]:
+    out = generate(
+        model, item.phone_ids, item.bert, item.prompt_tokens, top_k=1, max_new_tokens=cap
+    )
+    return out.tolist()
+
+
+def batcher(model: Text2Semantic, rows: int = 3) -> ContinuousBatcher:
+    return ContinuousBatcher(model, rows, 128, max_new_tokens=40, steps_per_sync=4, kv_bucket=32,
+                             use_graphs=False)  # fmt: skip
+
+
+def opened(b: ContinuousBatcher, item: T2SInput, cap: int) -> Iterator[torch.Tensor]:
+    return drain(b.open(pack_inputs([item], TINY), GREEDY_PARAMS, cap))
+
+
+def test_staggered_rows_match_single_runs() -> None:
+    model = tiny_model(1)
+    items = [request(5 + 3 * i, 4 + 5 * i, seed=10 + i) for i in range(5)]
+    caps = [30, 17, 40, 25, 12]
+    want = [alone(model, item, cap) for item, cap in zip(items, caps, strict=True)]
+    b = batcher(model)
+    got: dict[int, list[int]] = {}
+    streams: dict[int, Iterator[torch.Tensor]] = {0: opened(b, items[0], caps[0])}
+    got[0] = next(streams[0]).tolist()  # row 0 runs ahead before the others join
+    got[0] += next(streams[0]).tolist()
+    pending = [1, 2, 3, 4]
+    while streams or pending:
+        while pending and b.live_rows < b.max_batch:
+            i = pending.pop(0)
+            streams[i], got[i] = opened(b, items[i], caps[i]), []
+        for i, stream in list(streams.items()):  # round-robin, as the engine does
+            chunk = next(stream, None)
+            if chunk is None:
+                del streams[i]
+            else:
+                got[i] += chunk.tolist()
+    assert [got[i] for i in range(5)] == want
+    assert b.live_rows == 0 and sorted(b._free) == [0, 1, 2]
+
+
+def test_full_batch_and_early_close() -> None:
+    model = tiny_model(2)
+    b = batcher(model, rows=2)
+    first = b.open(pack_inputs([request(6, 5, seed=1)], TINY), GREEDY_PARAMS, 30)
+    b.open(pack_inputs([request(4, 3, seed=2)], TINY), GREEDY_PARAMS, 30)
+    with pytest.raises(BatchFullError, match="2 rows"):
+        b.open(pack_inputs([request(4, 3, seed=3)], TINY), GREEDY_PARAMS, 30)
+    next(first)
+    first.close()  # a cancelled sentence gives its row back at once
+    item = request(7, 6, seed=4)
+    again = list(opened(b, item, 20))
+    assert torch.cat(again).tolist() == alone(model, item, 20)
+
+
+def test_requests_beyond_the_rows_are_refused() -> None:
+    b = batcher(tiny_model(3))
+    with pytest.raises(Exception, match="slots"):
+        b.open(pack_inputs([request(100, 20, seed=1)], TINY), GREEDY_PARAMS, 40)
+    with pytest.raises(Exception, match="top_k"):
+        b.open(pack_inputs([request(5, 5, seed=1)], TINY), SamplingParams(top_k=500), 10)
+
+
+# -- the pipeline and the engine --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_models_dir(tmp_path_factory.mktemp("models"))
+
+
+def load(models_dir: Path, streams: int) -> Pipeline:
+    loaded = Pipeline.load(models_dir, "cpu", "float32", cache_dir=None, fast=True,
+                           max_streams=streams)  # fmt: skip
+    loaded.max_new_tokens = MAX_TOKENS
+    return loaded
+
+
+TEXTS = ("Good morning!", "The kettle is on.", "Dinner is ready.")
+
+
+@pytest.fixture(scope="module")
+def single(models_dir: Path) -> Pipeline:
+    return load(models_dir, 1)
+
+
+@pytest.fixture(scope="module")
+def batched(models_dir: Path) -> Pipeline:
+    return load(models_dir, 3)
+
+
+def test_pipeline_batched_speaks_as_alone(single: Pipeline, batched: Pipeline) -> None:
+    assert (single.max_concurrent, batched.max_concurrent) == (1, 3)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    streams = [iter(batched.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
+    got: list[list[np.ndarray]] = [[] for _ in TEXTS]
+    live = list(range(len(TEXTS)))
+    while live:  # interleaved, as the engine steps them
+        for i in list(live):
+            chunk = next(streams[i], None)
+            if chunk is None:
+                live.remove(i)
+            else:
+                got[i].append(chunk)
+    for i in range(len(TEXTS)):
+        np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=1e-5)
+    assert all(b.live_rows == 0 for b in batched._batchers.values())
+
+
+class _Interleaving:
+    """A backend whose sentences log each chunk, to see how the engine steps them."""
+
+    sample_rate = 32000
+    max_concurrent = 3
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.lock = threading.Lock()
+
+    def prepare_prompt(self, voice: VoiceProfile) -> object:
+        return voice.name
+
+    def synthesize(self, text: str, prompt: object, cfg: SynthesisConfig) -> Iterator[np.ndarray]:
+        for i in range(3):
+            self.log.append(f"{text}{i}")
+            yield np.full(100, 0.1, dtype=np.float32)
+
+
+async def _collect(engine: Engine, text: str, client: int) -> int:
+    stream = engine.synthesize(text, "austen", SynthesisConfig(), client)
+    return sum([len(chunk) async for chunk in stream])
+
+
+async def test_engine_steps_sentences_round_robin(tmp_path: Path) -> None:
+    from fake_backend import write_voice
+
+    write_voice(tmp_path, "austen")
+    backend = _Interleaving()
+    engine = Engine(backend, VoiceRegistry(tmp_path), ServerSettings(voices_dir=tmp_path))
+    assert engine.capacity == 3
+    engine.start()
+    try:
+        sizes = await asyncio.gather(*(_collect(engine, t, c) for c, t in enumerate("abc")))
+    finally:
+        engine.close()
+    assert sizes == [300, 300, 300]
+    # all three started before any finished: their chunks alternate
+    assert backend.log.index("c0") < backend.log.index("a2")
+
+
+async def test_engine_with_batched_pipeline(
+    single: Pipeline, batched: Pipeline, tmp_path: Path
+) -> None:
+    """Three clients at once through the engine: each gets the audio it gets alone."""
+    from fake_backend import write_voice
+
+    write_voice(tmp_path, "austen")
+    voice = make_voice()
+    prompt = single.prepare_prompt(voice)
+    want = [sum(len(c) for c in single.synthesize(t, prompt, GREEDY)) for t in TEXTS]
+    batched.prepare_prompt = lambda _voice: prompt  # type: ignore[method-assign]
+    engine = Engine(batched, VoiceRegistry(tmp_path), ServerSettings(voices_dir=tmp_path))
+    engine.start()
+    try:
+
+        async def one(text: str, client: int) -> int:
+            stream = engine.synthesize(text, "austen", GREEDY, client)
+            return sum([len(chunk) async for chunk in stream])
+
+        got = await asyncio.gather(*(one(t, c) for c, t in enumerate(TEXTS)))
+    finally:
+        engine.close()
+    assert list(got) == want
+
+
+def test_top_k_beyond_the_batch_is_refused(batched: Pipeline) -> None:
+    """No eager fallback with a batch: it would write into the live rows' cache."""
+    prompt = batched.prepare_prompt(make_voice())
+    with pytest.raises(SamplingError, match="top_k"):
+        list(batched.synthesize("Hello.", prompt, SynthesisConfig(top_k=200)))
+
+
+def test_max_streams_is_checked() -> None:
+    with pytest.raises(SettingsError, match="max_streams"):
+        ServerSettings(max_streams=0)
+    with pytest.raises(ValueError, match="max_streams"):
+        Pipeline.load(Path("/nonexistent"), "cpu", max_streams=0)

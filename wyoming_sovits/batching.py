@@ -1,0 +1,300 @@
+"""Continuous batching of the GPT decode step: sentences of several requests share each step.
+
+``ContinuousBatcher`` owns the model's static KV cache with ``max_batch`` rows. A sentence
+``open``s a row (its prompt is prefilled into that row alone, while the other rows are
+mid-sentence) and gets a ``RowStream``: an iterator of its new tokens. Whenever a stream
+has nothing buffered, ``advance`` runs ``steps_per_sync`` decode steps for *every* row at
+once (one CUDA graph replay, one host sync) and hands each row its new tokens; finished
+rows are parked until their stream is closed, then the row is free for the next sentence.
+
+The step is ``fast.T2SGraphRunner``'s with per-row counters: each row has its own step
+(EOS bar, token cap), cache slot and sampling parameters, so rows admitted at different
+times decode side by side. Random draws come from the device's default generator, which
+the rows share: a seeded sentence is reproducible when it decodes alone.
+
+The engine drives several sentences' generators round-robin on its one worker thread
+(``Engine.capacity`` = ``Pipeline.max_concurrent``); whichever generator first needs a
+token advances all rows, and the others find theirs buffered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .fast import TOP_K_CAP, FastPathError, _require_cuda
+from .generate import EOS_BLOCKED_STEPS, RowParams, SamplingError, SamplingParams, next_token
+from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic
+
+
+class BatchFullError(FastPathError):
+    """Every row of the batch is taken (the engine admits at most ``max_batch`` sentences)."""
+
+
+@dataclass
+class _BatchState:
+    """Per-row tensors the captured step reads and writes (static addresses)."""
+
+    logits: Tensor  # (B, V) float32
+    seen: Tensor  # (B, V) bool: repetition-penalty set
+    active: Tensor  # (B,) bool
+    step: Tensor  # (B,) int64: the row's own step counter
+    limit: Tensor  # (B,) int64: its token cap
+    input_pos: Tensor  # (B,) int64: its next cache slot
+    last_slot: Tensor  # (B,) int64: the highest slot it may write
+    top_k: Tensor  # (B,) int64
+    top_p: Tensor  # (B, 1)
+    temperature: Tensor  # (B, 1)
+    penalty: Tensor  # (B, 1)
+    report: Tensor  # (B, K + 1) int64: the replay's tokens (-1: none), then active
+
+    @classmethod
+    def allocate(cls, batch: int, vocab: int, steps: int, device: torch.device) -> _BatchState:
+        def z(*shape: int, dtype: torch.dtype = torch.long) -> Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        return cls(
+            logits=z(batch, vocab, dtype=torch.float32),
+            seen=z(batch, vocab, dtype=torch.bool),
+            active=z(batch, dtype=torch.bool),
+            step=z(batch),
+            limit=z(batch),
+            input_pos=z(batch),
+            last_slot=z(batch),
+            top_k=torch.ones(batch, dtype=torch.long, device=device),
+            top_p=torch.ones(batch, 1, device=device),
+            temperature=torch.ones(batch, 1, device=device),
+            penalty=torch.ones(batch, 1, device=device),
+            report=z(batch, steps + 1),
+        )
+
+
+class RowStream:
+    """One sentence's new tokens (1-D int64 CPU tensors) as the batch produces them."""
+
+    def __init__(self, batcher: ContinuousBatcher, row: int, top_p: bool) -> None:
+        self.batcher, self.row, self.top_p = batcher, row, top_p
+        self.buffer: deque[Tensor] = deque()
+        self.done = False
+        self.closed = False
+
+    def __iter__(self) -> RowStream:
+        return self
+
+    def __next__(self) -> Tensor:
+        while not self.buffer:
+            if self.done or self.closed:
+                self.close()
+                raise StopIteration
+            self.batcher.advance()
+        return self.buffer.popleft()
+
+    def close(self) -> None:
+        """Give the row back (idempotent); unread tokens are dropped."""
+        if not self.closed:
+            self.closed = True
+            self.batcher._release(self.row)
+
+
+class ContinuousBatcher:
+    """``max_batch`` GPT rows decoded together; see the module docstring."""
+
+    def __init__(
+        self,
+        model: Text2Semantic,
+        max_batch: int,
+        max_seq: int,
+        *,
+        max_new_tokens: int,
+        steps_per_sync: int = 4,
+        kv_bucket: int = 256,
+        forward: Callable[..., Tensor] | None = None,
+        use_graphs: bool = True,
+    ) -> None:
+        weight = model.ar_predict_layer.weight
+        if use_graphs:
+            _require_cuda(weight.device)
+        if min(max_batch, max_seq, max_new_tokens, steps_per_sync, kv_bucket) < 1:
+            raise FastPathError("batch, slots, token cap, steps and bucket must be >= 1")
+        self.model, self.cfg = model, model.config
+        self._forward = forward or model
+        self.max_batch, self.max_seq, self.max_new_tokens = max_batch, max_seq, max_new_tokens
+        self.steps, self.kv_bucket, self.use_graphs = steps_per_sync, kv_bucket, use_graphs
+        self.device = weight.device
+        model.setup_caches(max_batch, max_seq, dtype=weight.dtype, device=weight.device)
+        self._cache = model.k_cache
+        self.state = _BatchState.allocate(max_batch, self.cfg.vocab_size, self.steps, self.device)
+        self._eos_col = torch.zeros(1, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
+        self._eos_col[0, self.cfg.eos] = True
+        self._free = list(range(max_batch))
+        self._streams: dict[int, RowStream] = {}
+        self._pos = [0] * max_batch  # host copy of each live row's next slot
+        self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+        if use_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
+            self._stream = torch.cuda.Stream(device=self.device)
+
+    @property
+    def live_rows(self) -> int:
+        return len(self._streams)
+
+    def owns_cache(self) -> bool:
+        """False once something else replaced the model's KV cache (then build a new one)."""
+        return self.model.k_cache is self._cache
+
+    # -- admission ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def open(self, packed: PackedPrompt, params: SamplingParams, max_new: int) -> RowStream:
+        """Prefill one request (batch 1) into a free row; its tokens come from the stream."""
+        if packed.batch_size != 1:
+            raise FastPathError("open() admits one request at a time")
+        if not self._free:
+            raise BatchFullError(f"all {self.max_batch} rows are decoding")
+        length = packed.length
+        prompt_tokens = int((packed.kind == AUDIO).sum())
+        if not 1 <= max_new <= self.max_new_tokens or length + max_new > self.max_seq:
+            raise FastPathError(
+                f"a row holds {self.max_seq} slots and {self.max_new_tokens} new tokens; "
+                f"need {length} + {max_new}"
+            )
+        if prompt_tokens + max_new - 1 > self.cfg.max_positions:
+            raise T2SInputError(f"{prompt_tokens} prompt + {max_new} tokens exceed the positions")
+        if params.top_k > TOP_K_CAP:
+            raise SamplingError(f"the batched path serves top_k <= {TOP_K_CAP}")
+        row = self._free.pop(0)
+        packed = packed.to(self.device)
+        rows = RowParams.of([params], self.cfg.vocab_size, self.device)
+        s = self.state
+        s.top_k[row] = rows.top_k[0]
+        s.top_p[row] = rows.top_p[0]
+        s.temperature[row] = rows.temperature[0]
+        s.penalty[row] = rows.penalty[0]
+        s.seen[row] = False
+        s.seen[row, packed.audio_ids[0][packed.kind[0] == AUDIO]] = True
+        s.active[row] = True
+        s.step[row] = 0
+        s.limit[row] = max_new
+        s.input_pos[row] = length
+        s.last_slot[row] = length + max_new - 1
+        s.logits[row] = self.model.prefill(packed, row=row)[0].float()
+        self._pos[row] = length
+        stream = RowStream(self, row, params.top_p < 1.0)
+        self._streams[row] = stream
+        return stream
+
+    def _release(self, row: int) -> None:
+        self._streams.pop(row, None)
+        self._park(row)
+        self._free.append(row)
+
+    def _park(self, row: int) -> None:
+        """A finished or free row keeps stepping (fixed shapes) on slot 0 of its own cache."""
+        s = self.state
+        s.active[row] = False
+        s.input_pos[row] = 0
+        s.last_slot[row] = 0
+        self._pos[row] = 0
+
+    # -- decoding ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        """``steps_per_sync`` steps for every row; each live row's new tokens to its stream."""
+        live = [row for row, stream in self._streams.items() if not stream.done]
+        if not live:
+            return
+        highest = max(self._pos[row] for row in live) + self.steps - 1
+        kv_len = min(self.max_seq, (highest // self.kv_bucket + 1) * self.kv_bucket)
+        any_top_p = any(self._streams[row].top_p for row in live)
+        self._replay(kv_len, any_top_p)
+        report = self.state.report.cpu()  # (B, K + 1): the one host sync per replay
+        for row in live:
+            stream = self._streams[row]
+            tokens = report[row, : self.steps]
+            emitted = tokens[tokens >= 0]  # a prefix: a row that stops stays stopped
+            if len(emitted):
+                stream.buffer.append(emitted.clone())
+            self._pos[row] += self.steps
+            if not bool(report[row, self.steps]):
+                stream.done = True
+                self._park(row)
+
+    def _step(self, j: int, kv_len: int, any_top_p: bool) -> None:
+        """Decode step ``j`` of a replay for all rows: no host sync, fixed shapes."""
+        s, eos = self.state, self.cfg.eos
+        barred = self._eos_col & (s.step < EOS_BLOCKED_STEPS)[:, None]  # (B, V)
+        rows = RowParams(
+            top_k=s.top_k,
+            top_p=s.top_p,
+            temperature=s.temperature,
+            penalty=s.penalty,
+            max_top_k=min(TOP_K_CAP, self.cfg.vocab_size),
+            any_top_p=any_top_p,
+        )
+        token, stop = next_token(s.logits.masked_fill(barred, -math.inf), s.seen, rows, eos, True)
+        emitted = s.active & ~stop & (s.step < s.limit)  # (B,)
+        s.report[:, j] = torch.where(emitted, token, -1)
+        s.active.copy_(emitted)
+        s.seen.scatter_(1, token[:, None], True)
+        pos = torch.minimum(s.input_pos, s.last_slot)  # (B,)
+        s.logits.copy_(self._forward(token, pos, kv_len=kv_len))
+        s.input_pos += 1
+        s.step += 1
+        if j == self.steps - 1:
+            s.report[:, self.steps] = s.active.long()
+
+    def _steps(self, kv_len: int, any_top_p: bool) -> None:
+        for j in range(self.steps):
+            self._step(j, kv_len, any_top_p)
+
+    def _replay(self, kv_len: int, any_top_p: bool) -> None:
+        if not self.use_graphs:
+            self._steps(kv_len, any_top_p)
+            return
+        key = (kv_len, any_top_p)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = self._capture(kv_len, any_top_p)
+        graph.replay()
+
+    def _capture(self, kv_len: int, any_top_p: bool) -> torch.cuda.CUDAGraph:
+        """Capture one replay; the warm-up steps run on the live state, which is restored
+        (their KV writes land in slots the real steps overwrite before anyone reads them)."""
+        saved = {name: t.clone() for name, t in vars(self.state).items()}
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            self._steps(kv_len, any_top_p)
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
+        for name, t in vars(self.state).items():
+            t.copy_(saved[name])
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+            self._steps(kv_len, any_top_p)
+        return graph
+
+    def capture(self, up_to_slot: int) -> int:
+        """Capture the graphs of every cache bucket up to ``up_to_slot`` ahead of use (call
+        while no row is live); returns how many graphs exist."""
+        if not self.use_graphs:
+            return 0
+        last = min(self.max_seq, (up_to_slot // self.kv_bucket + 1) * self.kv_bucket)
+        with torch.no_grad():
+            for kv_len in range(self.kv_bucket, last + self.kv_bucket, self.kv_bucket):
+                key = (min(kv_len, self.max_seq), False)
+                if key not in self._graphs:
+                    self._graphs[key] = self._capture(*key)
+        return len(self._graphs)
+
+
+def drain(stream: RowStream) -> Iterator[Tensor]:
+    """The stream's chunks, giving its row back however the consumer stops."""
+    try:
+        yield from stream
+    finally:
+        stream.close()
