@@ -207,6 +207,18 @@ async def test_engine_with_batched_pipeline(
     assert list(got) == want
 
 
+def test_abandoned_sentence_gives_its_row_back(batched: Pipeline) -> None:
+    """A client that disconnects mid-sentence: the engine closes the generator, the row
+    is free again at once (not at garbage collection)."""
+    prompt = batched.prepare_prompt(make_voice())
+    chunks = batched.synthesize("Good morning, everyone.", prompt, GREEDY, stream=True)
+    next(chunks)
+    (batch,) = batched._batchers.values()
+    assert batch.live_rows == 1
+    chunks.close()  # type: ignore[attr-defined]
+    assert batch.live_rows == 0 and len(batch._free) == batch.max_batch
+
+
 def test_top_k_beyond_the_batch_is_refused(batched: Pipeline) -> None:
     """No eager fallback with a batch: it would write into the live rows' cache."""
     prompt = batched.prepare_prompt(make_voice())
