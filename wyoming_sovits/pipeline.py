@@ -19,6 +19,10 @@ every ``STREAM_CHUNK_TOKENS`` steps) and SoVITS decodes through ``fast.SoVITSGra
 captures the graphs a typical request needs. Requests they cannot serve take the eager
 path: top_k above ``fast.TOP_K_CAP`` (GPT), speed != 1 or more tokens or phones than the
 largest bucket (SoVITS). A prompt too long for the runner's cache gets a larger runner.
+With ``max_streams`` > 1 a ``batching.ContinuousBatcher`` replaces the runner: sentences
+of several requests (the engine steps ``max_concurrent`` of them round-robin) share each
+decode step, one cache row each. ``gpt_kernels="triton"`` swaps the step's forward for
+``kernels.FusedDecodeStep``.
 
 Randomness: a request's seed drives two streams, sampling and the SoVITS prior noise, so
 the noise does not depend on how the tokens were drawn (eager and graph paths give the
@@ -28,7 +32,8 @@ use), which is seeded per request when the request has a seed. The noise comes f
 ``NoiseTape`` in fixed blocks, so a streamed sentence (a growing prefix re-decoded) and the
 same sentence decoded whole get the same noise.
 
-Sync and single-threaded by design: ``engine.py`` owns the thread that calls it.
+Sync and single-threaded by design: ``engine.py`` owns the thread that calls it (several
+requests' generators interleave on that one thread when batching).
 """
 
 from __future__ import annotations
