@@ -33,7 +33,7 @@ from wyoming_sovits.generate import (  # noqa: E402
     SamplingParams,
     next_token,
 )
-from wyoming_sovits.kernels import FusedDecodeStep  # noqa: E402
+from wyoming_sovits.kernels import FusedDecodeStep, FusedSampler  # noqa: E402
 from wyoming_sovits.models.sv import SpeakerEncoder, SVConfig  # noqa: E402
 from wyoming_sovits.models.t2s import (  # noqa: E402
     T2SConfig,
@@ -251,8 +251,12 @@ def bench_fused(model: Text2Semantic, batch: int) -> float:
 def bench_batcher(model: Text2Semantic, batch: int, fused: bool) -> None:
     """Continuous batching: ``batch`` rows admitted one by one, then N_TOK steps for all."""
     forward = FusedDecodeStep(model, batch) if fused else None
+    cfg = model.config
+    sampler = (
+        FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV) if fused else None
+    )
     b = ContinuousBatcher(model, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
-                          steps_per_sync=4, forward=forward)  # fmt: skip
+                          steps_per_sync=4, forward=forward, sampler=sampler)  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
 
     def run() -> None:
@@ -266,7 +270,7 @@ def bench_batcher(model: Text2Semantic, batch: int, fused: bool) -> None:
             stream.close()
 
     t = cuda_time(run, reps=3)
-    label = "fused" if fused else "torch"
+    label = "Triton step + sampler" if fused else "torch"
     row(f"GPT fp16 batcher B={batch} ({label})", f"{batch * N_TOK / t:,.0f} tok/s",
         f"{1e3 * t:.0f} ms incl {batch} prefills; {batch * N_TOK / t / 25:,.0f}x real time")  # fmt: skip
 

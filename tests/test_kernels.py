@@ -9,6 +9,7 @@ steps) is in ``bench/gpu_bench.py``.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -136,8 +137,12 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     prompt = plain.prepare_prompt(make_voice())
     want = np.concatenate(list(plain.synthesize(TEXT, prompt, GREEDY, stream=False)))
     got = np.concatenate(list(fused.synthesize(TEXT, prompt, GREEDY, stream=False)))
-    runner = next(iter(fused._runners.values()))
-    assert isinstance(runner._forward, FusedDecodeStep)
+    from wyoming_sovits.kernels import FusedSampler
+
+    assert not fused._runners and fused.max_concurrent == 1  # one row, batched path
+    batch = next(iter(fused._batchers.values()))
+    assert isinstance(batch._forward, FusedDecodeStep)
+    assert isinstance(batch._sampler, FusedSampler)
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -148,3 +153,107 @@ def test_gpt_kernels_option_is_checked() -> None:
         ServerSettings(gpt_kernels="cuda")
     with pytest.raises(ValueError, match="gpt_kernels"):
         Pipeline.load(Path("/nonexistent"), "cpu", gpt_kernels="fast")
+
+
+# -- the fused sampler --------------------------------------------------------------------
+
+
+def _sampling_case(batch: int = 4, vocab: int = 65, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "logits": torch.randn(batch, vocab, generator=g) * 3,
+        "seen": torch.rand(batch, vocab, generator=g) < 0.3,
+        "step": torch.tensor([0, 5, 11, 40][:batch]),
+        "top_k": torch.tensor([1, 5, 15, 65][:batch]),
+        "top_p": torch.tensor([[1.0], [0.8], [0.5], [0.95]][:batch]),
+        "temperature": torch.tensor([[1.0], [0.7], [1.3], [1.0]][:batch]),
+        "penalty": torch.tensor([[1.35], [1.0], [2.0], [1.35]][:batch]),
+    }
+
+
+def test_fused_sampler_filters_as_generate() -> None:
+    from wyoming_sovits.generate import (
+        EOS_BLOCKED_STEPS,
+        RowParams,
+        apply_repetition_penalty,
+        filtered_probs,
+    )
+    from wyoming_sovits.kernels import FusedSampler
+
+    case = {k: v.to(DEVICE) for k, v in _sampling_case().items()}
+    vocab, eos = 65, 64
+    sampler = FusedSampler(vocab, eos, EOS_BLOCKED_STEPS, 4, DEVICE)
+    probs = torch.full((4, vocab), -1.0, device=DEVICE)
+    token, stop = sampler(**case, any_top_p=True, probs_out=probs)
+    barred = case["logits"].clone()
+    barred[case["step"] < EOS_BLOCKED_STEPS, eos] = -math.inf
+    rows = RowParams(case["top_k"], case["top_p"], case["temperature"], case["penalty"],
+                     max_top_k=vocab, any_top_p=True)  # fmt: skip
+    penalized = apply_repetition_penalty(barred, case["seen"], case["penalty"])
+    want = filtered_probs(penalized, rows)
+    torch.testing.assert_close(probs, want, rtol=1e-5, atol=1e-6)
+    assert bool((probs[case["step"] < EOS_BLOCKED_STEPS, eos] == 0).all())
+    assert token[0] == want[0].argmax()  # top_k 1 is greedy
+    assert all(want[b, token[b]] > 0 for b in range(4))  # every draw inside the support
+    wants_stop = (penalized.argmax(-1) == eos) | (token == eos)
+    assert stop.tolist() == wants_stop.tolist()
+
+
+def test_fused_sampler_draws_by_row_seed() -> None:
+    """Same seed and step: the same draw, whatever the other rows; another seed differs."""
+    from wyoming_sovits.kernels import FusedSampler
+
+    case = {k: v.to(DEVICE) for k, v in _sampling_case(seed=1).items()}
+    flat = {
+        **case,
+        "top_k": torch.full_like(case["top_k"], 65),
+        "top_p": torch.ones_like(case["top_p"]),
+    }
+    sampler = FusedSampler(65, 64, 0, 4, DEVICE)
+    draws = []
+    for seed in range(12):
+        sampler.seed.fill_(seed)
+        draws.append(sampler(**flat, any_top_p=False)[0].clone())
+    sampler.seed.fill_(3)
+    again = sampler(**flat, any_top_p=False)[0]
+    assert torch.equal(again, draws[3])
+    assert len({int(d[3]) for d in draws}) > 5  # a flat-ish row really samples
+    other = {k: v.clone() for k, v in flat.items()}
+    other["logits"][0] = torch.randn(65, device=DEVICE)  # a different companion row
+    assert sampler(**other, any_top_p=False)[0][3] == draws[3][3]
+
+
+def test_batcher_with_fused_step_and_sampler_greedy() -> None:
+    """Rows joining a running batch, Triton step and sampler: each row's greedy tokens
+    are its single-run tokens (``generate``, the eager PyTorch loop)."""
+    from test_t2s import TINY, request, tiny_model
+
+    from wyoming_sovits.batching import ContinuousBatcher, drain
+    from wyoming_sovits.generate import EOS_BLOCKED_STEPS, generate
+    from wyoming_sovits.kernels import FusedSampler
+
+    model = tiny_model(1).to(DEVICE)
+    items = [request(5 + 3 * i, 4 + 5 * i, seed=10 + i) for i in range(3)]
+    want = [
+        generate(model, i.phone_ids.to(DEVICE), i.bert.to(DEVICE), i.prompt_tokens.to(DEVICE),
+                 top_k=1, max_new_tokens=20).tolist()
+        for i in items
+    ]  # fmt: skip
+    sampler = FusedSampler(TINY.vocab_size, TINY.eos, EOS_BLOCKED_STEPS, 2, DEVICE)
+    batch = ContinuousBatcher(model, 2, 96, max_new_tokens=24, kv_bucket=32,
+                              forward=FusedDecodeStep(model, 2), sampler=sampler,
+                              use_graphs=DEVICE.type == "cuda")  # fmt: skip
+    greedy = SamplingParams(top_k=1)
+    first = drain(batch.open(pack_inputs([items[0]], TINY), greedy, 20, seed=1))
+    got0 = next(first).tolist()  # row 0 runs ahead
+    second = drain(batch.open(pack_inputs([items[1]], TINY), greedy, 20, seed=2))
+    got1: list[int] = []
+    for chunk in second:
+        got1 += chunk.tolist()
+        more = next(first, None)
+        got0 += more.tolist() if more is not None else []
+    got0 += [t for chunk in first for t in chunk.tolist()]
+    third = [
+        t for c in drain(batch.open(pack_inputs([items[2]], TINY), greedy, 20)) for t in c.tolist()
+    ]
+    assert [got0, got1, third] == want

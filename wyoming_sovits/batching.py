@@ -20,6 +20,7 @@ token advances all rows, and the others find theirs buffered.
 from __future__ import annotations
 
 import math
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,8 +115,12 @@ class ContinuousBatcher:
         steps_per_sync: int = 4,
         kv_bucket: int = 256,
         forward: Callable[..., Tensor] | None = None,
+        sampler: Callable[..., tuple[Tensor, Tensor]] | None = None,
         use_graphs: bool = True,
     ) -> None:
+        """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
+        replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
+        draws are keyed by each row's seed, see ``open``)."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -123,6 +128,7 @@ class ContinuousBatcher:
             raise FastPathError("batch, slots, token cap, steps and bucket must be >= 1")
         self.model, self.cfg = model, model.config
         self._forward = forward or model
+        self._sampler = sampler
         self.max_batch, self.max_seq, self.max_new_tokens = max_batch, max_seq, max_new_tokens
         self.steps, self.kv_bucket, self.use_graphs = steps_per_sync, kv_bucket, use_graphs
         self.device = weight.device
@@ -150,8 +156,14 @@ class ContinuousBatcher:
     # -- admission ------------------------------------------------------------------
 
     @torch.no_grad()
-    def open(self, packed: PackedPrompt, params: SamplingParams, max_new: int) -> RowStream:
-        """Prefill one request (batch 1) into a free row; its tokens come from the stream."""
+    def open(
+        self, packed: PackedPrompt, params: SamplingParams, max_new: int, seed: int | None = None
+    ) -> RowStream:
+        """Prefill one request (batch 1) into a free row; its tokens come from the stream.
+
+        ``seed`` keys the row's draws when the sampler is the fused one (a fixed seed then
+        gives the same tokens whatever rows decode beside it); None: a fresh seed.
+        """
         if packed.batch_size != 1:
             raise FastPathError("open() admits one request at a time")
         if not self._free:
@@ -182,6 +194,9 @@ class ContinuousBatcher:
         s.limit[row] = max_new
         s.input_pos[row] = length
         s.last_slot[row] = length + max_new - 1
+        seeds = getattr(self._sampler, "seed", None)
+        if seeds is not None:
+            seeds[row] = seed if seed is not None else secrets.randbits(62)
         s.logits[row] = self.model.prefill(packed, row=row)[0].float()
         self._pos[row] = length
         stream = RowStream(self, row, params.top_p < 1.0)
@@ -228,16 +243,21 @@ class ContinuousBatcher:
     def _step(self, j: int, kv_len: int, any_top_p: bool) -> None:
         """Decode step ``j`` of a replay for all rows: no host sync, fixed shapes."""
         s, eos = self.state, self.cfg.eos
-        barred = self._eos_col & (s.step < EOS_BLOCKED_STEPS)[:, None]  # (B, V)
-        rows = RowParams(
-            top_k=s.top_k,
-            top_p=s.top_p,
-            temperature=s.temperature,
-            penalty=s.penalty,
-            max_top_k=min(TOP_K_CAP, self.cfg.vocab_size),
-            any_top_p=any_top_p,
-        )
-        token, stop = next_token(s.logits.masked_fill(barred, -math.inf), s.seen, rows, eos, True)
+        if self._sampler is not None:
+            token, stop = self._sampler(s.logits, s.seen, s.step, s.top_k, s.top_p,
+                                        s.temperature, s.penalty, any_top_p)  # fmt: skip
+        else:
+            barred = self._eos_col & (s.step < EOS_BLOCKED_STEPS)[:, None]  # (B, V)
+            rows = RowParams(
+                top_k=s.top_k,
+                top_p=s.top_p,
+                temperature=s.temperature,
+                penalty=s.penalty,
+                max_top_k=min(TOP_K_CAP, self.cfg.vocab_size),
+                any_top_p=any_top_p,
+            )
+            logits = s.logits.masked_fill(barred, -math.inf)
+            token, stop = next_token(logits, s.seen, rows, eos, True)
         emitted = s.active & ~stop & (s.step < s.limit)  # (B,)
         s.report[:, j] = torch.where(emitted, token, -1)
         s.active.copy_(emitted)

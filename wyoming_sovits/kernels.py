@@ -143,7 +143,51 @@ def _kernels() -> dict[str, Any]:
             m = m_new
         tl.store(out + b * D + h * DH + d, (acc / denom).to(out.dtype.element_ty))
 
-    _KERNELS.update(embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel)
+    @triton.jit
+    def sample_kernel(
+        logits, seen, step, seed, top_k, top_p, temperature, penalty, token_out, stop_out,
+        probs_out, V, EOS, EOS_STEPS,
+        ANY_TOP_P: tl.constexpr, WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        # One row: EOS bar, repetition penalty, top-p, temperature, top-k, softmax, then
+        # the exponential race argmax(p / E) with E = -log(U), U from (seed, step) Philox.
+        b = tl.program_id(0)
+        i = tl.arange(0, BLOCK)
+        ok = i < V
+        x = tl.load(logits + b * V + i, mask=ok, other=-float("inf")).to(tl.float32)
+        row_step = tl.load(step + b)
+        x = tl.where((i == EOS) & (row_step < EOS_STEPS), -float("inf"), x)
+        p = tl.load(penalty + b)
+        was_seen = tl.load(seen + b * V + i, mask=ok, other=0) != 0
+        x = tl.where(was_seen, tl.where(x < 0, x * p, x / p), x)
+        stop_argmax = tl.argmax(x, 0) == EOS
+        if ANY_TOP_P:
+            tp = tl.load(top_p + b)
+            ordered = tl.sort(x, 0, descending=True)
+            shifted = tl.exp(ordered - tl.max(ordered, 0))
+            cumulative = tl.cumsum(shifted, 0) / tl.sum(shifted, 0)
+            keep = (cumulative <= tp) | (i == 0)
+            floor = tl.min(tl.where(keep, ordered, float("inf")), 0)
+            floor = tl.where(tp < 1.0, floor, -float("inf"))  # top_p 1: keep everything
+            x = tl.where(x >= floor, x, -float("inf"))
+        x = x / tl.load(temperature + b)
+        ordered = tl.sort(x, 0, descending=True)
+        k = tl.load(top_k + b)
+        pivot = tl.sum(tl.where(i == k - 1, ordered, 0.0), 0)
+        x = tl.where(x >= pivot, x, -float("inf"))
+        e = tl.exp(x - tl.max(x, 0))
+        probs = e / tl.sum(e, 0)
+        if WRITE_PROBS:
+            tl.store(probs_out + b * V + i, probs, mask=ok)
+        u = tl.rand(tl.load(seed + b) + row_step, i)
+        race = tl.where(ok, probs / -tl.log(tl.maximum(u, 1e-20)), -1.0)
+        token = tl.argmax(race, 0)
+        tl.store(token_out + b, token.to(tl.int64))
+        tl.store(stop_out + b, (stop_argmax | (token == EOS)).to(tl.int8))
+
+    _KERNELS.update(
+        embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel, sample=sample_kernel
+    )
     return _KERNELS
 
 
@@ -259,3 +303,48 @@ class FusedDecodeStep:
         ln_out = (self.f, last.norm2.weight, last.norm2.bias, self.y)
         self._gemv(self.x1, model.ar_predict_layer.weight, None, self.logits, batch, ln=ln_out)
         return self.logits[:batch]
+
+
+class FusedSampler:
+    """``generate.next_token`` with the EOS bar in one Triton launch per step (any batch).
+
+    Same filters as ``generate.filtered_probs`` (ties at the top-p boundary are kept, as
+    at the top-k pivot). The draw is the same exponential race, but its uniforms come from
+    Philox keyed by each row's ``seed`` and step, so a seeded row draws the same numbers
+    whatever rows decode beside it (and a CUDA graph can replay it).
+    """
+
+    def __init__(self, vocab_size: int, eos: int, eos_blocked_steps: int, max_batch: int,
+                 device: torch.device) -> None:  # fmt: skip
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise KernelUnavailableError(
+                f"the fused sampler runs on CUDA (or under TRITON_INTERPRET=1), not on {device}"
+            )
+        self.kernels = _kernels()
+        self.vocab, self.eos, self.eos_steps = vocab_size, eos, eos_blocked_steps
+        self.block = triton_next_pow2(vocab_size)
+        self.token = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.stop = torch.zeros(max_batch, dtype=torch.int8, device=device)
+        self.seed = torch.zeros(max_batch, dtype=torch.long, device=device)
+
+    def __call__(
+        self,
+        logits: Tensor,
+        seen: Tensor,
+        step: Tensor,
+        top_k: Tensor,
+        top_p: Tensor,
+        temperature: Tensor,
+        penalty: Tensor,
+        any_top_p: bool,
+        probs_out: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Raw logits (B, V) float32 -> tokens (B,) and whether each row stops (B,) bool."""
+        batch = logits.shape[0]
+        self.kernels["sample"][(batch,)](
+            logits, seen, step, self.seed, top_k, top_p, temperature, penalty,
+            self.token, self.stop, probs_out if probs_out is not None else logits,
+            self.vocab, self.eos, self.eos_steps,
+            ANY_TOP_P=any_top_p, WRITE_PROBS=probs_out is not None, BLOCK=self.block,
+        )  # fmt: skip
+        return self.token[:batch], self.stop[:batch].bool()

@@ -21,8 +21,8 @@ path: top_k above ``fast.TOP_K_CAP`` (GPT), speed != 1 or more tokens or phones 
 largest bucket (SoVITS). A prompt too long for the runner's cache gets a larger runner.
 With ``max_streams`` > 1 a ``batching.ContinuousBatcher`` replaces the runner: sentences
 of several requests (the engine steps ``max_concurrent`` of them round-robin) share each
-decode step, one cache row each. ``gpt_kernels="triton"`` swaps the step's forward for
-``kernels.FusedDecodeStep``.
+decode step, one cache row each. ``gpt_kernels="triton"`` decodes through such a batch (of one
+row by default) with ``kernels.FusedDecodeStep`` and ``kernels.FusedSampler``.
 
 Randomness: a request's seed drives two streams, sampling and the SoVITS prior noise, so
 the noise does not depend on how the tokens were drawn (eager and graph paths give the
@@ -55,6 +55,7 @@ from .download import DEFAULT_VERSION, weight_set
 from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner
 from .generate import (
     DEFAULT_MAX_NEW_TOKENS,
+    EOS_BLOCKED_STEPS,
     SamplingError,
     SamplingParams,
     generate,
@@ -293,6 +294,9 @@ class Pipeline:
         self._runners: dict[Path, T2SGraphRunner] = {}
         self._batchers: dict[Path, ContinuousBatcher] = {}
         self.max_streams = max_streams if self.fast else 1
+        # The batch serves several streams, and with the Triton kernels also a single one:
+        # its per-row step lets the fused sampler replace ~40 sampling kernels with one.
+        self._batching = self.fast and (self.max_streams > 1 or gpt_kernels == "triton")
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
@@ -562,7 +566,7 @@ class Pipeline:
         batcher = self._batcher_for(prompt.gpt, slots, params, cap)
         if batcher is not None:
             packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            chunks = list(drain(batcher.open(packed, params, cap)))
+            chunks = list(drain(batcher.open(packed, params, cap, cfg.seed)))
             return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
         runner = self._runner_for(prompt.gpt, slots, params, cap)
         if runner is not None:
@@ -593,7 +597,7 @@ class Pipeline:
         batcher = self._batcher_for(prompt.gpt, slots, params, cap)
         if batcher is not None:
             packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            return drain(batcher.open(packed, params, cap))
+            return drain(batcher.open(packed, params, cap, cfg.seed))
         runner = self._runner_for(prompt.gpt, slots, params, cap)
         if runner is not None:
             packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
@@ -669,13 +673,15 @@ class Pipeline:
         """The shared batch of ``path`` when ``max_streams`` > 1; None: one-request paths.
 
         With a batch, no other path may touch the model's cache (it holds live rows), so a
-        request the batch cannot serve is refused rather than decoded another way.
+        request the batch cannot serve is refused rather than decoded another way. The
+        Triton kernels always decode through a batch (of one row without ``max_streams``).
         """
-        if self.max_streams < 2:
+        if not self._batching:
             return None
         if params.top_k > TOP_K_CAP:
             raise SamplingError(
-                f"top_k {params.top_k}: with --max-streams the GPT serves top_k <= {TOP_K_CAP}"
+                f"top_k {params.top_k}: the batched GPT (--max-streams, --gpt-kernels triton) "
+                f"serves top_k <= {TOP_K_CAP}"
             )
         return self._batcher(path, prompt_len + cap, cap)
 
@@ -703,6 +709,7 @@ class Pipeline:
             steps_per_sync=STREAM_CHUNK_TOKENS,
             kv_bucket=FAST_KV_BUCKET,
             forward=_batch_forward(factory, model, self.max_streams),
+            sampler=self._batch_sampler(model) if factory is _fused_step else None,
             use_graphs=self.device.type == "cuda",
         )
         _LOGGER.info(
@@ -710,6 +717,14 @@ class Pipeline:
         )
         self._batchers[path] = batcher
         return batcher
+
+    def _batch_sampler(self, model: Text2Semantic) -> Callable[..., tuple[Tensor, Tensor]]:
+        """The one-launch Triton sampler for a batch (with ``gpt_kernels="triton"``)."""
+        from .kernels import FusedSampler
+
+        cfg = model.config
+        return FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
+                            self.device)  # fmt: skip
 
     def _runner(self, path: Path, slots: int, cap: int) -> T2SGraphRunner:
         """The runner of ``path``, (re)built when missing, too small or its cache replaced.
@@ -775,7 +790,7 @@ class Pipeline:
         cap = self.cap(gpt)
         base = len(prompt.phone_ids) + len(prompt.tokens)  # the sentence's phones come on top
         gpt_graphs = 0
-        if params.top_k <= TOP_K_CAP and self.max_streams > 1:
+        if params.top_k <= TOP_K_CAP and self._batching:
             batcher = self._batcher(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = batcher.capture(base + WARM_UP_PHONES + cap)
         elif params.top_k <= TOP_K_CAP:
