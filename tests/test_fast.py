@@ -100,7 +100,6 @@ def sovits_v2proplus(device: str) -> SoVITS:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_graph_runner_golden_greedy_on_gpu() -> None:
     model, item, golden = golden_case("cuda")
     runner = T2SGraphRunner(model, 1, 256, max_new_tokens=128)
@@ -109,7 +108,6 @@ def test_graph_runner_golden_greedy_on_gpu() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_sovits_graphs_match_eager_on_gpu() -> None:
     model = sovits_v2proplus("cuda")
     graphs = SoVITSGraphs(model, noise_scale=0.0)
