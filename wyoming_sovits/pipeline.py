@@ -687,19 +687,12 @@ class Pipeline:
 
     def _batcher(self, path: Path, slots: int, cap: int) -> ContinuousBatcher:
         batcher = self._batchers.get(path)
-        if (
-            batcher is not None
-            and batcher.owns_cache()
-            and batcher.max_seq >= slots
-            and batcher.max_new_tokens >= cap
-        ):
+        if batcher is not None and _fits(batcher, slots, cap):
             return batcher
         if batcher is not None and batcher.live_rows:
             raise FastPathError("a longer request needs a bigger batch while sentences decode")
         model = self._gpt(path).model
-        max_new = max(cap, DEFAULT_MAX_NEW_TOKENS)
-        wanted = max(slots, max_new + FAST_PROMPT_SLOTS)
-        max_seq = -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET
+        max_seq, max_new = _cache_size(slots, cap)
         factory = self.t2s_forward_factory
         batcher = ContinuousBatcher(
             model,
@@ -732,17 +725,10 @@ class Pipeline:
         A rebuild drops the graphs captured so far; they are captured again as needed.
         """
         runner = self._runners.get(path)
-        if (
-            runner is not None
-            and runner.owns_cache()
-            and runner.max_seq >= slots
-            and runner.max_new_tokens >= cap
-        ):
+        if runner is not None and _fits(runner, slots, cap):
             return runner
         model = self._gpt(path).model
-        max_new = max(cap, DEFAULT_MAX_NEW_TOKENS)
-        wanted = max(slots, max_new + FAST_PROMPT_SLOTS)
-        max_seq = -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET
+        max_seq, max_new = _cache_size(slots, cap)
         factory = self.t2s_forward_factory
         use_graphs = self.device.type == "cuda"
         runner = T2SGraphRunner(
@@ -811,6 +797,19 @@ class Pipeline:
             seconds,
         )
         return seconds
+
+
+def _fits(decoder: T2SGraphRunner | ContinuousBatcher, slots: int, cap: int) -> bool:
+    """The decoder still owns the model's cache and holds ``slots`` slots, ``cap`` tokens."""
+    return decoder.owns_cache() and decoder.max_seq >= slots and decoder.max_new_tokens >= cap
+
+
+def _cache_size(slots: int, cap: int) -> tuple[int, int]:
+    """(cache slots, token cap) of a new runner or batch: room for the longest request and
+    a long prompt, rounded to the cache bucket, so it is rarely rebuilt."""
+    max_new = max(cap, DEFAULT_MAX_NEW_TOKENS)
+    wanted = max(slots, max_new + FAST_PROMPT_SLOTS)
+    return -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET, max_new
 
 
 def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
