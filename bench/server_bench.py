@@ -17,6 +17,7 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import torch
@@ -88,13 +90,11 @@ async def _first_and_last(port: int, streaming_flow: bool) -> tuple[float, float
                 return first, time.perf_counter() - start, samples
 
 
-async def _serve_and_measure(
-    engine: Engine,
-    registry: VoiceRegistry,
-    settings: ServerSettings,
-    streaming_flow: bool,
-    runs: int,
-) -> list[tuple[float, float, int]]:
+@contextlib.asynccontextmanager
+async def _serving(
+    engine: Engine, registry: VoiceRegistry, settings: ServerSettings
+) -> AsyncIterator[int]:
+    """The real server and handler around ``engine`` on a free loopback port."""
     server = AsyncServer.from_uri("tcp://127.0.0.1:0")
     assert isinstance(server, AsyncTcpServer)
     handler = functools.partial(
@@ -102,12 +102,22 @@ async def _serve_and_measure(
     )
     await server.start(handler)
     assert isinstance(server._server, asyncio.Server)
-    port = server._server.sockets[0].getsockname()[1]
     try:
-        await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
-        return [await _first_and_last(port, streaming_flow) for _ in range(runs)]
+        yield server._server.sockets[0].getsockname()[1]
     finally:
         await server.stop()
+
+
+async def _serve_and_measure(
+    engine: Engine,
+    registry: VoiceRegistry,
+    settings: ServerSettings,
+    streaming_flow: bool,
+    runs: int,
+) -> list[tuple[float, float, int]]:
+    async with _serving(engine, registry, settings) as port:
+        await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
+        return [await _first_and_last(port, streaming_flow) for _ in range(runs)]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -153,21 +163,11 @@ async def _concurrent(
     engine: Engine, registry: VoiceRegistry, settings: ServerSettings, clients: int
 ) -> tuple[list[tuple[float, float, int]], float]:
     """``clients`` simultaneous connections, each one sentence: their timings and the wall."""
-    server = AsyncServer.from_uri("tcp://127.0.0.1:0")
-    assert isinstance(server, AsyncTcpServer)
-    handler = functools.partial(
-        SovitsEventHandler, engine=engine, registry=registry, settings=settings
-    )
-    await server.start(handler)
-    assert isinstance(server._server, asyncio.Server)
-    port = server._server.sockets[0].getsockname()[1]
-    try:
+    async with _serving(engine, registry, settings) as port:
         await _first_and_last(port, False)  # warm-up
         start = time.perf_counter()
         timed = await asyncio.gather(*(_first_and_last(port, False) for _ in range(clients)))
         return list(timed), time.perf_counter() - start
-    finally:
-        await server.stop()
 
 
 def measure_concurrent(

@@ -63,7 +63,7 @@ from .generate import (
 )
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
-from .models.t2s import T2SInput, Text2Semantic, pack_inputs
+from .models.t2s import PackedPrompt, T2SInput, Text2Semantic, pack_inputs
 from .models.vits import SoVITS
 from .prompt import (
     OUTPUT_RATE,
@@ -246,6 +246,22 @@ def decode_latents(
     z = sovits.flow_reverse(z_p, mask, ge)  # (1, C, T_f)
     audio = sovits.vocode(z * mask, ge)[0, 0]  # (T_f * 640,)
     return m, z, audio.float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _GptPlan:
+    """One sentence's GPT run: the model, its input, sampling, cap and the decoder to use
+    (the shared batch, the graph runner, or neither: the eager loop)."""
+
+    model: Text2Semantic
+    item: T2SInput
+    params: SamplingParams
+    cap: int
+    batcher: ContinuousBatcher | None
+    runner: T2SGraphRunner | None
+
+    def packed(self) -> PackedPrompt:
+        return pack_inputs([self.item], self.model.config)
 
 
 class Pipeline:
@@ -555,60 +571,64 @@ class Pipeline:
             _LOGGER.warning("Skipping %r: %s", sentence, err)
             return None
 
-    def _generate(
-        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
-    ) -> Tensor:
-        """The sentence's new tokens (T,), from the graph runner or the eager loop."""
+    def _plan(self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig) -> _GptPlan:
+        """What one sentence's GPT run needs, and which decoder serves it."""
         gpt = self._gpt(prompt.gpt)
         phone_ids, bert = _t2s_text(prompt, feats)
         params, cap = _sampling(cfg), self.cap(gpt)
         slots = len(phone_ids) + len(prompt.tokens)
         batcher = self._batcher_for(prompt.gpt, slots, params, cap)
-        if batcher is not None:
-            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            chunks = list(drain(batcher.open(packed, params, cap, cfg.seed)))
+        runner = None if batcher is not None else self._runner_for(prompt.gpt, slots, params, cap)
+        item = T2SInput(phone_ids, bert, prompt.tokens)
+        return _GptPlan(gpt.model, item, params, cap, batcher, runner)
+
+    def _generate(
+        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
+    ) -> Tensor:
+        """The sentence's new tokens (T,), from the batch, the graph runner or the eager loop."""
+        plan = self._plan(prompt, feats, cfg)
+        if plan.batcher is not None:
+            chunks = list(self._token_chunks(prompt, feats, cfg, rng, plan))
             return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
-        runner = self._runner_for(prompt.gpt, slots, params, cap)
-        if runner is not None:
-            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            (tokens,) = runner.generate_packed(packed, [params], cap)
+        if plan.runner is not None:
+            (tokens,) = plan.runner.generate_packed(plan.packed(), [plan.params], plan.cap)
             return tokens
+        item, params = plan.item, plan.params
         return generate(
-            gpt.model,
-            phone_ids,
-            bert,
-            prompt.tokens,
+            plan.model,
+            item.phone_ids,
+            item.bert,
+            item.prompt_tokens,
             top_k=params.top_k,
             top_p=params.top_p,
             temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
-            max_new_tokens=cap,
+            max_new_tokens=plan.cap,
             generator=rng.sampling,
         )
 
     def _token_chunks(
-        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
+        self,
+        prompt: Prompt,
+        feats: TextFeatures,
+        cfg: SynthesisConfig,
+        rng: RequestRandom,
+        plan: _GptPlan | None = None,
     ) -> Iterator[Tensor]:
         """The sentence's new tokens as they come, ``STREAM_CHUNK_TOKENS`` at a time."""
-        gpt = self._gpt(prompt.gpt)
-        phone_ids, bert = _t2s_text(prompt, feats)
-        params, cap = _sampling(cfg), self.cap(gpt)
-        slots = len(phone_ids) + len(prompt.tokens)
-        batcher = self._batcher_for(prompt.gpt, slots, params, cap)
-        if batcher is not None:
-            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            return drain(batcher.open(packed, params, cap, cfg.seed))
-        runner = self._runner_for(prompt.gpt, slots, params, cap)
-        if runner is not None:
-            packed = pack_inputs([T2SInput(phone_ids, bert, prompt.tokens)], gpt.model.config)
-            return runner.stream_tokens(packed, params, cap)
+        plan = plan or self._plan(prompt, feats, cfg)
+        if plan.batcher is not None:
+            return drain(plan.batcher.open(plan.packed(), plan.params, plan.cap, cfg.seed))
+        if plan.runner is not None:
+            return plan.runner.stream_tokens(plan.packed(), plan.params, plan.cap)
+        item = plan.item
         return generate_stream(
-            gpt.model,
-            phone_ids,
-            bert,
-            prompt.tokens,
-            params=params,
-            max_new_tokens=cap,
+            plan.model,
+            item.phone_ids,
+            item.bert,
+            item.prompt_tokens,
+            params=plan.params,
+            max_new_tokens=plan.cap,
             generator=rng.sampling,
             chunk_size=STREAM_CHUNK_TOKENS,
         )
