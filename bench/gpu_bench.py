@@ -13,9 +13,11 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend
@@ -33,9 +35,15 @@ from wyoming_sovits.generate import (  # noqa: E402
     SamplingParams,
     next_token,
 )
-from wyoming_sovits.kernels import FusedDecodeStep, FusedSampler  # noqa: E402
+from wyoming_sovits.kernels import (  # noqa: E402
+    FusedDecodeStep,
+    FusedSampler,
+    TuneResult,
+    tune_step,
+)
 from wyoming_sovits.models.sv import SpeakerEncoder, SVConfig  # noqa: E402
 from wyoming_sovits.models.t2s import (  # noqa: E402
+    PackedPrompt,
     T2SConfig,
     T2SInput,
     Text2Semantic,
@@ -53,6 +61,18 @@ PHONES, PROMPT = 80, 150  # target+reference phones, 6 s reference prompt
 def row(measure: str, value: str, note: str = "") -> None:
     ROWS.append((measure, value, note))
     print(f"{measure:<44} {value:>14}  {note}", flush=True)
+
+
+def guarded(name: str, fn: Callable[..., Any], *args: object) -> Any:
+    """Run one bench section; a failure becomes a row (with its traceback printed), not an abort."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # a bench keeps going so one run gives the whole table
+        traceback.print_exc()
+        row(
+            f"{name} FAILED", type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else ""
+        )
+        return None
 
 
 def t2s_model(dtype: torch.dtype) -> Text2Semantic:
@@ -195,6 +215,20 @@ def check_gpt() -> None:
         got = runner.teacher_forced_logits(packed, forced)
         worst = max(rel(got[0, t], reference[0, t]) for t in range(steps))
         row(f"GPT teacher-forced rel err {str(dtype)[6:]}", f"{worst:.2e}", "max over 200 steps")
+    del model, runner
+    guarded("fused checks", check_fused, item, packed, forced, reference, want)
+
+
+@torch.no_grad()
+def check_fused(
+    item: T2SInput,
+    packed: PackedPrompt,
+    forced: torch.Tensor,
+    reference: torch.Tensor,
+    want: list[int],
+) -> None:
+    """The Triton step: teacher-forced logits, greedy golden tokens, ragged batch vs unfused."""
+    steps = forced.shape[1]
     for dtype in (torch.float32, torch.float16):
         m = t2s_model(dtype)
         runner = T2SGraphRunner(m, 1, 512, max_new_tokens=256, forward=FusedDecodeStep(m, 1))
@@ -209,21 +243,123 @@ def check_gpt() -> None:
     # batched rows with different lengths: fused == unfused, teacher-forced
     m = t2s_model(torch.float32)
     items = request(3)
-    items = [T2SInput(i.phone_ids[: 40 + 15 * k], i.bert[:, : 40 + 15 * k], i.prompt[: 90 + 20 * k])
-             for k, i in enumerate(items)]  # fmt: skip
+    ragged = []
+    for k, i in enumerate(items):
+        assert i.prompt_tokens is not None
+        ragged.append(
+            T2SInput(
+                i.phone_ids[: 40 + 15 * k], i.bert[:, : 40 + 15 * k], i.prompt_tokens[: 90 + 20 * k]
+            )
+        )
+    items = ragged
     pk = pack_inputs(items, m.config)
     forced3 = torch.randint(0, 1024, (3, 50), generator=torch.Generator().manual_seed(2))
     base = T2SGraphRunner(m, 3, 512, max_new_tokens=64).teacher_forced_logits(pk, forced3)
     fused_runner = T2SGraphRunner(m, 3, 512, max_new_tokens=64, forward=FusedDecodeStep(m, 3))
     got3 = fused_runner.teacher_forced_logits(pk, forced3)
     row("GPT fused B=3 ragged vs unfused fp32", f"{rel(got3, base):.2e}", "50 forced steps")
-    del model, runner, m
 
 
-def bench_fused(model: Text2Semantic, batch: int) -> float:
+def fused_step(model: Text2Semantic, batch: int, tuned: TuneResult | None) -> FusedDecodeStep:
+    if tuned is None:
+        return FusedDecodeStep(model, batch)
+    return FusedDecodeStep(model, batch, gemv=tuned.gemv, attention=tuned.attention)
+
+
+def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
+    """``kernels.tune_step``: every launch shape of the fused step's kernels, timed."""
+    model.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+    t0 = time.time()
+    result = tune_step(model, batch, slots=PHONES + PROMPT + N_TOK // 2)
+    default = FusedDecodeStep(model, batch)
+    LOG[f"tune_b{batch}"] = result.timings
+    by_kernel: dict[str, list[tuple[str, float]]] = {}
+    for kernel, label, t in result.timings:
+        by_kernel.setdefault(kernel, []).append((label, t))
+    for kernel, tried in by_kernel.items():
+        label, best = min(tried, key=lambda lt: lt[1])
+        shape = kernel.split()[-1]
+        if "x" in shape:  # a GEMV: the default's launch shape
+            n, k = (int(v) for v in shape.split("x"))
+            d = default.gemv_configs[(n, k)]
+            want = f"rows {d.block_n}, warps {d.num_warps}"
+        else:
+            a = default.attention_config
+            d = default.gemv_configs[(model.config.hidden_dim, model.config.hidden_dim)]
+            want = f"splits {a.splits}, slots/block {a.block_s}, warps {a.num_warps}; combine rows {d.block_n}"
+        base = dict(tried).get(want)
+        row(f"tuned B={batch}: {kernel}", f"{1e6 * best:.2f} us",
+            f"{label}; default {1e6 * base:.2f} us" if base else label)  # fmt: skip
+    row(f"tuning B={batch} (compile + time every candidate)", f"{time.time() - t0:.0f} s",
+        f"{len(result.timings)} candidates")  # fmt: skip
+    return result
+
+
+def bench_decode(model: Text2Semantic, fused: bool, tuned: TuneResult | None, label: str) -> None:
+    """The product's decode loop at one row (the batcher, 4 steps per replay and host sync):
+    time per token without the prefill, and the prefill (row admission) alone."""
+    cfg = model.config
+    forward = fused_step(model, 1, tuned) if fused else None
+    sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV) if fused else None
+    b = ContinuousBatcher(model, 1, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
+                          steps_per_sync=4, forward=forward, sampler=sampler)  # fmt: skip
+    b.capture(PHONES + PROMPT + N_TOK + 8)
+    packed = pack_inputs(request(1), cfg)
+    best_step, best_open = math.inf, math.inf
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        stream = b.open(packed, SamplingParams(), N_TOK)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        replays = N_TOK // 4 - 2
+        for _ in range(replays):
+            b.advance()
+        t2 = time.perf_counter()
+        stream.close()
+        best_open, best_step = min(best_open, t1 - t0), min(best_step, (t2 - t1) / (4 * replays))
+    row(f"GPT fp16 B=1 decode only, {label}", f"{1 / best_step:,.0f} tok/s",
+        f"{1e6 * best_step:.0f} us/token incl sampling + 1 host sync per 4")  # fmt: skip
+    row(f"GPT fp16 B=1 prefill {PHONES + PROMPT} slots, {label}", f"{1e3 * best_open:.1f} ms",
+        "eager, once per sentence")  # fmt: skip
+
+
+def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None:
+    """Kernels and GPU time per kernel of one product decode step (fused step + sampler +
+    the batcher's bookkeeping), launched eagerly so the profiler sees each kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = model.config
+    b = ContinuousBatcher(model, 1, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK,
+                          steps_per_sync=1, use_graphs=False, forward=fused_step(model, 1, tuned),
+                          sampler=FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV))  # fmt: skip
+    stream = b.open(pack_inputs(request(1), cfg), SamplingParams(), N_TOK)
+    for _ in range(3):
+        b.advance()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        b.advance()
+        torch.cuda.synchronize()
+    stream.close()
+    by_kind: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name != "CUDA" or "memcpy" in e.name.lower():
+            continue
+        kind = e.name if e.name.endswith("_kernel") else e.name[:40]
+        by_kind.setdefault(kind, []).append(e.device_time)
+    total = sum(sum(v) for v in by_kind.values())
+    count = sum(len(v) for v in by_kind.values())
+    row("Product step (fused, tuned): kernels", f"{count}", f"GPU busy {total:.0f} us per token")
+    for kind, times in sorted(by_kind.items(), key=lambda kv: -sum(kv[1]))[:8]:
+        row(f"  {kind[:42]}", f"{sum(times):.0f} us",
+            f"{len(times)} launches, {sum(times) / len(times):.2f} us each")  # fmt: skip
+    LOG["product_step_kernels"] = {k: v for k, v in by_kind.items()}
+
+
+def bench_fused(model: Text2Semantic, batch: int, tuned: TuneResult | None = None) -> float:
     """Seconds for N_TOK tokens with the Triton step in the graph; also forward-only time."""
     inputs = request(batch)
-    fused = FusedDecodeStep(model, batch)
+    fused = fused_step(model, batch, tuned)
     runner = T2SGraphRunner(
         model, batch, PHONES + PROMPT + N_TOK + 8, max_new_tokens=N_TOK, forward=fused
     )
@@ -353,7 +489,12 @@ def main() -> None:
         spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
         ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
     gpt_e, gpt_g = bench_gpt(gpt, "fp16", 1, 100)
-    gpt_f = bench_fused(gpt, 1)
+    tuned = guarded("tuning B=1", bench_tune, gpt, 1)
+    gpt_f = guarded("fused step B=1", bench_fused, gpt, 1, tuned)
+    guarded("decode torch", bench_decode, gpt, False, None, "graphs, torch step + sampling")
+    guarded("decode fused", bench_decode, gpt, True, None, "Triton step + sampler, default shapes")
+    guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton step + sampler, tuned shapes")
+    guarded("profile product step", profile_product_step, gpt, tuned)
     t_sov = bench_sovits(sovits, ge, "fp16")
     row("Peak GPU memory fp16 model set", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
@@ -362,21 +503,28 @@ def main() -> None:
         ("graphs", gpt_g, t_sov[250][1]),
         ("fused+graphs", gpt_f, t_sov[250][1]),
     ):
+        if t_gpt is None:
+            continue
         total = t_gpt + t_s2
         row(f"RTF 10 s utterance fp16 {name}", f"{total / 10:.4f}", f"{1e3 * total:.0f} ms")
     row("Kernels per GPT step fp16 B=1", f"{kernels_per_step(gpt, 1)}", "incl sampling")
-    fused_step = FusedDecodeStep(gpt, 1)
-    row("Kernels per fused GPT step fp16 B=1", f"{kernels_per_step(gpt, 1, fused_step)}",
-        "incl sampling")  # fmt: skip
+
+    def fused_kernels() -> None:
+        fused_step = FusedDecodeStep(gpt, 1)
+        row("Kernels per fused GPT step fp16 B=1", f"{kernels_per_step(gpt, 1, fused_step)}",
+            "incl sampling")  # fmt: skip
+
+    guarded("fused kernel count", fused_kernels)
     gpt32 = t2s_model(torch.float32)
     bench_gpt(gpt32, "fp32", 1, 50)
     del gpt32
     bench_gpt(gpt, "fp16", 64, 30)
+    tuned4 = guarded("tuning B=4", bench_tune, gpt, 4)
     for batch in (4, 16, 64):
-        bench_fused(gpt, batch)
+        guarded(f"fused step B={batch}", bench_fused, gpt, batch, tuned4 if batch == 4 else None)
     for batch in (8, 64):
-        bench_batcher(gpt, batch, fused=False)
-        bench_batcher(gpt, batch, fused=True)
+        guarded(f"batcher {batch} torch", bench_batcher, gpt, batch, False)
+        guarded(f"batcher {batch} triton", bench_batcher, gpt, batch, True)
     inputs = request(1)
     for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
         runner = T2SGraphRunner(

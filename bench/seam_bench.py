@@ -28,10 +28,9 @@ from contract import filled_state_dict, fold_weight_norm, manifest  # noqa: E402
 
 from wyoming_sovits.models.vits import SoVITS, VitsConfig, is_training_only  # noqa: E402
 from wyoming_sovits.pipeline import (  # noqa: E402
-    STREAM_FIRST_TOKENS,
-    STREAM_NEXT_TOKENS,
     NoiseTape,
     decode_latents,
+    next_decode_at,
 )
 
 TOKENS, PHONES = 150, 60  # a 6 s sentence
@@ -58,7 +57,7 @@ def streamed(
 ) -> tuple[np.ndarray, list[int]]:
     """The pipeline's schedule: decode prefixes, send up to (n - hold) tokens' audio."""
     per_token = model.cfg.upsample_factor * model.cfg.frames_per_token
-    out, seams, sent, n = [], [], 0, STREAM_FIRST_TOKENS
+    out, seams, sent, n = [], [], 0, next_decode_at(0)
     while n < len(tokens):
         audio = decode(model, tokens[:n], phones, ge)
         ready = (n - hold) * per_token
@@ -66,7 +65,7 @@ def streamed(
             out.append(audio[sent:ready])
             sent = ready
             seams.append(sent)
-        n += STREAM_NEXT_TOKENS
+        n = next_decode_at(n)
     out.append(decode(model, tokens, phones, ge)[sent:])
     return np.concatenate(out), seams
 

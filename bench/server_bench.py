@@ -12,6 +12,9 @@ The five model files are built at full size with the weight contract's determini
 (prepared once: a warm voice). A Wyoming client on loopback sends a 15-word sentence and
 times ``synthesize`` sent → first ``audio-chunk`` received, and → ``audio-stop`` (RTF =
 that time / audio seconds), ``RUNS`` times per configuration. Prints one table last.
+
+Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
+"eager", "graphs", "graphs + Triton".
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+import traceback
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import torch
@@ -45,6 +49,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeVoice,
 )
 
+from wyoming_sovits.batching import ContinuousBatcher  # noqa: E402
 from wyoming_sovits.engine import Engine  # noqa: E402
 from wyoming_sovits.handler import SovitsEventHandler  # noqa: E402
 from wyoming_sovits.pipeline import Pipeline  # noqa: E402
@@ -170,6 +175,42 @@ async def _concurrent(
         return list(timed), time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
+    """Host wall time of each worker stage while the block runs (profile evidence for the
+    concurrent rows): text features, row admission (prefill), batch steps, SoVITS decodes.
+    Each stage but admission ends in a device sync, so its wall time is its GPU time."""
+    spent: dict[str, list[float]] = {}
+    patched: list[tuple[object, str, object]] = []
+
+    def wrap(owner: object, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent.setdefault(stage, []).append(time.perf_counter() - t0)
+
+        patched.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    wrap(pipeline, "_sentence_features", "text + BERT")
+    wrap(pipeline, "_decode", "SoVITS decode")
+    wrap(ContinuousBatcher, "open", "admit row (prefill)")
+    wrap(ContinuousBatcher, "advance", "batch step (4 tokens, all rows)")
+    try:
+        yield spent
+    finally:
+        for owner, name, original in reversed(patched):
+            if isinstance(owner, type):
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+
+
 def measure_concurrent(
     models: Path,
     work: Path,
@@ -190,7 +231,8 @@ def measure_concurrent(
     engine.start()
     try:
         engine.warm_up(["austen"])
-        timed, wall = asyncio.run(_concurrent(engine, registry, settings, clients))
+        with stage_timers(pipeline) as spent:
+            timed, wall = asyncio.run(_concurrent(engine, registry, settings, clients))
     finally:
         engine.close()
     rate = pipeline.sample_rate
@@ -203,6 +245,9 @@ def measure_concurrent(
         f"median {statistics.median(speed):.1f}x")  # fmt: skip
     row(f"{label}: aggregate", f"{sum(n for _, _, n in timed) / rate / wall:.0f}x real time",
         f"{wall:.2f} s wall")  # fmt: skip
+    for stage, times in spent.items():
+        row(f"{label}: worker in {stage}", f"{sum(times):.2f} s",
+            f"{len(times)} calls, {1e3 * sum(times) / len(times):.1f} ms each")  # fmt: skip
 
 
 def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
@@ -263,9 +308,21 @@ def main() -> None:
         ("graphs", True, "torch"),
         ("graphs + Triton", True, "triton"),
     ]
-    run_variants(models, work, "cuda", "float16", variants)
-    for clients in (4, 64):
-        measure_concurrent(models, work, "cuda", "float16", clients)
+    wanted = os.environ.get("BENCH_VARIANTS")  # e.g. "graphs,graphs + Triton"
+    if wanted:
+        variants = [v for v in variants if v[0] in wanted.split(",")]
+    for variant in variants:
+        try:
+            run_variants(models, work, "cuda", "float16", [variant])
+        except Exception as exc:  # one failing variant must not lose the others' rows
+            traceback.print_exc()
+            row(f"{variant[0]} FAILED", type(exc).__name__, str(exc)[:120])
+    for clients, kernels in ((4, "torch"), (64, "torch"), (64, "triton")):
+        try:
+            measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels)
+        except Exception as exc:
+            traceback.print_exc()
+            row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])
     print(f"\n| {'measure':<48} | {'value':>16} | note |\n|---|---:|---|")
     for m, v, n in ROWS:
         print(f"| {m:<48} | {v:>16} | {n} |", flush=True)

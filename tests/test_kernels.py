@@ -22,7 +22,13 @@ from tiny_frontends import make_tiny_models_dir
 from wyoming_sovits.__main__ import build_parser
 from wyoming_sovits.fast import T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams
-from wyoming_sovits.kernels import FusedDecodeStep, KernelUnavailableError
+from wyoming_sovits.kernels import (
+    AttentionConfig,
+    FusedDecodeStep,
+    GemvConfig,
+    KernelUnavailableError,
+    tune_step,
+)
 from wyoming_sovits.models.t2s import T2SConfig, T2SInput, Text2Semantic, pack_inputs
 from wyoming_sovits.pipeline import Pipeline
 from wyoming_sovits.settings import ServerSettings, SettingsError
@@ -92,6 +98,39 @@ def test_fused_step_equals_module_forward(model: Text2Semantic) -> None:
     got_logits, got_cache = decode(model, FusedDecodeStep(model, 3))
     assert rel(got_logits, want_logits) < 1e-5
     assert rel(got_cache, want_cache) < 1e-6  # the step wrote k at every row's slot
+
+
+@pytest.mark.parametrize(
+    ("splits", "block_s", "block_n"),
+    [(1, 16, 4), (4, 16, 1), (16, 2, 64)],  # 16 splits of ~1 slot: most splits are empty
+)
+def test_every_launch_shape_computes_the_same(
+    model: Text2Semantic, splits: int, block_s: int, block_n: int
+) -> None:
+    """Split attention (combined in the out projection) and GEMV tiles of any shape."""
+    want_logits, _ = decode(model, model, steps=3)
+    shapes = {(int(p.shape[0]), int(p.shape[1])) for p in model.parameters() if p.ndim == 2}
+    step = FusedDecodeStep(
+        model,
+        3,
+        gemv={shape: GemvConfig(block_n, 2) for shape in shapes},
+        attention=AttentionConfig(splits, block_s, 2),
+    )
+    got_logits, _ = decode(model, step, steps=3)
+    assert rel(got_logits, want_logits) < 1e-5
+
+
+def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
+    model.setup_caches(1, 64)
+    result = tune_step(model, 1, slots=20, block_n=(2, 8), warps=(2,), splits=(1, 2), block_s=(16,))
+    assert {c.block_n for c in result.gemv.values()} <= {2, 8}
+    assert result.attention.splits in (1, 2)
+    # 4 GEMV kinds x 2 shapes + 2 attention shapes x 2 combine shapes
+    assert len(result.timings) == 4 * 2 + 2 * 2
+    assert all(t > 0 for _, _, t in result.timings)
+    step = FusedDecodeStep(model, 3, gemv=result.gemv, attention=result.attention)
+    want_logits, _ = decode(model, model, steps=2)
+    assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
 
 
 def test_fused_step_in_the_runner_teacher_forced(model: Text2Semantic) -> None:

@@ -30,6 +30,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -64,7 +68,8 @@ def _kernels() -> dict[str, Any]:
         b = tl.program_id(0)
         d = tl.arange(0, D)
         t = tl.load(tok + b)
-        p = tl.load(pos + b) - tl.load(audio_start + b)
+        # a parked row (slot 0, before its audio) must not read before the table
+        p = tl.maximum(tl.load(pos + b) - tl.load(audio_start + b), 0)
         x = tl.load(emb + t * D + d).to(tl.float32)
         x += tl.load(alpha).to(tl.float32) * tl.load(pe + p * D + d).to(tl.float32)
         tl.store(out + b * D + d, x.to(out.dtype.element_ty))
@@ -72,17 +77,26 @@ def _kernels() -> dict[str, Any]:
     @triton.jit
     def gemv_kernel(
         xa, xb, ln_w, ln_b, w, bias, out, x_out, N, K, eps,
-        HAS_LN: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        MODE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DH: tl.constexpr, SPLITS: tl.constexpr,
     ):  # fmt: skip
-        # out[b, n] = act(W[n, :] · v + bias[n]), v = LN(xa[b] + xb[b]) or xa[b].
+        # out[b, n] = act(W[n, :] · v + bias[n]) where v is, by MODE:
+        #   0  xa[b]                                   (K may span several blocks)
+        #   1  LN(xa[b] + xb[b]), also stored to x_out (K == BLOCK_K)
+        #   2  the attention output combined from SPLITS partial softmaxes per head:
+        #      xa = running max (B, H, S), xb = denominators (B, H, S), ln_w = partial
+        #      numerators (B, H, S, DH); K == BLOCK_K == H · DH
         pid = tl.program_id(0)
         b = tl.program_id(1)
         n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = n < N
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        if HAS_LN:  # K == BLOCK_K: the whole row is one block
-            k = tl.arange(0, BLOCK_K)
+        k = tl.arange(0, BLOCK_K)
+        # the weight tile is issued first: its latency overlaps the prologue's arithmetic
+        tile = tl.load(w + n[:, None] * K + k[None, :], mask=n_ok[:, None] & (k < K)[None, :],
+                       other=0.0)  # fmt: skip
+        if HAS_BIAS:
+            bias_n = tl.load(bias + n, mask=n_ok, other=0.0).to(tl.float32)
+        if MODE == 1:
             s = tl.load(xa + b * K + k).to(tl.float32) + tl.load(xb + b * K + k).to(tl.float32)
             mean = tl.sum(s, 0) / K
             centred = s - mean
@@ -91,57 +105,82 @@ def _kernels() -> dict[str, Any]:
             v_stored = v.to(x_out.dtype.element_ty)
             if pid == 0:
                 tl.store(x_out + b * K + k, v_stored)
-            tile = tl.load(w + n[:, None] * K + k[None, :], mask=n_ok[:, None], other=0.0)
-            acc += tl.sum(tile.to(tl.float32) * v_stored.to(tl.float32)[None, :], 1)
+            acc = tl.sum(tile.to(tl.float32) * v_stored.to(tl.float32)[None, :], 1)
+        elif MODE == 2:
+            split = tl.arange(0, SPLITS)
+            part = (b * (K // DH) + k // DH)[:, None] * SPLITS + split[None, :]  # (K, S)
+            m = tl.load(xa + part)
+            m_top = tl.max(m, 1)
+            weight = tl.exp(m - m_top[:, None])
+            denom = tl.sum(weight * tl.load(xb + part), 1)
+            numer = tl.sum(weight * tl.load(ln_w + part * DH + (k % DH)[:, None]), 1)
+            v = (numer / denom).to(x_out.dtype.element_ty).to(tl.float32)
+            acc = tl.sum(tile.to(tl.float32) * v[None, :], 1)
         else:
-            for k0 in range(0, K, BLOCK_K):
-                k = k0 + tl.arange(0, BLOCK_K)
-                v = tl.load(xa + b * K + k).to(tl.float32)
-                tile = tl.load(w + n[:, None] * K + k[None, :], mask=n_ok[:, None], other=0.0)
+            v = tl.load(xa + b * K + k, mask=k < K, other=0.0).to(tl.float32)
+            acc = tl.sum(tile.to(tl.float32) * v[None, :], 1)
+            for k0 in range(BLOCK_K, K, BLOCK_K):
+                kk = k0 + k
+                tile = tl.load(w + n[:, None] * K + kk[None, :],
+                               mask=n_ok[:, None] & (kk < K)[None, :], other=0.0)  # fmt: skip
+                v = tl.load(xa + b * K + kk, mask=kk < K, other=0.0).to(tl.float32)
                 acc += tl.sum(tile.to(tl.float32) * v[None, :], 1)
         if HAS_BIAS:
-            acc += tl.load(bias + n, mask=n_ok, other=0.0).to(tl.float32)
+            acc += bias_n
         if RELU:
             acc = tl.maximum(acc, 0.0)
         tl.store(out + b * N + n, acc.to(out.dtype.element_ty), mask=n_ok)
 
     @triton.jit
     def attention_kernel(
-        qkv, k_cache, v_cache, out, pos, row_start, stride_b, stride_h, scale,
-        D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr,
+        qkv, k_cache, v_cache, part_m, part_l, part_acc, pos, row_start, stride_b, stride_h,
+        scale, D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
     ):  # fmt: skip
-        # One (row, head): write this step's k, v at the row's slot, then attend over
-        # slots [row_start, pos) from the cache plus the new key held in registers.
+        # One (row, head, split) of split-sequence decode attention. Split 0 writes this
+        # step's k, v at the row's slot and counts the new key; every split attends over
+        # its share of slots [row_start, pos) and stores its running max, denominator and
+        # unnormalised numerator; the out-projection GEMV (MODE 2) combines the splits.
         b = tl.program_id(0)
         h = tl.program_id(1)
+        sp = tl.program_id(2)
         d = tl.arange(0, DH)
         p = tl.load(pos + b)
         start = tl.load(row_start + b)
         base = qkv + b * 3 * D + h * DH
         q = tl.load(base + d).to(tl.float32)
-        k_new = tl.load(base + D + d)
-        v_new = tl.load(base + 2 * D + d)
         head = b * stride_b + h * stride_h
-        tl.store(k_cache + head + p * DH + d, k_new)
-        tl.store(v_cache + head + p * DH + d, v_new)
-        m = tl.sum(q * k_new.to(tl.float32), 0) * scale
-        denom = tl.full((), 1.0, tl.float32)
-        acc = v_new.to(tl.float32)
-        lo = (start // BLOCK_S) * BLOCK_S
-        for s0 in range(lo, p, BLOCK_S):
+        share = tl.cdiv(tl.cdiv(p - start, SPLITS), BLOCK_S) * BLOCK_S
+        lo = start + sp * share
+        hi = tl.minimum(lo + share, p)
+        if sp == 0:
+            k_new = tl.load(base + D + d)
+            v_new = tl.load(base + 2 * D + d)
+            tl.store(k_cache + head + p * DH + d, k_new)
+            tl.store(v_cache + head + p * DH + d, v_new)
+            m = tl.sum(q * k_new.to(tl.float32), 0) * scale
+            denom = tl.full((), 1.0, tl.float32)
+            acc = v_new.to(tl.float32)
+        else:
+            m = tl.full((), -float("inf"), tl.float32)
+            denom = tl.full((), 0.0, tl.float32)
+            acc = tl.zeros((DH,), dtype=tl.float32)
+        for s0 in range(lo, hi, BLOCK_S):
             j = s0 + tl.arange(0, BLOCK_S)
-            ok = (j >= start) & (j < p)
+            ok = j < hi
             kt = tl.load(k_cache + head + j[:, None] * DH + d[None, :], mask=ok[:, None], other=0.0)
+            vt = tl.load(v_cache + head + j[:, None] * DH + d[None, :], mask=ok[:, None], other=0.0)
             score = tl.sum(kt.to(tl.float32) * q[None, :], 1) * scale
             score = tl.where(ok, score, -float("inf"))
             m_new = tl.maximum(m, tl.max(score, 0))
             keep = tl.exp(m - m_new)
             weight = tl.exp(score - m_new)
-            vt = tl.load(v_cache + head + j[:, None] * DH + d[None, :], mask=ok[:, None], other=0.0)
             acc = acc * keep + tl.sum(weight[:, None] * vt.to(tl.float32), 0)
             denom = denom * keep + tl.sum(weight, 0)
             m = m_new
-        tl.store(out + b * D + h * DH + d, (acc / denom).to(out.dtype.element_ty))
+        slot = (b * tl.num_programs(1) + h) * SPLITS + sp
+        tl.store(part_m + slot, m)
+        tl.store(part_l + slot, denom)
+        tl.store(part_acc + slot * DH + d, acc)
 
     @triton.jit
     def sample_kernel(
@@ -193,11 +232,32 @@ def _kernels() -> dict[str, Any]:
 
 def _block_n(n: int, programs: int) -> int:
     """Rows per GEMV program: enough programs to spread a small matrix over the chip."""
-    return max(2, min(512, triton_next_pow2(max(1, n // programs))))
+    return max(1, min(512, triton_next_pow2(max(1, n // programs))))
 
 
 def triton_next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
+
+
+# Largest weight tile (elements) one GEMV program loads at once; wider rows loop over K.
+_TILE_LIMIT = 16384
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Launch shape of one GEMV: rows per program and warps per program."""
+
+    block_n: int
+    num_warps: int = 4
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Launch shape of decode attention: sequence splits per head, slots per block, warps."""
+
+    splits: int
+    block_s: int = 64
+    num_warps: int = 4
 
 
 class FusedDecodeStep:
@@ -205,9 +265,18 @@ class FusedDecodeStep:
 
     Buffers for ``max_batch`` rows are allocated once, so the step can be captured in a
     CUDA graph; the returned logits (B, V) float32 are a view of a static buffer.
+    ``gemv`` maps a weight shape (N, K) to its launch shape; ``attention`` sets the split
+    count (by default enough programs to fill the GPU at ``max_batch`` rows).
     """
 
-    def __init__(self, model: Text2Semantic, max_batch: int) -> None:
+    def __init__(
+        self,
+        model: Text2Semantic,
+        max_batch: int,
+        *,
+        gemv: dict[tuple[int, int], GemvConfig] | None = None,
+        attention: AttentionConfig | None = None,
+    ) -> None:
         cfg = model.config
         weight = model.ar_predict_layer.weight
         dim, units = cfg.hidden_dim, cfg.linear_units
@@ -222,21 +291,43 @@ class FusedDecodeStep:
                 f"the fused step runs on CUDA (or under TRITON_INTERPRET=1), not on {dev}"
             )
         self.kernels = _kernels()
+        on_gpu = dev.type == "cuda"
 
-        def buf(width: int, dtype: torch.dtype = dt) -> Tensor:
-            return torch.zeros(max_batch, width, dtype=dtype, device=dev)
+        def buf(*shape: int, dtype: torch.dtype = dt) -> Tensor:
+            return torch.zeros(max_batch, *shape, dtype=dtype, device=dev)
 
         self.x0, self.y, self.x1 = buf(dim), buf(dim), buf(dim)
-        self.qkv, self.attn, self.a, self.f = buf(3 * dim), buf(dim), buf(dim), buf(dim)
-        self.h, self.logits = buf(units), buf(cfg.vocab_size, torch.float32)
+        self.qkv, self.a, self.f = buf(3 * dim), buf(dim), buf(dim)
+        self.h, self.logits = buf(units), buf(cfg.vocab_size, dtype=torch.float32)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         # GEMV programs per matrix: ~one per SM on a GPU; the interpreter (CPU tests) runs
         # programs one after another, so there a few large ones.
-        self.programs = 128 if dev.type == "cuda" else 2
-        self.block_s = 64
+        programs = 128 if on_gpu else 2
+        self.gemv_configs = {
+            shape: GemvConfig(_block_n(shape[0], programs))
+            for shape in {(int(m.shape[0]), int(m.shape[1])) for m in self._matrices()}
+        }
+        self.gemv_configs.update(gemv or {})
+        if attention is None:
+            heads = max_batch * cfg.n_head
+            splits = min(16, triton_next_pow2(max(1, -(-128 // heads)))) if on_gpu else 2
+            attention = AttentionConfig(splits, 64 if on_gpu else 16)
+        self.attention_config = attention
+        n = attention.splits
+        self.part_m = buf(cfg.n_head, n, dtype=torch.float32)
+        self.part_l = buf(cfg.n_head, n, dtype=torch.float32)
+        self.part_acc = buf(cfg.n_head, n, cfg.head_dim, dtype=torch.float32)
         for p in model.parameters():
             if not p.is_contiguous():
                 raise KernelUnavailableError("fused step needs contiguous weights")
+
+    def _matrices(self) -> list[Tensor]:
+        out = [self.model.ar_predict_layer.weight]
+        for layer in cast(list[Block], list(self.model.h.layers)):
+            attn = layer.self_attn
+            out += [attn.in_proj_weight, attn.out_proj.weight]
+            out += [layer.linear1.weight, layer.linear2.weight]
+        return out
 
     def _gemv(
         self,
@@ -248,17 +339,39 @@ class FusedDecodeStep:
         *,
         ln: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
         relu: bool = False,
+        combine: bool = False,
     ) -> None:
-        """out[:batch] = act(weight · v + bias); v = LN(x + other) (stored in x_out) or x."""
+        """out[:batch] = act(weight · v + bias); v = LN(x + other) (stored in x_out), the
+        combined attention partials (``combine``) or x."""
         n, k = weight.shape
-        block_n = _block_n(n, self.programs)
-        xb, ln_w, ln_b, x_out = ln if ln is not None else (x, weight, weight, x)
-        grid = (-(-n // block_n), batch)
+        config = self.gemv_configs.get((n, k)) or GemvConfig(_block_n(n, 128))
+        mode = 2 if combine else 1 if ln is not None else 0
+        if combine:
+            xa, xb, ln_w, ln_b, x_out = self.part_m, self.part_l, self.part_acc, weight, out
+        elif ln is not None:
+            xa, (xb, ln_w, ln_b, x_out) = x, ln
+        else:
+            xa, xb, ln_w, ln_b, x_out = x, x, weight, weight, x
+        whole = mode != 0 or config.block_n * k <= _TILE_LIMIT
+        block_k = triton_next_pow2(k) if whole else max(16, _TILE_LIMIT // config.block_n)
+        grid = (-(-n // config.block_n), batch)
         self.kernels["gemv"][grid](
-            x, xb, ln_w, ln_b, weight, bias if bias is not None else weight, out, x_out,
+            xa, xb, ln_w, ln_b, weight, bias if bias is not None else weight, out, x_out,
             n, k, self.cfg.norm_eps,
-            HAS_LN=ln is not None, HAS_BIAS=bias is not None, RELU=relu,
-            BLOCK_N=block_n, BLOCK_K=k if ln is not None else min(k, 512),
+            MODE=mode, HAS_BIAS=bias is not None, RELU=relu,
+            BLOCK_N=config.block_n, BLOCK_K=block_k, DH=self.cfg.head_dim,
+            SPLITS=self.attention_config.splits, num_warps=config.num_warps,
+        )  # fmt: skip
+
+    def _attention(self, layer: int, input_pos: Tensor, batch: int) -> None:
+        k_cache, v_cache, row_start, _ = self.model._caches(batch, 1)
+        kc, vc = k_cache[layer], v_cache[layer]  # (Bmax, H, S, Dh)
+        a = self.attention_config
+        self.kernels["attention"][(batch, self.cfg.n_head, a.splits)](
+            self.qkv, kc, vc, self.part_m, self.part_l, self.part_acc, input_pos, row_start,
+            kc.stride(0), kc.stride(1), self.scale,
+            D=self.cfg.hidden_dim, DH=self.cfg.head_dim, BLOCK_S=a.block_s, SPLITS=a.splits,
+            num_warps=a.num_warps,
         )  # fmt: skip
 
     def __call__(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
@@ -267,7 +380,7 @@ class FusedDecodeStep:
         batch = tokens.shape[0]
         if batch > self.max_batch:
             raise KernelUnavailableError(f"step built for {self.max_batch} rows, got {batch}")
-        k_cache, v_cache, row_start, audio_start = model._caches(batch, 1)
+        _, _, _, audio_start = model._caches(batch, 1)
         emb = model.ar_audio_embedding.word_embeddings.weight
         pos_mod = model.ar_audio_position
         self.kernels["embed"][(batch,)](
@@ -288,12 +401,10 @@ class FusedDecodeStep:
             x = self.x0 if prev is None else self.x1
             self._gemv(x, attn.in_proj_weight, attn.in_proj_bias, self.qkv, batch, ln=ln)
             residual = self.x0 if prev is None else self.y
-            kc, vc = k_cache[i], v_cache[i]  # (Bmax, H, S, Dh)
-            self.kernels["attention"][(batch, cfg.n_head)](
-                self.qkv, kc, vc, self.attn, input_pos, row_start, kc.stride(0), kc.stride(1),
-                self.scale, D=cfg.hidden_dim, DH=cfg.head_dim, BLOCK_S=self.block_s,
-            )  # fmt: skip
-            self._gemv(self.attn, attn.out_proj.weight, attn.out_proj.bias, self.a, batch)
+            self._attention(i, input_pos, batch)
+            self._gemv(
+                self.qkv, attn.out_proj.weight, attn.out_proj.bias, self.a, batch, combine=True
+            )
             ln1 = (self.a, layer.norm1.weight, layer.norm1.bias, self.x1)
             self._gemv(
                 residual, layer.linear1.weight, layer.linear1.bias, self.h, batch, ln=ln1, relu=True
@@ -348,3 +459,129 @@ class FusedSampler:
             ANY_TOP_P=any_top_p, WRITE_PROBS=probs_out is not None, BLOCK=self.block,
         )  # fmt: skip
         return self.token[:batch], self.stop[:batch].bool()
+
+
+def _graph_time(
+    fn: Callable[[], object], device: torch.device, launches: int = 32, reps: int = 5
+) -> float:
+    """Seconds per call of ``fn`` replayed ``launches`` times inside one CUDA graph (on a
+    CPU, under Triton's interpreter, plain wall time of a few calls)."""
+    fn()
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(2):
+            fn()
+        return (time.perf_counter() - t0) / 2
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(launches):
+            fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = math.inf
+    for _ in range(reps):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3 / launches)
+    return best
+
+
+@dataclass
+class TuneResult:
+    """Launch shapes picked by ``tune_step`` and every candidate's time (seconds)."""
+
+    gemv: dict[tuple[int, int], GemvConfig]
+    attention: AttentionConfig
+    timings: list[tuple[str, str, float]]  # (kernel, candidate, seconds per launch)
+
+
+@torch.no_grad()
+def tune_step(
+    model: Text2Semantic,
+    max_batch: int,
+    *,
+    slots: int,
+    block_n: tuple[int, ...] = (1, 2, 4, 8, 16),
+    warps: tuple[int, ...] = (2, 4, 8),
+    splits: tuple[int, ...] = (4, 8, 16),
+    block_s: tuple[int, ...] = (32, 64),
+) -> TuneResult:
+    """Time each GEMV shape and the attention (+ its combining GEMV) of the fused step at
+    ``max_batch`` rows attending over ``slots`` cache slots, on CUDA; return the fastest.
+
+    The model's caches must hold ``max_batch`` rows of more than ``slots`` slots. Every
+    candidate compiles once (Triton caches it on disk), so this takes tens of seconds.
+    """
+    step = FusedDecodeStep(model, max_batch)
+    dev = step.x0.device
+    layer = cast(Block, model.h.layers[0])
+    attn = layer.self_attn
+    pos = torch.full((max_batch,), slots, dtype=torch.long, device=step.x0.device)
+    ln2 = (step.f, layer.norm2.weight, layer.norm2.bias, step.y)
+    ln1 = (step.a, layer.norm1.weight, layer.norm1.bias, step.x1)
+    shapes: dict[str, tuple[Tensor, Callable[[FusedDecodeStep], None]]] = {
+        "qkv (LN)": (
+            attn.in_proj_weight,
+            lambda s: s._gemv(
+                s.x1, attn.in_proj_weight, attn.in_proj_bias, s.qkv, max_batch, ln=ln2
+            ),
+        ),
+        "ffn up (LN, relu)": (
+            layer.linear1.weight,
+            lambda s: s._gemv(
+                s.y, layer.linear1.weight, layer.linear1.bias, s.h, max_batch, ln=ln1, relu=True
+            ),
+        ),
+        "ffn down": (
+            layer.linear2.weight,
+            lambda s: s._gemv(s.h, layer.linear2.weight, layer.linear2.bias, s.f, max_batch),
+        ),
+        "logits (LN)": (
+            model.ar_predict_layer.weight,
+            lambda s: s._gemv(
+                s.x1, model.ar_predict_layer.weight, None, s.logits, max_batch, ln=ln2
+            ),
+        ),
+    }
+    timings: list[tuple[str, str, float]] = []
+    gemv: dict[tuple[int, int], GemvConfig] = {}
+    for name, (weight, call) in shapes.items():
+        shape = (int(weight.shape[0]), int(weight.shape[1]))
+        best: tuple[float, GemvConfig] | None = None
+        for bn in block_n:
+            for w in warps:
+                config = GemvConfig(bn, w)
+                step.gemv_configs[shape] = config
+                t = _graph_time(partial(call, step), dev)
+                timings.append((f"{name} {shape[0]}x{shape[1]}", f"rows {bn}, warps {w}", t))
+                if best is None or t < best[0]:
+                    best = (t, config)
+        assert best is not None
+        gemv[shape] = step.gemv_configs[shape] = best[1]
+    out_shape = (int(attn.out_proj.weight.shape[0]), int(attn.out_proj.weight.shape[1]))
+    best_attention: tuple[float, AttentionConfig, GemvConfig] | None = None
+    for n in splits:
+        for bs in block_s:
+            for w in warps:
+                candidate = AttentionConfig(n, bs, w)
+                trial = FusedDecodeStep(model, max_batch, gemv=gemv, attention=candidate)
+                for bn in block_n:
+                    combine = GemvConfig(bn, 4)
+                    trial.gemv_configs[out_shape] = combine
+
+                    def pair(s: FusedDecodeStep = trial) -> None:
+                        s._attention(0, pos, max_batch)
+                        s._gemv(s.qkv, attn.out_proj.weight, attn.out_proj.bias, s.a,
+                                max_batch, combine=True)  # fmt: skip
+
+                    t = _graph_time(pair, dev)
+                    label = f"splits {n}, slots/block {bs}, warps {w}; combine rows {bn}"
+                    timings.append((f"attention + out proj @{slots} slots", label, t))
+                    if best_attention is None or t < best_attention[0]:
+                        best_attention = (t, candidate, combine)
+    assert best_attention is not None
+    gemv[out_shape] = best_attention[2]
+    return TuneResult(gemv, best_attention[1], timings)

@@ -85,10 +85,12 @@ _LOGGER = logging.getLogger(__name__)
 
 SPLIT_METHOD = "cut5"
 TOKEN_RATE = 50  # upstream's ``hz``: its generation cap is hz * data.max_sec of the GPT file
-# Streaming: decode after this many new tokens (first piece small for latency), and hold
-# back the last few tokens' audio, which still changes once later tokens give it context.
+# Streaming: decode after this many new tokens (first piece small for latency), then in
+# chunks that grow (see ``next_decode_at``), and hold back the last few tokens' audio,
+# which still changes once later tokens give it context.
 STREAM_FIRST_TOKENS = 12
 STREAM_NEXT_TOKENS = 24
+STREAM_MAX_CHUNK_TOKENS = 96
 STREAM_HOLD_TOKENS = 4
 STREAM_CHUNK_TOKENS = 4  # tokens per look at the GPT while streaming (graph replay size)
 # Fast path: cache slots the runner keeps for the prompt (transcript + sentence phones,
@@ -213,6 +215,20 @@ class RequestRandom:
 
     sampling: torch.Generator
     noise: torch.Generator
+
+
+def next_decode_at(decoded: int) -> int:
+    """Token count of the streamed decode after one of ``decoded`` tokens.
+
+    Each decode re-runs the whole prefix, so chunks grow: the first after
+    ``STREAM_FIRST_TOKENS``, then at least ``STREAM_NEXT_TOKENS`` more and otherwise as many
+    as were decoded (12, 36, 72, 144, 240, ...), capped at ``STREAM_MAX_CHUNK_TOKENS``. A
+    10 s sentence costs 5 decodes instead of 10, which matters when many streams share
+    the GPU; the audio already sent always covers the time the next chunk takes.
+    """
+    if decoded <= 0:
+        return STREAM_FIRST_TOKENS
+    return decoded + min(STREAM_MAX_CHUNK_TOKENS, max(STREAM_NEXT_TOKENS, decoded))
 
 
 def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
@@ -531,7 +547,7 @@ class Pipeline:
         sovits = self._sovits_model(prompt.sovits).model
         noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
         tokens: list[Tensor] = []
-        sent, decoded, target = 0, 0, STREAM_FIRST_TOKENS
+        sent, decoded, target = 0, 0, next_decode_at(0)
         audio = np.zeros(0, dtype=np.float32)
         per_token = sovits.cfg.upsample_factor * sovits.cfg.frames_per_token / _f(cfg.speed)
         for chunk in self._token_chunks(prompt, feats, cfg, rng):
@@ -539,7 +555,7 @@ class Pipeline:
             n = sum(len(t) for t in tokens)
             if n < target:
                 continue
-            target = n + STREAM_NEXT_TOKENS
+            target = next_decode_at(n)
             audio, decoded = self._decode_all(tokens, prompt, feats, cfg, noise), n
             ready = int((n - STREAM_HOLD_TOKENS) * per_token)
             if ready > sent:
