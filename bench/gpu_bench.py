@@ -384,15 +384,18 @@ def bench_fused(model: Text2Semantic, batch: int, tuned: TuneResult | None = Non
     return t
 
 
-def bench_batcher(model: Text2Semantic, batch: int, fused: bool) -> None:
-    """Continuous batching: ``batch`` rows admitted one by one, then N_TOK steps for all."""
+def bench_batcher(model: Text2Semantic, batch: int, fused: bool, together: bool = False) -> None:
+    """Continuous batching: ``batch`` rows admitted one by one (``together``: opened at
+    once, one batched prefill, as the pipeline does with several streams), then N_TOK
+    steps for all."""
     forward = FusedDecodeStep(model, batch) if fused else None
     cfg = model.config
     sampler = (
         FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV) if fused else None
     )
     b = ContinuousBatcher(model, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
-                          steps_per_sync=4, forward=forward, sampler=sampler)  # fmt: skip
+                          steps_per_sync=4, forward=forward, sampler=sampler,
+                          defer_prefill=together)  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
 
     def run() -> None:
@@ -406,7 +409,7 @@ def bench_batcher(model: Text2Semantic, batch: int, fused: bool) -> None:
             stream.close()
 
     t = cuda_time(run, reps=3)
-    label = "Triton step + sampler" if fused else "torch"
+    label = ("Triton step + sampler" if fused else "torch") + (", one prefill" if together else "")
     row(f"GPT fp16 batcher B={batch} ({label})", f"{batch * N_TOK / t:,.0f} tok/s",
         f"{1e3 * t:.0f} ms incl {batch} prefills; {batch * N_TOK / t / 25:,.0f}x real time")  # fmt: skip
 
@@ -525,6 +528,7 @@ def main() -> None:
     for batch in (8, 64):
         guarded(f"batcher {batch} torch", bench_batcher, gpt, batch, False)
         guarded(f"batcher {batch} triton", bench_batcher, gpt, batch, True)
+    guarded("batcher 64 torch, one prefill", bench_batcher, gpt, 64, False, True)
     inputs = request(1)
     for backend in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
         runner = T2SGraphRunner(

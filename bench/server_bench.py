@@ -178,8 +178,8 @@ async def _concurrent(
 @contextlib.contextmanager
 def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
     """Host wall time of each worker stage while the block runs (profile evidence for the
-    concurrent rows): text features, row admission (prefill), batch steps, SoVITS decodes.
-    Each stage but admission ends in a device sync, so its wall time is its GPU time."""
+    concurrent rows): text features, prefills, batch steps, SoVITS decodes. Each stage but the
+    prefill ends in a device sync, so its wall time is its GPU time."""
     spent: dict[str, list[float]] = {}
     patched: list[tuple[object, str, object]] = []
 
@@ -199,7 +199,7 @@ def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
 
     wrap(pipeline, "_sentence_features", "text + BERT")
     wrap(pipeline, "_decode", "SoVITS decode")
-    wrap(ContinuousBatcher, "open", "admit row (prefill)")
+    wrap(ContinuousBatcher, "_prefill_group", "prefill (rows opened together)")
     wrap(ContinuousBatcher, "advance", "batch step (4 tokens, all rows)")
     try:
         yield spent

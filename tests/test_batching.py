@@ -24,7 +24,7 @@ from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
 from wyoming_sovits.engine import Engine
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
 from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
-from wyoming_sovits.pipeline import Pipeline
+from wyoming_sovits.pipeline import NoiseTape, Pipeline, decode_batch, decode_latents
 from wyoming_sovits.settings import ServerSettings, SettingsError, SynthesisConfig
 from wyoming_sovits.voices import VoiceProfile, VoiceRegistry
 
@@ -231,3 +231,119 @@ def test_max_streams_is_checked() -> None:
         ServerSettings(max_streams=0)
     with pytest.raises(ValueError, match="max_streams"):
         Pipeline.load(Path("/nonexistent"), "cpu", max_streams=0)
+
+
+def test_batched_sovits_decode_matches_each_alone(single: Pipeline) -> None:
+    """``decode_batch``: rows of different lengths give their own audio; only the last
+    ~30 ms of a shorter row (the unmasked vocoder sees zeros past its end) may differ."""
+    prompt = single.prepare_prompt(make_voice())
+    sovits = single.sovits.model
+    g = torch.Generator().manual_seed(0)
+    rows, want = [], []
+    for n, length in ((30, 12), (17, 20), (45, 7)):
+        tokens = torch.randint(0, 1024, (n,), generator=g)
+        phones = torch.randint(1, 60, (length,), generator=g)
+        tape = NoiseTape(
+            sovits.cfg.inter_channels, torch.Generator().manual_seed(n), torch.device("cpu")
+        )
+        want.append(decode_latents(sovits, tokens, phones, prompt.ge, 1.0, 0.5, tape)[2])
+        rows.append((tokens, phones, prompt.ge, tape.take(2 * n), 0.5))
+    got = decode_batch(sovits, rows)
+    tail = 1280  # 40 ms at 32 kHz
+    for w, a in zip(want, got, strict=True):
+        assert a.shape == w.shape
+        assert np.linalg.norm((w - a)[:-tail]) <= 1e-5 * np.linalg.norm(w[:-tail])
+        assert np.linalg.norm(w - a) <= 0.05 * np.linalg.norm(w)
+
+
+def _interleave(pipeline: Pipeline, prompt: object) -> list[list[np.ndarray]]:
+    streams = [iter(pipeline.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
+    got: list[list[np.ndarray]] = [[] for _ in TEXTS]
+    live = list(range(len(TEXTS)))
+    while live:  # as the engine steps them: one chunk each in turn
+        for i in list(live):
+            chunk = next(streams[i], None)
+            if chunk is None:
+                live.remove(i)
+            else:
+                got[i].append(chunk)
+    return got
+
+
+def test_streams_decode_together(
+    single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams at a decode point in the same round share one SoVITS call."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    calls: list[int] = []
+    real = pipeline_module.decode_batch
+
+    def counting(sovits: object, rows: list) -> list[np.ndarray]:  # type: ignore[type-arg]
+        calls.append(len(rows))
+        return real(sovits, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "decode_batch", counting)
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert calls and max(calls) == 3  # the first decodes of all three streams: one call
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+    assert batched._pending_decodes == []
+
+
+def test_below_the_batch_threshold_streams_decode_alone(
+    single: Pipeline, batched: Pipeline
+) -> None:
+    """Fewer waiting streams than ``BATCH_DECODE_MIN_ROWS``: each replays its own decode,
+    the audio is exactly the single-stream audio; "nothing yet" chunks are empty."""
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert any(len(c) == 0 for chunks in got for c in chunks)
+    for chunks, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.concatenate(chunks), w, atol=1e-5)
+
+
+def test_stream_closed_while_its_decode_waits(batched: Pipeline) -> None:
+    prompt = batched.prepare_prompt(make_voice())
+    chunks = iter(batched.synthesize("Good morning, everyone.", prompt, GREEDY, stream=True))
+    for chunk in chunks:  # up to the first queued decode (the first empty chunk is the
+        if len(chunk) == 0 and batched._pending_decodes:  # row waiting for its prefill)
+            break
+    assert len(batched._pending_decodes) == 1
+    chunks.close()  # type: ignore[attr-defined]
+    assert batched._pending_decodes == []
+    (batch,) = batched._batchers.values()
+    assert batch.live_rows == 0
+
+
+def test_rows_opened_together_prefill_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``defer_prefill``: rows opened before the next step share one (left-padded) prefill
+    into their own cache rows, and each row's greedy tokens are its single-run tokens."""
+    model = tiny_model(1)
+    items = [request(5 + 3 * i, 4 + 5 * i, seed=20 + i) for i in range(3)]
+    want = [
+        generate(model, i.phone_ids, i.bert, i.prompt_tokens, top_k=1, max_new_tokens=16).tolist()
+        for i in items
+    ]
+    b = ContinuousBatcher(model, 4, 96, max_new_tokens=20, kv_bucket=32, use_graphs=False,
+                          defer_prefill=True)  # fmt: skip
+    calls: list[int] = []
+    real = model.prefill
+
+    def counting(packed: object, row: int = 0, rows: object = None) -> torch.Tensor:
+        calls.append(packed.batch_size)  # type: ignore[attr-defined]
+        return real(packed, row=row, rows=rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "prefill", counting)
+    b.open(pack_inputs([items[0]], TINY), GREEDY_PARAMS, 16).close()  # row 0 taken, given back
+    streams = [b.open(pack_inputs([i], TINY), GREEDY_PARAMS, 16) for i in items]
+    assert calls == [] and [len(next(s)) for s in streams] == [0, 0, 0]
+    got = [[t for chunk in s for t in chunk.tolist()] for s in streams]
+    assert calls == [3]
+    assert got == want

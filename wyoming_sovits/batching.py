@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .fast import TOP_K_CAP, FastPathError, _require_cuda
 from .generate import EOS_BLOCKED_STEPS, RowParams, SamplingError, SamplingParams, next_token
-from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic
+from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic, merge_packed
 
 
 class BatchFullError(FastPathError):
@@ -83,11 +83,15 @@ class RowStream:
         self.buffer: deque[Tensor] = deque()
         self.done = False
         self.closed = False
+        self.announced = False
 
     def __iter__(self) -> RowStream:
         return self
 
     def __next__(self) -> Tensor:
+        if self.row in self.batcher._waiting and not self.announced:
+            self.announced = True  # "admitted, not prefilled": let other requests join it
+            return torch.zeros(0, dtype=torch.long)
         while not self.buffer:
             if self.done or self.closed:
                 self.close()
@@ -117,10 +121,14 @@ class ContinuousBatcher:
         forward: Callable[..., Tensor] | None = None,
         sampler: Callable[..., tuple[Tensor, Tensor]] | None = None,
         use_graphs: bool = True,
+        defer_prefill: bool = False,
     ) -> None:
         """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
         replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
-        draws are keyed by each row's seed, see ``open``)."""
+        draws are keyed by each row's seed, see ``open``). ``defer_prefill``: ``open``
+        only reserves the row, and the next ``advance`` prefills every row opened since
+        in one batched prefill (left-padded to the longest); a stream's first item is
+        then an empty tensor, so its reader can let other requests open rows first."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -138,6 +146,8 @@ class ContinuousBatcher:
         self._eos_col = torch.zeros(1, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
         self._eos_col[0, self.cfg.eos] = True
         self._free = list(range(max_batch))
+        self.defer_prefill = defer_prefill
+        self._waiting: dict[int, tuple[PackedPrompt, int]] = {}  # row -> (prompt, max_new)
         self._streams: dict[int, RowStream] = {}
         self._pos = [0] * max_batch  # host copy of each live row's next slot
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
@@ -192,19 +202,50 @@ class ContinuousBatcher:
         s.active[row] = True
         s.step[row] = 0
         s.limit[row] = max_new
-        s.input_pos[row] = length
-        s.last_slot[row] = length + max_new - 1
         seeds = getattr(self._sampler, "seed", None)
         if seeds is not None:
             seeds[row] = seed if seed is not None else secrets.randbits(62)
-        s.logits[row] = self.model.prefill(packed, row=row)[0].float()
-        self._pos[row] = length
         stream = RowStream(self, row, params.top_p < 1.0)
         self._streams[row] = stream
+        self._waiting[row] = (packed, max_new)
+        if not self.defer_prefill:
+            self._prefill_waiting()
         return stream
+
+    def _prefill_waiting(self) -> None:
+        """Prefill the rows opened since the last step: together, in groups whose longest
+        prompt still leaves every member its slots for new tokens."""
+        if not self._waiting:
+            return
+        waiting = sorted(self._waiting.items(), key=lambda item: item[1][0].length)
+        self._waiting = {}
+        group: list[tuple[int, tuple[PackedPrompt, int]]] = []
+        for entry in waiting:
+            longest = entry[1][0].length
+            if group and any(longest + max_new > self.max_seq for _, (_, max_new) in group):
+                self._prefill_group(group)
+                group = []
+            group.append(entry)
+        self._prefill_group(group)
+
+    def _prefill_group(self, group: list[tuple[int, tuple[PackedPrompt, int]]]) -> None:
+        rows = [row for row, _ in group]
+        packed = merge_packed([p for _, (p, _) in group])
+        length = packed.length
+        if len(rows) == 1:
+            logits = self.model.prefill(packed, row=rows[0])
+        else:
+            logits = self.model.prefill(packed, rows=rows)
+        s = self.state
+        for i, (row, (_, max_new)) in enumerate(group):
+            s.logits[row] = logits[i].float()
+            s.input_pos[row] = length
+            s.last_slot[row] = length + max_new - 1
+            self._pos[row] = length
 
     def _release(self, row: int) -> None:
         self._streams.pop(row, None)
+        self._waiting.pop(row, None)
         self._park(row)
         self._free.append(row)
 
@@ -221,6 +262,7 @@ class ContinuousBatcher:
     @torch.no_grad()
     def advance(self) -> None:
         """``steps_per_sync`` steps for every row; each live row's new tokens to its stream."""
+        self._prefill_waiting()
         live = [row for row, stream in self._streams.items() if not stream.done]
         if not live:
             return

@@ -52,7 +52,8 @@ class SynthesisBackend(Protocol):
         ...
 
     def synthesize(self, text: str, prompt: object, cfg: SynthesisConfig) -> Iterator[np.ndarray]:
-        """Yield float32 mono chunks of ``text`` spoken with ``prompt`` as they are produced."""
+        """Yield float32 mono chunks of ``text`` spoken with ``prompt`` as they are produced;
+        an empty chunk means "nothing yet, step the others" and is not sent."""
         ...
 
 
@@ -480,6 +481,8 @@ class Engine:
             job.deliver(_END)
             return False
         audio = np.asarray(chunk, dtype=np.float32).reshape(-1)  # (T,)
+        if audio.size == 0:  # nothing yet (e.g. a decode queued to batch with others)
+            return True
         job.deliver(audio)
         run.pieces.append(audio)
         return True

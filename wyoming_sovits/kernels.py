@@ -310,8 +310,8 @@ class FusedDecodeStep:
         self.gemv_configs.update(gemv or {})
         if attention is None:
             heads = max_batch * cfg.n_head
-            splits = min(16, triton_next_pow2(max(1, -(-128 // heads)))) if on_gpu else 2
-            attention = AttentionConfig(splits, 64 if on_gpu else 16)
+            splits = min(16, triton_next_pow2(max(1, -(-128 // heads))))
+            attention = AttentionConfig(splits, 64) if on_gpu else AttentionConfig(1, 64)
         self.attention_config = attention
         n = attention.splits
         self.part_m = buf(cfg.n_head, n, dtype=torch.float32)

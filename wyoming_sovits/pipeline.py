@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +98,12 @@ STREAM_CHUNK_TOKENS = 4  # tokens per look at the GPT while streaming (graph rep
 # rebuilds the runner with room for it (its graphs are then captured again).
 FAST_PROMPT_SLOTS = 1024
 FAST_KV_BUCKET = 256
+# Batched SoVITS decoding (``max_streams`` > 1): streams that reach a decode point in the
+# same round of the engine decode together, in one eager batched call, when there are at
+# least this many of them (fewer replay their own CUDA graphs one after another), with at
+# most this many tokens per call (the vocoder's activations grow with the total length).
+BATCH_DECODE_MIN_ROWS = 4
+BATCH_DECODE_MAX_TOKENS = 4096
 # Warm-up captures SoVITS graphs for sentences up to this many tokens (10 s) and phones.
 WARM_UP_TOKENS = 250
 WARM_UP_PHONES = 128
@@ -264,6 +270,57 @@ def decode_latents(
     return m, z, audio.float().cpu().numpy()
 
 
+@torch.inference_mode()
+def decode_batch(
+    sovits: SoVITS,
+    rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+) -> list[np.ndarray]:
+    """Several sentences' audio in one SoVITS call (speed 1): each row is tokens (T,),
+    phones (L,), ge (1, gin, 1), prior noise (1, C, 2T) or None, and its noise scale.
+
+    Rows are zero-padded to the longest and masked (the encoders and the flow see exactly
+    their own frames); the vocoder, which has no mask, sees zeros after a short row's end,
+    so only that row's last few milliseconds can differ from decoding it alone.
+    """
+    param = next(sovits.parameters())
+    dev, dt = param.device, param.dtype
+    step, up = sovits.cfg.frames_per_token, sovits.cfg.upsample_factor
+    batch = len(rows)
+    n_tok = torch.tensor([len(r[0]) for r in rows])
+    n_ph = torch.tensor([len(r[1]) for r in rows])
+    codes = torch.zeros(1, batch, int(n_tok.max()), dtype=torch.long)
+    text = torch.zeros(batch, int(n_ph.max()), dtype=torch.long)
+    for b, (tokens, phones, _, _, _) in enumerate(rows):
+        codes[0, b, : len(tokens)] = tokens.cpu()
+        text[b, : len(phones)] = phones.cpu()
+    ge = torch.cat([r[2].to(dev, dt) for r in rows])  # (B, gin, 1)
+    m, logs, mask = sovits.encode_text_semantic(
+        codes.to(dev), text.to(dev), ge, 1.0, n_tok, n_ph
+    )  # (B, C, T_f)
+    prior = torch.zeros_like(m)
+    scale = torch.zeros(batch, 1, 1, device=dev, dtype=m.dtype)
+    for b, (tokens, _, _, noise, noise_scale) in enumerate(rows):
+        if noise is not None and noise_scale > 0:
+            prior[b, :, : len(tokens) * step] = noise[0].to(m.dtype)
+            scale[b] = noise_scale
+    z = sovits.flow_reverse(m + prior * torch.exp(logs) * scale, mask, ge)
+    audio = sovits.vocode(z * mask, ge)[:, 0].float().cpu().numpy()  # (B, T_f * 640)
+    return [audio[b, : len(r[0]) * step * up] for b, r in enumerate(rows)]
+
+
+@dataclass(eq=False)
+class _DecodeRequest:
+    """A streamed sentence's pending SoVITS decode, until a batch decodes it."""
+
+    prompt: Prompt
+    tokens: Tensor
+    feats: TextFeatures
+    cfg: SynthesisConfig
+    noise: NoiseTape
+    audio: np.ndarray | None = None
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class _GptPlan:
     """One sentence's GPT run: the model, its input, sampling, cap and the decoder to use
@@ -330,6 +387,7 @@ class Pipeline:
         # its per-row step lets the fused sampler replace ~40 sampling kernels with one.
         self._batching = self.fast and (self.max_streams > 1 or gpt_kernels == "triton")
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
+        self._pending_decodes: list[_DecodeRequest] = []
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
         self.gpt = self._gpt(paths.gpt)
@@ -551,20 +609,100 @@ class Pipeline:
         audio = np.zeros(0, dtype=np.float32)
         per_token = sovits.cfg.upsample_factor * sovits.cfg.frames_per_token / _f(cfg.speed)
         for chunk in self._token_chunks(prompt, feats, cfg, rng):
+            if len(chunk) == 0:  # the row waits for its (batched) prefill: step the others
+                yield np.zeros(0, dtype=np.float32)
+                continue
             tokens.append(chunk.cpu())
             n = sum(len(t) for t in tokens)
             if n < target:
                 continue
             target = next_decode_at(n)
-            audio, decoded = self._decode_all(tokens, prompt, feats, cfg, noise), n
+            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise)
+            decoded = n
             ready = int((n - STREAM_HOLD_TOKENS) * per_token)
             if ready > sent:
                 yield np.clip(audio[sent:ready], -1.0, 1.0)
                 sent = ready
         if decoded != sum(len(t) for t in tokens):
-            audio = self._decode_all(tokens, prompt, feats, cfg, noise)
+            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise)
         if len(audio) > sent:
             yield np.clip(audio[sent:], -1.0, 1.0)
+
+    def _decode_soon(
+        self,
+        tokens: list[Tensor],
+        prompt: Prompt,
+        feats: TextFeatures,
+        cfg: SynthesisConfig,
+        noise: NoiseTape,
+    ) -> Generator[np.ndarray, None, np.ndarray]:
+        """The prefix's audio, decoded together with other streams' pending decodes.
+
+        With one stream (``max_streams`` 1) this is ``_decode_all``. Otherwise the decode is
+        queued and an empty chunk is yielded: the engine then steps the other streams, which
+        queue theirs, and the first of them to come back decodes the whole queue at once.
+        """
+        if self.max_streams <= 1:
+            return self._decode_all(tokens, prompt, feats, cfg, noise)
+        request = _DecodeRequest(prompt, torch.cat(tokens), feats, cfg, noise)
+        self._pending_decodes.append(request)
+        try:
+            yield np.zeros(0, dtype=np.float32)
+            if request.audio is None and request.error is None:
+                self._flush_decodes()
+        finally:  # a stream closed while waiting leaves the queue
+            if request in self._pending_decodes:
+                self._pending_decodes.remove(request)
+        if request.error is not None:
+            raise request.error
+        assert request.audio is not None
+        return request.audio
+
+    def _flush_decodes(self) -> None:
+        """Decode every queued request: batched when enough share a SoVITS file and speed
+        1, else one by one (graphs). A failure is each affected request's own error."""
+        pending, self._pending_decodes = self._pending_decodes, []
+        groups: dict[Path, list[_DecodeRequest]] = {}
+        alone: list[_DecodeRequest] = []
+        for request in pending:
+            if _f(request.cfg.speed) == 1.0:
+                groups.setdefault(request.prompt.sovits, []).append(request)
+            else:
+                alone.append(request)
+        for path, group in groups.items():
+            if len(group) < BATCH_DECODE_MIN_ROWS:
+                alone += group
+                continue
+            batch: list[_DecodeRequest] = []
+            for request in sorted(group, key=lambda r: len(r.tokens)):
+                if batch and sum(len(r.tokens) for r in batch) + len(request.tokens) > (
+                    BATCH_DECODE_MAX_TOKENS
+                ):
+                    self._decode_rows(path, batch)
+                    batch = []
+                batch.append(request)
+            self._decode_rows(path, batch)
+        for request in alone:
+            try:
+                request.audio = self._decode_all(
+                    [request.tokens], request.prompt, request.feats, request.cfg, request.noise
+                )
+            except Exception as err:  # raised in the request's own stream
+                request.error = err
+
+    def _decode_rows(self, path: Path, batch: list[_DecodeRequest]) -> None:
+        sovits = self._sovits_model(path).model
+        rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]] = []
+        for r in batch:
+            frames = len(r.tokens) * sovits.cfg.frames_per_token
+            scale = _f(r.cfg.noise_scale)
+            rows.append((r.tokens, r.feats.ids, r.prompt.ge, r.noise.take(frames), scale))
+        try:
+            for request, audio in zip(batch, decode_batch(sovits, rows), strict=True):
+                request.audio = audio
+        except Exception as err:  # raised in each request's own stream
+            for request in batch:
+                request.error = err
 
     def _decode_all(
         self,
@@ -740,6 +878,8 @@ class Pipeline:
             forward=_batch_forward(factory, model, self.max_streams),
             sampler=self._batch_sampler(model) if factory is _fused_step else None,
             use_graphs=self.device.type == "cuda",
+            # several streams: rows opened in the same round of the engine prefill together
+            defer_prefill=self.max_streams > 1,
         )
         _LOGGER.info(
             "GPT batch for %s: %d rows x %d cache slots", path.name, self.max_streams, max_seq

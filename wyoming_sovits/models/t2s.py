@@ -219,6 +219,23 @@ def pack_inputs(inputs: Sequence[T2SInput], config: T2SConfig) -> PackedPrompt:
     return PackedPrompt(text_ids, bert, audio_ids, kind, positions)
 
 
+def merge_packed(parts: Sequence[PackedPrompt]) -> PackedPrompt:
+    """Packed batches (same device) as one, every row left-padded to the longest."""
+    total = max(p.length for p in parts)
+
+    def pad(t: Tensor, value: int) -> Tensor:
+        widths = (0, 0) if t.ndim == 3 else ()
+        return F.pad(t, (*widths, total - t.shape[1], 0), value=value)
+
+    return PackedPrompt(
+        text_ids=torch.cat([pad(p.text_ids, 0) for p in parts]),
+        bert=torch.cat([pad(p.bert, 0) for p in parts]),
+        audio_ids=torch.cat([pad(p.audio_ids, 0) for p in parts]),
+        kind=torch.cat([pad(p.kind, PAD) for p in parts]),
+        positions=torch.cat([pad(p.positions, 0) for p in parts]),
+    )
+
+
 def prefill_mask(kind: Tensor) -> Tensor:
     """(B, P) slot kinds -> (B, 1, P, P) bool, True where a query may attend a key."""
     length = kind.shape[1]
@@ -395,18 +412,34 @@ class Text2Semantic(nn.Module):
             )
         return self.k_cache, self.v_cache, self.row_start, self.audio_start
 
-    def prefill(self, packed: PackedPrompt, row: int = 0) -> Tensor:
-        """Run the whole prompt, fill cache slots [0, P) of cache rows [row, row + B);
-        return (B, V) next-token logits. ``row`` > 0 admits requests into a running batch."""
+    def prefill(
+        self, packed: PackedPrompt, row: int = 0, rows: Sequence[int] | None = None
+    ) -> Tensor:
+        """Run the whole prompt, fill cache slots [0, P) of cache rows [row, row + B) (or
+        of the cache rows listed in ``rows``, one per request); return (B, V) next-token
+        logits. ``row`` > 0 or ``rows`` admit requests into a running batch."""
         batch, length = packed.batch_size, packed.length
-        k_cache, v_cache, row_start, audio_start = self._caches(row + batch, length)
-        rows = slice(row, row + batch)
+        if rows is not None and len(rows) != batch:
+            raise T2SInputError(f"{batch} requests need {batch} cache rows; got {len(rows)}")
+        highest = row + batch if rows is None else max(rows) + 1
+        k_cache, v_cache, row_start, audio_start = self._caches(highest, length)
         x = self.embed_prompt(packed)  # (B, P, D)
         mask = prefill_mask(packed.kind)  # (B, 1, P, P)
+        index: slice | Tensor = slice(row, row + batch)
+        if rows is not None:
+            index = torch.tensor(list(rows), dtype=torch.long, device=k_cache.device)
+            shape = (batch, *k_cache.shape[2:3], length, *k_cache.shape[4:])
+            k_rows = k_cache.new_empty(shape)  # scattered into the cache after each layer
+            v_rows = v_cache.new_empty(shape)
         for i, layer in enumerate(self.h.layers):
-            x = layer(x, mask, k_cache[i, rows], v_cache[i, rows], None)
-        row_start[rows] = (packed.kind == PAD).sum(1)
-        audio_start[rows] = length - (packed.kind == AUDIO).sum(1)
+            if rows is None:
+                x = layer(x, mask, k_cache[i, index], v_cache[i, index], None)
+                continue
+            x = layer(x, mask, k_rows, v_rows, None)
+            k_cache[i, index, :, :length] = k_rows
+            v_cache[i, index, :, :length] = v_rows
+        row_start[index] = (packed.kind == PAD).sum(1)
+        audio_start[index] = length - (packed.kind == AUDIO).sum(1)
         return self.ar_predict_layer(x[:, -1])  # (B, V)
 
     def forward(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
