@@ -183,6 +183,10 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     assert isinstance(batch._forward, FusedDecodeStep)
     assert isinstance(batch._sampler, FusedSampler)
     np.testing.assert_allclose(got, want, atol=1e-4)
+    # on a GPU the step's launch shapes were measured first (on the CPU: fixed defaults)
+    from wyoming_sovits.pipeline import _TUNED
+
+    assert bool(_TUNED) == (DEVICE.type == "cuda")
 
 
 def test_gpt_kernels_option_is_checked() -> None:

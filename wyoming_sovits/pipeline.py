@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -81,6 +82,9 @@ from .settings import GPT_KERNELS, SynthesisConfig
 from .text import TextFrontendError, pre_seg_text, replace_consecutive_punctuation
 from .voices import VoiceProfile
 
+if TYPE_CHECKING:
+    from .kernels import TuneResult
+
 _LOGGER = logging.getLogger(__name__)
 
 SPLIT_METHOD = "cut5"
@@ -104,6 +108,9 @@ FAST_KV_BUCKET = 256
 # most this many tokens per call (the vocoder's activations grow with the total length).
 BATCH_DECODE_MIN_ROWS = 4
 BATCH_DECODE_MAX_TOKENS = 4096
+# The Triton step's launch shapes are timed attending over this many cache slots (a
+# typical prompt plus half a sentence).
+TUNE_SLOTS = 384
 # Warm-up captures SoVITS graphs for sentences up to this many tokens (10 s) and phones.
 WARM_UP_TOKENS = 250
 WARM_UP_PHONES = 128
@@ -989,10 +996,35 @@ def _cache_size(slots: int, cap: int) -> tuple[int, int]:
 
 
 def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
-    """The Triton decode step for ``rows`` rows (imported only when asked for)."""
-    from .kernels import FusedDecodeStep
+    """The Triton decode step for ``rows`` rows (imported only when asked for). On CUDA its
+    launch shapes are measured on this GPU first (``kernels.tune_step``, once per model
+    and row count: tens of seconds on a first start, seconds once Triton's disk cache
+    holds the kernels); the chosen shapes are logged."""
+    from .kernels import FusedDecodeStep, tune_step
 
-    return FusedDecodeStep(model, rows)
+    weight = model.ar_predict_layer.weight
+    if weight.device.type != "cuda":
+        return FusedDecodeStep(model, rows)
+    key = (id(model), rows)
+    tuned = _TUNED.get(key)
+    if tuned is None:
+        t0 = time.perf_counter()
+        model.setup_caches(rows, TUNE_SLOTS + 1, dtype=weight.dtype, device=weight.device)
+        tuned = _TUNED[key] = tune_step(
+            model, rows, slots=TUNE_SLOTS, block_n=(1, 2, 4, 8, 16), warps=(4,),
+            splits=(4, 8, 16), block_s=(64,),
+        )  # fmt: skip
+        _LOGGER.info(
+            "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s",
+            rows,
+            time.perf_counter() - t0,
+            ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
+            tuned.attention,
+        )
+    return FusedDecodeStep(model, rows, gemv=tuned.gemv, attention=tuned.attention)
+
+
+_TUNED: dict[tuple[int, int], TuneResult] = {}
 
 
 def _batch_forward(
