@@ -92,15 +92,16 @@ def add_parser(subparsers: Any) -> None:
         choices=GPT_KERNELS,
         default="torch",
         help="GPT decode step on CUDA: PyTorch modules in a CUDA graph, or the fused Triton "
-        "step (experimental)",
+        "step and sampler, their launch shapes timed on this GPU at start (experimental)",
     )
     parser.add_argument(
         "--max-streams",
         type=int,
         default=1,
         metavar="N",
-        help="CUDA: decode up to N sentences (from any clients) together, their GPT steps "
-        "batched (experimental; each row holds a KV cache of ~125 MB in fp16)",
+        help="CUDA: decode up to N sentences (from any clients) together: GPT steps, "
+        "prefills and SoVITS decodes batched (experimental; each row holds a KV cache of "
+        "~125 MB in fp16)",
     )
     parser.add_argument(
         "--zeroconf",
