@@ -189,6 +189,29 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     assert bool(_TUNED) == (DEVICE.type == "cuda")
 
 
+def test_triton_failing_on_the_device_falls_back_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GPU whose Triton cannot build the kernels still speaks, on the PyTorch step."""
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("ptxas fatal: unsupported gpu architecture")
+
+    monkeypatch.setattr(FusedDecodeStep, "__init__", broken)
+    models = make_tiny_models_dir(tmp_path / "models")
+    fused = Pipeline.load(
+        models, DEVICE.type, "float32", cache_dir=None, fast=True, gpt_kernels="triton"
+    )
+    fused.max_new_tokens = 8
+    prompt = fused.prepare_prompt(make_voice())
+    with caplog.at_level("WARNING", logger="wyoming_sovits.pipeline"):
+        audio = np.concatenate(list(fused.synthesize("Hello there.", prompt, GREEDY)))
+    assert audio.size > 0
+    assert "Triton GPT kernels failed" in caplog.text and "ptxas" in caplog.text
+    batch = next(iter(fused._batchers.values()))
+    assert batch._forward is batch.model and batch._sampler is None
+
+
 def test_gpt_kernels_option_is_checked() -> None:
     args = build_parser().parse_args(["serve", "--gpt-kernels", "triton"])
     assert args.gpt_kernels == "triton"

@@ -874,7 +874,7 @@ class Pipeline:
             raise FastPathError("a longer request needs a bigger batch while sentences decode")
         model = self._gpt(path).model
         max_seq, max_new = _cache_size(slots, cap)
-        factory = self.t2s_forward_factory
+        forward, sampler = self._batch_step(model)
         batcher = ContinuousBatcher(
             model,
             self.max_streams,
@@ -882,8 +882,8 @@ class Pipeline:
             max_new_tokens=max_new,
             steps_per_sync=STREAM_CHUNK_TOKENS,
             kv_bucket=FAST_KV_BUCKET,
-            forward=_batch_forward(factory, model, self.max_streams),
-            sampler=self._batch_sampler(model) if factory is _fused_step else None,
+            forward=forward,
+            sampler=sampler,
             use_graphs=self.device.type == "cuda",
             # several streams: rows opened in the same round of the engine prefill together
             defer_prefill=self.max_streams > 1,
@@ -894,13 +894,36 @@ class Pipeline:
         self._batchers[path] = batcher
         return batcher
 
-    def _batch_sampler(self, model: Text2Semantic) -> Callable[..., tuple[Tensor, Tensor]]:
-        """The one-launch Triton sampler for a batch (with ``gpt_kernels="triton"``)."""
+    def _batch_step(
+        self, model: Text2Semantic
+    ) -> tuple[Callable[..., Tensor] | None, Callable[..., tuple[Tensor, Tensor]] | None]:
+        """The batch's decode-step forward and sampler: the Triton pair with
+        ``gpt_kernels="triton"`` (tuned and compiled here), another factory's forward, or
+        the PyTorch step (None, None). Triton failing on this GPU (a compiler, driver or
+        architecture it does not support) is logged and the PyTorch step is used instead."""
+        factory = self.t2s_forward_factory
+        if factory is None:
+            return None, None
+        if factory is not _fused_step:
+            return factory(model), None
         from .kernels import FusedSampler
 
         cfg = model.config
-        return FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
-                            self.device)  # fmt: skip
+        try:
+            forward = _fused_step(model, self.max_streams)
+            sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
+                                   self.device)  # fmt: skip
+            _compile_sampler(sampler, self.max_streams, cfg.vocab_size, self.device)
+        except Exception as err:  # the server keeps serving, on the PyTorch step
+            _LOGGER.warning(
+                "The Triton GPT kernels failed on %s (%s: %s); using the PyTorch step",
+                self.device,
+                type(err).__name__,
+                err,
+            )
+            self.t2s_forward_factory = None
+            return None, None
+        return forward, sampler
 
     def _runner(self, path: Path, slots: int, cap: int) -> T2SGraphRunner:
         """The runner of ``path``, (re)built when missing, too small or its cache replaced.
@@ -1027,15 +1050,17 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
 _TUNED: dict[tuple[int, int], TuneResult] = {}
 
 
-def _batch_forward(
-    factory: Callable[..., Callable[..., Tensor]] | None, model: Text2Semantic, rows: int
-) -> Callable[..., Tensor] | None:
-    """The forward hook for a ``rows``-row batch (the fused step sizes its buffers by it)."""
-    if factory is None:
-        return None
-    if factory is _fused_step:
-        return _fused_step(model, rows)
-    return factory(model)
+def _compile_sampler(
+    sampler: Callable[..., tuple[Tensor, Tensor]], rows: int, vocab: int, device: torch.device
+) -> None:
+    """Run the fused sampler once per variant (with and without top-p), so that a kernel
+    this GPU cannot compile fails here, at start, rather than in a request."""
+    logits = torch.zeros(rows, vocab, device=device)
+    seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)
+    ints = torch.ones(rows, dtype=torch.long, device=device)
+    ones = torch.ones(rows, device=device)
+    for any_top_p in (False, True):
+        sampler(logits, seen, ints, ints, ones, ones, ones, any_top_p)
 
 
 def _as_prompt(prompt: object) -> Prompt:
