@@ -285,6 +285,11 @@ class ContinuousBatcher:
     def _step(self, j: int, kv_len: int, any_top_p: bool) -> None:
         """Decode step ``j`` of a replay for all rows: no host sync, fixed shapes."""
         s, eos = self.state, self.cfg.eos
+        step_rows = getattr(self._sampler, "step_rows", None)
+        if step_rows is not None:  # the fused sampler does the bookkeeping below itself
+            token, pos = step_rows(s, j, j == self.steps - 1, any_top_p)
+            s.logits.copy_(self._forward(token, pos, kv_len=kv_len))
+            return
         if self._sampler is not None:
             token, stop = self._sampler(s.logits, s.seen, s.step, s.top_k, s.top_p,
                                         s.temperature, s.penalty, any_top_p)  # fmt: skip

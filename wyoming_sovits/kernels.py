@@ -186,7 +186,9 @@ def _kernels() -> dict[str, Any]:
     def sample_kernel(
         logits, seen, step, seed, top_k, top_p, temperature, penalty, token_out, stop_out,
         probs_out, V, EOS, EOS_STEPS,
+        active, limit, report, input_pos, last_slot, pos_out, column, report_stride,
         ANY_TOP_P: tl.constexpr, WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr,
+        BOOKKEEP: tl.constexpr, LAST: tl.constexpr,
     ):  # fmt: skip
         # One row: EOS bar, repetition penalty, top-p, temperature, top-k, softmax, then
         # the exponential race argmax(p / E) with E = -log(U), U from (seed, step) Philox.
@@ -221,8 +223,20 @@ def _kernels() -> dict[str, Any]:
         u = tl.rand(tl.load(seed + b) + row_step, i)
         race = tl.where(ok, probs / -tl.log(tl.maximum(u, 1e-20)), -1.0)
         token = tl.argmax(race, 0)
+        stop = stop_argmax | (token == EOS)
         tl.store(token_out + b, token.to(tl.int64))
-        tl.store(stop_out + b, (stop_argmax | (token == EOS)).to(tl.int8))
+        tl.store(stop_out + b, stop.to(tl.int8))
+        if BOOKKEEP:  # the batch's step bookkeeping (``batching``), one row per program
+            emitted = (tl.load(active + b) != 0) & (stop == 0) & (row_step < tl.load(limit + b))
+            tl.store(report + b * report_stride + column, tl.where(emitted, token, -1).to(tl.int64))
+            tl.store(active + b, emitted)
+            tl.store(seen + b * V + token, token >= 0)
+            slot = tl.load(input_pos + b)
+            tl.store(pos_out + b, tl.minimum(slot, tl.load(last_slot + b)))
+            tl.store(input_pos + b, slot + 1)
+            tl.store(step + b, row_step + 1)
+            if LAST:
+                tl.store(report + b * report_stride + column + 1, emitted.to(tl.int64))
 
     _KERNELS.update(
         embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel, sample=sample_kernel
@@ -437,6 +451,7 @@ class FusedSampler:
         self.token = torch.zeros(max_batch, dtype=torch.long, device=device)
         self.stop = torch.zeros(max_batch, dtype=torch.int8, device=device)
         self.seed = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.pos = torch.zeros(max_batch, dtype=torch.long, device=device)
 
     def __call__(
         self,
@@ -452,13 +467,34 @@ class FusedSampler:
     ) -> tuple[Tensor, Tensor]:
         """Raw logits (B, V) float32 -> tokens (B,) and whether each row stops (B,) bool."""
         batch = logits.shape[0]
+        t = self.token
         self.kernels["sample"][(batch,)](
             logits, seen, step, self.seed, top_k, top_p, temperature, penalty,
             self.token, self.stop, probs_out if probs_out is not None else logits,
-            self.vocab, self.eos, self.eos_steps,
+            self.vocab, self.eos, self.eos_steps, t, t, t, t, t, t, 0, 0,
             ANY_TOP_P=any_top_p, WRITE_PROBS=probs_out is not None, BLOCK=self.block,
+            BOOKKEEP=False, LAST=False,
         )  # fmt: skip
         return self.token[:batch], self.stop[:batch].bool()
+
+    def step_rows(
+        self, state: Any, column: int, last: bool, any_top_p: bool
+    ) -> tuple[Tensor, Tensor]:
+        """One batch step's sampling and bookkeeping in the same launch, on the batcher's
+        state (``batching._BatchState``): each row's token, whether it was emitted (into
+        ``report[:, column]`` as the token or -1; after the ``last`` step of a replay its
+        activity into the next column), the seen set, its step and next slot. Returns the
+        tokens and the cache slots to write them at, for the forward."""
+        s = state
+        batch = s.logits.shape[0]
+        self.kernels["sample"][(batch,)](
+            s.logits, s.seen, s.step, self.seed, s.top_k, s.top_p, s.temperature, s.penalty,
+            self.token, self.stop, s.logits, self.vocab, self.eos, self.eos_steps,
+            s.active, s.limit, s.report, s.input_pos, s.last_slot, self.pos, column,
+            s.report.stride(0),
+            ANY_TOP_P=any_top_p, WRITE_PROBS=False, BLOCK=self.block, BOOKKEEP=True, LAST=last,
+        )  # fmt: skip
+        return self.token[:batch], self.pos[:batch]
 
 
 def _graph_time(

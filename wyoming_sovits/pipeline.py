@@ -107,7 +107,7 @@ FAST_KV_BUCKET = 256
 # least this many of them (fewer replay their own CUDA graphs one after another), with at
 # most this many tokens per call (the vocoder's activations grow with the total length).
 BATCH_DECODE_MIN_ROWS = 4
-BATCH_DECODE_MAX_TOKENS = 4096
+BATCH_DECODE_MAX_TOKENS = 2048
 # The Triton step's launch shapes are timed attending over this many cache slots (a
 # typical prompt plus half a sentence).
 TUNE_SLOTS = 384
