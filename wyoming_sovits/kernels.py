@@ -8,8 +8,9 @@ whatever it computes. This step computes the same function with
     per layer:
       qkv     = LN2'(x1 + f) · Wqkv + b   the previous layer's second LayerNorm is the
                                            prologue (layer 0 reads the embedding)
-      attn    = cache write of k, v + single-pass online-softmax attention per head
-      a       = attn · Wo + b
+      attn    = cache write of k, v + online-softmax attention, each head split over
+                the sequence (partial max, denominator, numerator per split)
+      a       = combine(attn) · Wo + b     the splits are combined in the GEMV's prologue
       h       = relu(LN1(y + a) · W1 + b)  the first LayerNorm is the prologue
       f       = h · W2 + b
     logits  = LN2(x1 + f) · Wpred        (float32 out)
@@ -18,6 +19,12 @@ Each GEMV program recomputes the 512-wide LayerNorm of its input (cheap) instead
 separate normalisation launch; program 0 of each row also stores the normalised vector,
 which is the residual the next LayerNorm needs. Normalised vectors are rounded to the
 model dtype before the product, as the unfused path stores them; accumulation is float32.
+
+Launch shapes (rows per GEMV program, warps, sequence splits) are per weight shape;
+``tune_step`` times the candidates on the GPU at hand and the pipeline uses its choice.
+``FusedSampler`` is the matching one-launch sampler; its ``step_rows`` also does the
+continuous batch's per-step bookkeeping, so a batch step is 1 + 5 · n_layer + 1 + 1
+launches plus the logits copy.
 
 The step has the fixed-shape ``forward(tokens, input_pos, kv_len=None) -> logits``
 contract of ``Text2Semantic.forward`` (``kv_len`` is not needed: attention loops to each
