@@ -549,7 +549,7 @@ def tune_step(
     slots: int,
     block_n: tuple[int, ...] = (1, 2, 4, 8, 16),
     warps: tuple[int, ...] = (2, 4, 8),
-    splits: tuple[int, ...] = (4, 8, 16),
+    splits: tuple[int, ...] = (1, 4, 8, 16),
     block_s: tuple[int, ...] = (32, 64),
 ) -> TuneResult:
     """Time each GEMV shape and the attention (+ its combining GEMV) of the fused step at
