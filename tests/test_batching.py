@@ -347,3 +347,27 @@ def test_rows_opened_together_prefill_together(monkeypatch: pytest.MonkeyPatch) 
     got = [[t for chunk in s for t in chunk.tolist()] for s in streams]
     assert calls == [3]
     assert got == want
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_streams_batched_on_gpu(
+    models_dir: Path, kernels: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA (graphs, batched prefill and SoVITS, optionally Triton): three interleaved
+    streams speak as each does alone through the default fast path."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    gpu = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                        max_streams=3, gpt_kernels=kernels)  # fmt: skip
+    gpu.max_new_tokens = MAX_TOKENS
+    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True)
+    alone.max_new_tokens = MAX_TOKENS
+    prompt = alone.prepare_prompt(make_voice())
+    want = [np.concatenate(list(alone.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(gpu, prompt)
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
