@@ -212,6 +212,22 @@ def test_triton_failing_on_the_device_falls_back_to_torch(
     assert batch._forward is batch.model and batch._sampler is None
 
 
+def test_wide_batches_keep_the_fused_sampler_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ``FUSED_STEP_MAX_ROWS`` rows cuBLAS beats the fused GEMVs; the sampler stays.
+    (The threshold is lowered to 1 here: the interpreter's sort is slow for wide batches.)"""
+    import wyoming_sovits.pipeline as pipeline_module
+    from wyoming_sovits.kernels import FusedSampler
+
+    monkeypatch.setattr(pipeline_module, "FUSED_STEP_MAX_ROWS", 1)
+    models = make_tiny_models_dir(tmp_path / "models")
+    wide = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
+                         gpt_kernels="triton", max_streams=2)  # fmt: skip
+    forward, sampler = wide._batch_step(wide.gpt.model)
+    assert forward is None and isinstance(sampler, FusedSampler)
+
+
 def test_gpt_kernels_option_is_checked() -> None:
     args = build_parser().parse_args(["serve", "--gpt-kernels", "triton"])
     assert args.gpt_kernels == "triton"
