@@ -50,6 +50,7 @@ from wyoming_sovits.models.t2s import (  # noqa: E402
     pack_inputs,
 )
 from wyoming_sovits.models.vits import SoVITS, VitsConfig, is_training_only  # noqa: E402
+from wyoming_sovits.pipeline import decode_batch  # noqa: E402
 
 DEV = torch.device("cuda")
 ROWS: list[tuple[str, str, str]] = []  # (measure, value, note)
@@ -472,6 +473,53 @@ def bench_sovits(model: SoVITS, ge: torch.Tensor, label: str) -> dict[int, tuple
     return out
 
 
+def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
+    """Many streams' decodes: ``pipeline.decode_batch`` (one eager batched call, what the
+    pipeline runs when 4+ streams reach a decode point together) vs one graph replay per
+    stream; and the 1 s graph decode's kernels by class (profile evidence)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    graphs = SoVITSGraphs(model, noise_scale=0.5)
+    for rows, n_tok in ((16, 25), (64, 25), (64, 100)):
+        n_ph = max(20, n_tok // 2)
+        items = [
+            (
+                torch.randint(0, 1024, (n_tok,), device=DEV),
+                torch.randint(0, 732, (n_ph,), device=DEV),
+            )
+            for _ in range(rows)
+        ]
+        noise = torch.randn(1, model.cfg.inter_channels, 2 * n_tok, device=DEV)
+        batch = [(c, t, ge, noise, 0.5) for c, t in items]
+        t_b = cuda_time(partial(decode_batch, model, batch), reps=3)
+
+        def one_by_one(items: list[tuple[torch.Tensor, torch.Tensor]] = items) -> None:
+            for c, t in items:
+                graphs.decode(c, t, ge)
+
+        t_g = cuda_time(one_by_one, reps=3)
+        row(f"SoVITS {rows} streams x {n_tok / 25:g} s: batched eager", f"{1e3 * t_b:.1f} ms",
+            f"one graph per stream {1e3 * t_g:.1f} ms")  # fmt: skip
+    codes = torch.randint(0, 1024, (25,), device=DEV)
+    text = torch.randint(0, 732, (20,), device=DEV)
+    with torch.no_grad():
+        model.decode(codes[None, None], text[None], ge)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model.decode(codes[None, None], text[None], ge)
+            torch.cuda.synchronize()
+    by_kind: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA" and "memcpy" not in e.name.lower():
+            by_kind.setdefault(e.name[:48], []).append(e.device_time)
+    count = sum(len(v) for v in by_kind.values())
+    busy = sum(sum(v) for v in by_kind.values())
+    row("SoVITS 1 s decode: kernels", f"{count}", f"GPU busy {busy:.0f} us (eager launch order)")
+    for kind, times in sorted(by_kind.items(), key=lambda kv: -sum(kv[1]))[:6]:
+        row(f"  {kind[:42]}", f"{sum(times):.0f} us", f"{len(times)} launches")
+    LOG["sovits_1s_kernels"] = by_kind
+
+
 def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -499,6 +547,7 @@ def main() -> None:
     guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton step + sampler, tuned shapes")
     guarded("profile product step", profile_product_step, gpt, tuned)
     t_sov = bench_sovits(sovits, ge, "fp16")
+    guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
     row("Peak GPU memory fp16 model set", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
     for name, t_gpt, t_s2 in (

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -282,7 +282,7 @@ def decode_latents(
 @torch.inference_mode()
 def decode_batch(
     sovits: SoVITS,
-    rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+    rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
 ) -> list[np.ndarray]:
     """Several sentences' audio in one SoVITS call (speed 1): each row is tokens (T,),
     phones (L,), ge (1, gin, 1), prior noise (1, C, 2T) or None, and its noise scale.
