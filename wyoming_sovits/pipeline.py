@@ -239,7 +239,8 @@ def next_decode_at(decoded: int) -> int:
     ``STREAM_FIRST_TOKENS``, then at least ``STREAM_NEXT_TOKENS`` more and otherwise as many
     as were decoded (12, 36, 72, 144, 240, ...), capped at ``STREAM_MAX_CHUNK_TOKENS``. A
     10 s sentence costs 5 decodes instead of 10, which matters when many streams share
-    the GPU; the audio already sent always covers the time the next chunk takes.
+    the GPU. Playback never waits while generation runs at least 3x real time: the first
+    chunk's 8 sent tokens (320 ms) must cover the next 24, and later chunks have more room.
     """
     if decoded <= 0:
         return STREAM_FIRST_TOKENS
