@@ -122,20 +122,29 @@ def batched(models_dir: Path) -> Pipeline:
     return load(models_dir, 3)
 
 
-def test_pipeline_batched_speaks_as_alone(single: Pipeline, batched: Pipeline) -> None:
-    assert (single.max_concurrent, batched.max_concurrent) == (1, 3)
-    prompt = single.prepare_prompt(make_voice())
-    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
-    streams = [iter(batched.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
+def _interleave(pipeline: Pipeline, prompt: object) -> list[list[np.ndarray]]:
+    streams = [iter(pipeline.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
     got: list[list[np.ndarray]] = [[] for _ in TEXTS]
     live = list(range(len(TEXTS)))
-    while live:  # interleaved, as the engine steps them
+    while live:  # as the engine steps them: one chunk each in turn
         for i in list(live):
             chunk = next(streams[i], None)
             if chunk is None:
                 live.remove(i)
             else:
                 got[i].append(chunk)
+    return got
+
+
+def test_pipeline_batched_speaks_as_alone(single: Pipeline, batched: Pipeline) -> None:
+    """Interleaved streams, fewer waiting at a decode than ``BATCH_DECODE_MIN_ROWS``: each
+    replays its own decode and the audio is exactly the single-stream audio; "nothing
+    yet" chunks are empty."""
+    assert (single.max_concurrent, batched.max_concurrent) == (1, 3)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert any(len(c) == 0 for chunks in got for c in chunks)
     for i in range(len(TEXTS)):
         np.testing.assert_allclose(np.concatenate(got[i]), want[i], atol=1e-5)
     assert all(b.live_rows == 0 for b in batched._batchers.values())
@@ -256,20 +265,6 @@ def test_batched_sovits_decode_matches_each_alone(single: Pipeline) -> None:
         assert np.linalg.norm(w - a) <= 0.05 * np.linalg.norm(w)
 
 
-def _interleave(pipeline: Pipeline, prompt: object) -> list[list[np.ndarray]]:
-    streams = [iter(pipeline.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
-    got: list[list[np.ndarray]] = [[] for _ in TEXTS]
-    live = list(range(len(TEXTS)))
-    while live:  # as the engine steps them: one chunk each in turn
-        for i in list(live):
-            chunk = next(streams[i], None)
-            if chunk is None:
-                live.remove(i)
-            else:
-                got[i].append(chunk)
-    return got
-
-
 def test_streams_decode_together(
     single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,19 +289,6 @@ def test_streams_decode_together(
         assert audio.shape == w.shape
         assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
     assert batched._pending_decodes == []
-
-
-def test_below_the_batch_threshold_streams_decode_alone(
-    single: Pipeline, batched: Pipeline
-) -> None:
-    """Fewer waiting streams than ``BATCH_DECODE_MIN_ROWS``: each replays its own decode,
-    the audio is exactly the single-stream audio; "nothing yet" chunks are empty."""
-    prompt = single.prepare_prompt(make_voice())
-    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
-    got = _interleave(batched, prompt)
-    assert any(len(c) == 0 for chunks in got for c in chunks)
-    for chunks, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(np.concatenate(chunks), w, atol=1e-5)
 
 
 def test_stream_closed_while_its_decode_waits(batched: Pipeline) -> None:

@@ -684,13 +684,13 @@ class Pipeline:
                 alone += group
                 continue
             batch: list[_DecodeRequest] = []
+            tokens = 0
             for request in sorted(group, key=lambda r: len(r.tokens)):
-                if batch and sum(len(r.tokens) for r in batch) + len(request.tokens) > (
-                    BATCH_DECODE_MAX_TOKENS
-                ):
+                if batch and tokens + len(request.tokens) > BATCH_DECODE_MAX_TOKENS:
                     self._decode_rows(path, batch)
-                    batch = []
+                    batch, tokens = [], 0
                 batch.append(request)
+                tokens += len(request.tokens)
             self._decode_rows(path, batch)
         for request in alone:
             try:
