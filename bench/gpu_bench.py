@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -261,10 +262,14 @@ def check_fused(
     row("GPT fused B=3 ragged vs unfused fp32", f"{rel(got3, base):.2e}", "50 forced steps")
 
 
-def fused_step(model: Text2Semantic, batch: int, tuned: TuneResult | None) -> FusedDecodeStep:
+def fused_step(
+    model: Text2Semantic, batch: int, tuned: TuneResult | None, pdl: bool | None = None
+) -> FusedDecodeStep:
+    """The Triton step: default shapes, or ``tuned``'s (with its launch mode unless ``pdl``)."""
     if tuned is None:
-        return FusedDecodeStep(model, batch)
-    return FusedDecodeStep(model, batch, gemv=tuned.gemv, attention=tuned.attention)
+        return FusedDecodeStep(model, batch, pdl=bool(pdl))
+    use_pdl = tuned.pdl if pdl is None else pdl
+    return FusedDecodeStep(model, batch, gemv=tuned.gemv, attention=tuned.attention, pdl=use_pdl)
 
 
 def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
@@ -296,12 +301,22 @@ def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
     return result
 
 
-def bench_decode(model: Text2Semantic, fused: bool, tuned: TuneResult | None, label: str) -> None:
+def bench_decode(
+    model: Text2Semantic,
+    fused: bool,
+    tuned: TuneResult | None,
+    label: str,
+    pdl: bool | None = None,
+) -> None:
     """The product's decode loop at one row (the batcher, 4 steps per replay and host sync):
     time per token without the prefill, and the prefill (row admission) alone."""
     cfg = model.config
-    forward = fused_step(model, 1, tuned) if fused else None
-    sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV) if fused else None
+    forward = fused_step(model, 1, tuned, pdl) if fused else None
+    sampler = (
+        FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV, pdl=forward.pdl)
+        if forward is not None
+        else None
+    )
     b = ContinuousBatcher(model, 1, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
                           steps_per_sync=4, forward=forward, sampler=sampler)  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
@@ -323,6 +338,59 @@ def bench_decode(model: Text2Semantic, fused: bool, tuned: TuneResult | None, la
         f"{1e6 * best_step:.0f} us/token incl sampling + 1 host sync per 4")  # fmt: skip
     row(f"GPT fp16 B=1 prefill {PHONES + PROMPT} slots, {label}", f"{1e3 * best_open:.1f} ms",
         "eager, once per sentence")  # fmt: skip
+
+
+def bench_prefill_shapes(model: Text2Semantic) -> None:
+    """Prefill at prompt lengths this process has not seen: the first call at each length
+    against a repeat, with the default SDPA backends and with memory-efficient attention
+    only (a backend that builds a plan per new shape makes every new sentence pay it)."""
+    from torch.nn.attention import sdpa_kernel
+
+    cfg = model.config
+    model.setup_caches(1, 512)
+    backends = {
+        "default SDPA": None,
+        "efficient SDPA": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    }
+    for b_index, (name, allowed) in enumerate(backends.items()):
+        first: list[float] = []
+        again: list[float] = []
+        for j in range(6):
+            phones = 61 + 13 * j + 97 * b_index  # lengths no other section used
+            g = torch.Generator().manual_seed(j)
+            item = T2SInput(torch.randint(0, 732, (phones,), generator=g),
+                            torch.randn(1024, phones, generator=g),
+                            torch.randint(0, 1024, (PROMPT,), generator=g))  # fmt: skip
+            packed = pack_inputs([item], cfg).to(DEV)
+            for out in (first, again):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    if allowed is None:
+                        model.prefill(packed)
+                    else:
+                        with sdpa_kernel(allowed):
+                            model.prefill(packed)
+                torch.cuda.synchronize()
+                out.append(time.perf_counter() - t0)
+        row(f"GPT prefill at a new length, {name}", f"{1e3 * statistics.median(first):.1f} ms",
+            f"median of 6 lengths; repeat {1e3 * statistics.median(again):.1f} ms")  # fmt: skip
+
+
+def check_pdl(model: Text2Semantic, tuned: TuneResult | None) -> None:
+    """Programmatic dependent launch must not change a bit: 64 graph-replayed steps of the
+    tuned step with and without it, same tokens, same cache contents."""
+    cfg = model.config
+    out = []
+    for pdl in (False, True):
+        step = fused_step(model, 1, tuned, pdl)
+        runner = T2SGraphRunner(model, 1, PHONES + PROMPT + 80, max_new_tokens=72, forward=step)
+        packed = pack_inputs(request(1), cfg)
+        forced = torch.randint(0, 1024, (1, 64), generator=torch.Generator().manual_seed(5))
+        out.append(runner.teacher_forced_logits(packed, forced).float())
+    same = torch.equal(out[0], out[1])
+    row("Triton step with PDL == without", "yes" if same else "NO",
+        f"64 teacher-forced steps; max diff {(out[0] - out[1]).abs().max().item():.2e}")  # fmt: skip
 
 
 def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None:
@@ -544,12 +612,17 @@ def main() -> None:
     gpt_f = guarded("fused step B=1", bench_fused, gpt, 1, tuned)
     guarded("decode torch", bench_decode, gpt, False, None, "graphs, torch step + sampling")
     guarded("decode fused", bench_decode, gpt, True, None, "Triton step + sampler, default shapes")
-    guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton step + sampler, tuned shapes")
+    guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
+            False)  # fmt: skip
+    guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
+    guarded("fused PDL check", check_pdl, gpt, tuned)
+    guarded("prefill shapes", bench_prefill_shapes, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     t_sov = bench_sovits(sovits, ge, "fp16")
-    guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
-    row("Peak GPU memory fp16 model set", f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
+    peak = torch.cuda.max_memory_allocated()  # before the 64-stream SoVITS batches
+    row("Peak GPU memory fp16 model set", f"{peak / 2**30:.2f} GiB",
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
+    guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
     for name, t_gpt, t_s2 in (
         ("eager", gpt_e, t_sov[250][0]),
         ("graphs", gpt_g, t_sov[250][1]),

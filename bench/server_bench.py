@@ -67,18 +67,26 @@ def row(measure: str, value: str, note: str = "") -> None:
     print(f"{measure:<48} {value:>16}  {note}", flush=True)
 
 
-async def _first_and_last(port: int, streaming_flow: bool) -> tuple[float, float, int]:
+def new_sentences(count: int) -> list[str]:
+    """``count`` sentences of different lengths (new prompt shapes for the GPT each run)."""
+    words = TEXT.rstrip(".").replace(",", "").split()
+    return [" ".join((words * 3)[: 5 + i]) + "." for i in range(count)]
+
+
+async def _first_and_last(
+    port: int, streaming_flow: bool, text: str = TEXT
+) -> tuple[float, float, int]:
     """(seconds to first audio-chunk, seconds to the end, samples received)."""
     async with AsyncTcpClient("127.0.0.1", port) as client:
         voice = SynthesizeVoice(name="austen")
         start = time.perf_counter()
         if streaming_flow:
             await client.write_event(SynthesizeStart(voice=voice).event())
-            await client.write_event(SynthesizeChunk(text=TEXT).event())
+            await client.write_event(SynthesizeChunk(text=text).event())
             await client.write_event(SynthesizeStop().event())
             end_type = "synthesize-stopped"
         else:
-            await client.write_event(Synthesize(text=TEXT, voice=voice).event())
+            await client.write_event(Synthesize(text=text, voice=voice).event())
             end_type = "audio-stop"
         first, samples = 0.0, 0
         while True:
@@ -119,10 +127,12 @@ async def _serve_and_measure(
     settings: ServerSettings,
     streaming_flow: bool,
     runs: int,
+    texts: list[str] | None = None,
 ) -> list[tuple[float, float, int]]:
     async with _serving(engine, registry, settings) as port:
         await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
-        return [await _first_and_last(port, streaming_flow) for _ in range(runs)]
+        chosen = texts or [TEXT] * runs
+        return [await _first_and_last(port, streaming_flow, text) for text in chosen]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -139,8 +149,10 @@ def measure(
     partial_audio: bool,
     streaming_flow: bool,
     runs: int = RUNS,
+    texts: list[str] | None = None,
 ) -> list[tuple[float, float, int]]:
-    """Rows for one configuration; returns the raw (first, total, samples) per run."""
+    """Rows for one configuration (``texts``: one per run instead of ``TEXT`` each time);
+    returns the raw (first, total, samples) per run."""
     pipeline.streaming = partial_audio
     engine = Engine(pipeline, registry, settings)
     engine.start()
@@ -148,7 +160,9 @@ def measure(
         t0 = time.perf_counter()
         engine.warm_up(["austen"])
         warm = time.perf_counter() - t0
-        timed = asyncio.run(_serve_and_measure(engine, registry, settings, streaming_flow, runs))
+        timed = asyncio.run(
+            _serve_and_measure(engine, registry, settings, streaming_flow, runs, texts)
+        )
     finally:
         engine.close()
     firsts = [1e3 * f for f, _, _ in timed]
@@ -183,11 +197,17 @@ def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
     spent: dict[str, list[float]] = {}
     patched: list[tuple[object, str, object]] = []
 
-    def wrap(owner: object, name: str, stage: str) -> None:
+    def wrap(owner: object, name: str, stage: str, sync_first: bool = False) -> None:
         original = getattr(owner, name)
 
         @functools.wraps(original)
         def timed(*args: object, **kwargs: object) -> object:
+            if sync_first:  # split the wait for queued GPU work from the stage itself
+                t_wait = time.perf_counter()
+                torch.cuda.synchronize()
+                spent.setdefault(f"GPU queue before {stage}", []).append(
+                    time.perf_counter() - t_wait
+                )
             t0 = time.perf_counter()
             try:
                 return original(*args, **kwargs)
@@ -199,7 +219,8 @@ def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
 
     wrap(pipeline, "_sentence_features", "text + BERT")
     wrap(pipeline, "_decode", "SoVITS decode")
-    wrap(ContinuousBatcher, "_prefill_group", "prefill (rows opened together)")
+    wrap(pipeline, "_decode_rows", "SoVITS batched decode")
+    wrap(ContinuousBatcher, "_prefill_group", "prefill (rows opened together)", sync_first=True)
     wrap(ContinuousBatcher, "advance", "batch step (4 tokens, all rows)")
     try:
         yield spent
@@ -220,8 +241,10 @@ def measure_concurrent(
     *,
     kernels: str = "torch",
     tokens: int = TOKENS,
+    profile: bool = False,
 ) -> None:
-    """``clients`` streams at once through a pipeline batching that many GPT rows."""
+    """``clients`` streams at once through a pipeline batching that many GPT rows;
+    ``profile``: also print the top operators by host time (torch.profiler)."""
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
@@ -231,8 +254,20 @@ def measure_concurrent(
     engine.start()
     try:
         engine.warm_up(["austen"])
-        with stage_timers(pipeline) as spent:
+        profiler = (
+            torch.profiler.profile(
+                activities=[
+                    torch.profiler.ProfilerActivity.CPU,
+                    torch.profiler.ProfilerActivity.CUDA,
+                ]
+            )
+            if profile
+            else contextlib.nullcontext()
+        )
+        with stage_timers(pipeline) as spent, profiler as prof:
             timed, wall = asyncio.run(_concurrent(engine, registry, settings, clients))
+        if prof is not None:
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     finally:
         engine.close()
     rate = pipeline.sample_rate
@@ -291,6 +326,10 @@ def run_variants(
         ):
             measure(f"{name}, {label}", pipeline, registry, settings,
                     partial_audio=partial, streaming_flow=flow, runs=runs)  # fmt: skip
+        if fast:  # every sentence a new length: what a household's requests look like
+            measure(f"{name}, streaming, a new sentence each run", pipeline, registry,
+                    settings, partial_audio=True, streaming_flow=False, runs=runs,
+                    texts=new_sentences(runs))  # fmt: skip
         del pipeline
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -319,7 +358,8 @@ def main() -> None:
             row(f"{variant[0]} FAILED", type(exc).__name__, str(exc)[:120])
     for clients, kernels in ((4, "torch"), (64, "torch"), (64, "triton")):
         try:
-            measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels)
+            measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
+                               profile=clients == 4)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

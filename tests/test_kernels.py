@@ -128,6 +128,7 @@ def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     # 4 GEMV kinds x 2 shapes + 2 attention shapes x 2 combine shapes
     assert len(result.timings) == 4 * 2 + 2 * 2
     assert all(t > 0 for _, _, t in result.timings)
+    assert DEVICE.type == "cuda" or result.pdl is False  # no launch modes when interpreted
     step = FusedDecodeStep(model, 3, gemv=result.gemv, attention=result.attention)
     want_logits, _ = decode(model, model, steps=2)
     assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
@@ -279,6 +280,38 @@ def test_fused_sampler_filters_as_generate() -> None:
     assert all(want[b, token[b]] > 0 for b in range(4))  # every draw inside the support
     wants_stop = (penalized.argmax(-1) == eos) | (token == eos)
     assert stop.tolist() == wants_stop.tolist()
+
+
+@pytest.mark.parametrize("top_k", [3, 40, 100])
+def test_fused_sampler_top_k_keeps_ties(top_k: int) -> None:
+    """Logits on a coarse grid (many ties at the k-th value): the walk over distinct values
+    (small k) and the sort (large k) keep what ``generate`` keeps, ties included."""
+    from wyoming_sovits.generate import RowParams, filtered_probs
+    from wyoming_sovits.kernels import FusedSampler
+
+    g = torch.Generator().manual_seed(4)
+    vocab = 130
+    logits = (torch.randn(2, vocab, generator=g) * 2).round() / 2  # ~12 distinct values
+    logits[1, 5:] = -math.inf  # fewer finite values than k: nothing more is dropped
+    ones = torch.ones(2, 1)
+    case = {
+        "logits": logits,
+        "seen": torch.zeros(2, vocab, dtype=torch.bool),
+        "step": torch.full((2,), 50),
+        "top_k": torch.full((2,), top_k),
+        "top_p": ones,
+        "temperature": ones,
+        "penalty": ones,
+    }
+    case = {k: v.to(DEVICE) for k, v in case.items()}
+    sampler = FusedSampler(vocab, vocab - 1, 0, 2, DEVICE)
+    probs = torch.full((2, vocab), -1.0, device=DEVICE)
+    sampler(**case, any_top_p=False, probs_out=probs)
+    rows = RowParams(case["top_k"], case["top_p"], ones.to(DEVICE), ones.to(DEVICE),
+                     max_top_k=vocab, any_top_p=False)  # fmt: skip
+    want = filtered_probs(case["logits"], rows)
+    torch.testing.assert_close(probs, want, rtol=1e-5, atol=1e-6)
+    assert int((probs[0] > 0).sum()) >= top_k  # ties at the k-th value are all kept
 
 
 def test_fused_sampler_draws_by_row_seed() -> None:

@@ -29,7 +29,14 @@ import torch
 from torch import Tensor
 
 from .fast import TOP_K_CAP, FastPathError, _require_cuda
-from .generate import EOS_BLOCKED_STEPS, RowParams, SamplingError, SamplingParams, next_token
+from .generate import (
+    EOS_BLOCKED_STEPS,
+    RowParams,
+    SamplingError,
+    SamplingParams,
+    dynamic_shape_attention,
+    next_token,
+)
 from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic, merge_packed
 
 
@@ -232,10 +239,11 @@ class ContinuousBatcher:
         rows = [row for row, _ in group]
         packed = merge_packed([p for _, (p, _) in group])
         length = packed.length
-        if len(rows) == 1:
-            logits = self.model.prefill(packed, row=rows[0])
-        else:
-            logits = self.model.prefill(packed, rows=rows)
+        with dynamic_shape_attention():
+            if len(rows) == 1:
+                logits = self.model.prefill(packed, row=rows[0])
+            else:
+                logits = self.model.prefill(packed, rows=rows)
         s = self.state
         for i, (row, (_, max_new)) in enumerate(group):
             s.logits[row] = logits[i].float()

@@ -40,6 +40,7 @@ from .generate import (
     RowParams,
     SamplingError,
     SamplingParams,
+    dynamic_shape_attention,
     next_token,
 )
 from .models.t2s import AUDIO, PackedPrompt, T2SInput, T2SInputError, Text2Semantic, pack_inputs
@@ -288,7 +289,7 @@ class T2SGraphRunner:
         s.step.zero_()
         s.limit.fill_(max_new)
         s.last_slot.fill_(length + max_new - 1)
-        with torch.no_grad():
+        with torch.no_grad(), dynamic_shape_attention():
             s.logits[:batch] = self.model.prefill(packed).float()  # (B, V)
         return batch, length
 

@@ -15,12 +15,14 @@ since a stopped row keeps decoding harmlessly and its extra tokens are discarded
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .models.t2s import AUDIO, PackedPrompt, T2SInput, T2SInputError, Text2Semantic, pack_inputs
 
@@ -31,6 +33,20 @@ DEFAULT_MAX_NEW_TOKENS = 1500
 """Upstream's cap per text segment: 60 s of audio at 25 tokens/s."""
 
 _CACHE_ROUND = 128
+
+DYNAMIC_SHAPE_ATTENTION = (
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.MATH,
+)
+"""SDPA backends for calls whose shapes change from call to call: a prefill (its length
+is the sentence's) and eager decode steps. cuDNN's SDPA, which PyTorch prefers on Hopper,
+builds an execution plan for each new shape, tens of milliseconds every time."""
+
+
+def dynamic_shape_attention() -> contextlib.AbstractContextManager[None]:
+    """Context restricting SDPA to ``DYNAMIC_SHAPE_ATTENTION`` (no-op on CPU backends)."""
+    return sdpa_kernel(list(DYNAMIC_SHAPE_ATTENTION))
 
 
 class SamplingError(ValueError):
@@ -208,7 +224,10 @@ def decode(
     seen = _prompt_seen(packed, cfg.vocab_size)  # (B, V)
     active = torch.ones(batch, dtype=torch.bool, device=device)
     input_pos = torch.full((batch,), length, dtype=torch.long, device=device)
-    logits = model.prefill(packed)  # (B, V)
+    # each call gets its own backend context: one held across a ``yield`` would change
+    # the process-wide SDPA flags under whatever runs while this generator waits
+    with dynamic_shape_attention():
+        logits = model.prefill(packed)  # (B, V)
     for step in range(max_new_tokens):
         token, stop = next_token(logits, seen, rows, cfg.eos, step >= EOS_BLOCKED_STEPS, generator)
         active = active & ~stop
@@ -217,7 +236,8 @@ def decode(
         if not alive:
             return
         seen[torch.arange(batch, device=device), token] = True
-        logits = model(token, input_pos)
+        with dynamic_shape_attention():
+            logits = model(token, input_pos)
         input_pos += 1
 
 

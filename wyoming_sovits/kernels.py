@@ -35,6 +35,7 @@ captures it in a CUDA graph. Triton is imported lazily: the package works withou
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import time
@@ -47,6 +48,8 @@ import torch
 from torch import Tensor
 
 from .models.t2s import Block, Text2Semantic
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class KernelUnavailableError(RuntimeError):
@@ -69,11 +72,16 @@ def _kernels() -> dict[str, Any]:
         raise KernelUnavailableError("the fused decode step needs Triton (pip install triton)")
     import triton
     import triton.language as tl
+    from triton.language.extra import cuda as tl_cuda
 
     @triton.jit
-    def embed_kernel(tok, pos, audio_start, emb, pe, alpha, out, D: tl.constexpr):
+    def embed_kernel(tok, pos, audio_start, emb, pe, alpha, out, D: tl.constexpr,
+                     PDL: tl.constexpr):  # fmt: skip
         b = tl.program_id(0)
         d = tl.arange(0, D)
+        if PDL:  # programmatic dependent launch: see ``FusedDecodeStep``
+            tl_cuda.gdc_launch_dependents()
+            tl_cuda.gdc_wait()
         t = tl.load(tok + b)
         # a parked row (slot 0, before its audio) must not read before the table
         p = tl.maximum(tl.load(pos + b) - tl.load(audio_start + b), 0)
@@ -86,6 +94,7 @@ def _kernels() -> dict[str, Any]:
         xa, xb, ln_w, ln_b, w, bias, out, x_out, N, K, eps,
         MODE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DH: tl.constexpr, SPLITS: tl.constexpr,
+        PDL: tl.constexpr,
     ):  # fmt: skip
         # out[b, n] = act(W[n, :] · v + bias[n]) where v is, by MODE:
         #   0  xa[b]                                   (K may span several blocks)
@@ -103,6 +112,9 @@ def _kernels() -> dict[str, Any]:
                        other=0.0)  # fmt: skip
         if HAS_BIAS:
             bias_n = tl.load(bias + n, mask=n_ok, other=0.0).to(tl.float32)
+        if PDL:  # the weights are constant: only the activations wait for the last kernel
+            tl_cuda.gdc_launch_dependents()
+            tl_cuda.gdc_wait()
         if MODE == 1:
             s = tl.load(xa + b * K + k).to(tl.float32) + tl.load(xb + b * K + k).to(tl.float32)
             mean = tl.sum(s, 0) / K
@@ -142,6 +154,7 @@ def _kernels() -> dict[str, Any]:
     def attention_kernel(
         qkv, k_cache, v_cache, part_m, part_l, part_acc, pos, row_start, stride_b, stride_h,
         scale, D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
+        PDL: tl.constexpr,
     ):  # fmt: skip
         # One (row, head, split) of split-sequence decode attention. Split 0 writes this
         # step's k, v at the row's slot and counts the new key; every split attends over
@@ -151,6 +164,9 @@ def _kernels() -> dict[str, Any]:
         h = tl.program_id(1)
         sp = tl.program_id(2)
         d = tl.arange(0, DH)
+        if PDL:
+            tl_cuda.gdc_launch_dependents()
+            tl_cuda.gdc_wait()
         p = tl.load(pos + b)
         start = tl.load(row_start + b)
         base = qkv + b * 3 * D + h * DH
@@ -195,13 +211,17 @@ def _kernels() -> dict[str, Any]:
         probs_out, V, EOS, EOS_STEPS,
         active, limit, report, input_pos, last_slot, pos_out, column, report_stride,
         ANY_TOP_P: tl.constexpr, WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr,
-        BOOKKEEP: tl.constexpr, LAST: tl.constexpr,
+        BOOKKEEP: tl.constexpr, LAST: tl.constexpr, PDL: tl.constexpr,
+        TOPK_WALK: tl.constexpr = 64,
     ):  # fmt: skip
         # One row: EOS bar, repetition penalty, top-p, temperature, top-k, softmax, then
         # the exponential race argmax(p / E) with E = -log(U), U from (seed, step) Philox.
         b = tl.program_id(0)
         i = tl.arange(0, BLOCK)
         ok = i < V
+        if PDL:
+            tl_cuda.gdc_launch_dependents()
+            tl_cuda.gdc_wait()
         x = tl.load(logits + b * V + i, mask=ok, other=-float("inf")).to(tl.float32)
         row_step = tl.load(step + b)
         x = tl.where((i == EOS) & (row_step < EOS_STEPS), -float("inf"), x)
@@ -219,9 +239,20 @@ def _kernels() -> dict[str, Any]:
             floor = tl.where(tp < 1.0, floor, -float("inf"))  # top_p 1: keep everything
             x = tl.where(x >= floor, x, -float("inf"))
         x = x / tl.load(temperature + b)
-        ordered = tl.sort(x, 0, descending=True)
+        # top-k keeps x >= the k-th largest value (counted with ties). A small k walks
+        # down the distinct values, two reductions each; sorting the block costs ~50 us.
         k = tl.load(top_k + b)
-        pivot = tl.sum(tl.where(i == k - 1, ordered, 0.0), 0)
+        if k <= TOPK_WALK:
+            pivot = tl.full((), float("inf"), tl.float32)
+            taken = tl.full((), 0, tl.int32)
+            walked = tl.full((), 0, tl.int32)
+            while (taken < k) & (walked < k):  # k values at most; NaNs cannot hang it
+                pivot = tl.max(tl.where(x < pivot, x, -float("inf")), 0)
+                taken += tl.sum((x == pivot).to(tl.int32), 0)
+                walked += 1
+        else:
+            ordered = tl.sort(x, 0, descending=True)
+            pivot = tl.sum(tl.where(i == k - 1, ordered, 0.0), 0)
         x = tl.where(x >= pivot, x, -float("inf"))
         e = tl.exp(x - tl.max(x, 0))
         probs = e / tl.sum(e, 0)
@@ -288,6 +319,11 @@ class FusedDecodeStep:
     CUDA graph; the returned logits (B, V) float32 are a view of a static buffer.
     ``gemv`` maps a weight shape (N, K) to its launch shape; ``attention`` sets the split
     count (by default enough programs to fill the GPU at ``max_batch`` rows).
+
+    ``pdl`` launches every kernel with programmatic dependent launch (Hopper and later): a
+    kernel starts while the one before it is still running, loads its weight tile, and
+    only then waits for the activations it reads. At batch 1 each launch costs more than
+    its arithmetic, so hiding the gap between kernels is most of what is left to gain.
     """
 
     def __init__(
@@ -297,6 +333,7 @@ class FusedDecodeStep:
         *,
         gemv: dict[tuple[int, int], GemvConfig] | None = None,
         attention: AttentionConfig | None = None,
+        pdl: bool = False,
     ) -> None:
         cfg = model.config
         weight = model.ar_predict_layer.weight
@@ -313,6 +350,7 @@ class FusedDecodeStep:
             )
         self.kernels = _kernels()
         on_gpu = dev.type == "cuda"
+        self.pdl = pdl and on_gpu
 
         def buf(*shape: int, dtype: torch.dtype = dt) -> Tensor:
             return torch.zeros(max_batch, *shape, dtype=dtype, device=dev)
@@ -381,7 +419,8 @@ class FusedDecodeStep:
             n, k, self.cfg.norm_eps,
             MODE=mode, HAS_BIAS=bias is not None, RELU=relu,
             BLOCK_N=config.block_n, BLOCK_K=block_k, DH=self.cfg.head_dim,
-            SPLITS=self.attention_config.splits, num_warps=config.num_warps,
+            SPLITS=self.attention_config.splits, PDL=self.pdl,
+            num_warps=config.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
     def _attention(self, layer: int, input_pos: Tensor, batch: int) -> None:
@@ -392,7 +431,7 @@ class FusedDecodeStep:
             self.qkv, kc, vc, self.part_m, self.part_l, self.part_acc, input_pos, row_start,
             kc.stride(0), kc.stride(1), self.scale,
             D=self.cfg.hidden_dim, DH=self.cfg.head_dim, BLOCK_S=a.block_s, SPLITS=a.splits,
-            num_warps=a.num_warps,
+            PDL=self.pdl, num_warps=a.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
     def __call__(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
@@ -413,6 +452,8 @@ class FusedDecodeStep:
             pos_mod.alpha,
             self.x0,
             D=cfg.hidden_dim,
+            PDL=self.pdl,
+            launch_pdl=self.pdl,
         )
         layers = cast(list[Block], list(model.h.layers))
         for i, layer in enumerate(layers):
@@ -447,12 +488,13 @@ class FusedSampler:
     """
 
     def __init__(self, vocab_size: int, eos: int, eos_blocked_steps: int, max_batch: int,
-                 device: torch.device) -> None:  # fmt: skip
+                 device: torch.device, pdl: bool = False) -> None:  # fmt: skip
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise KernelUnavailableError(
                 f"the fused sampler runs on CUDA (or under TRITON_INTERPRET=1), not on {device}"
             )
         self.kernels = _kernels()
+        self.pdl = pdl and device.type == "cuda"
         self.vocab, self.eos, self.eos_steps = vocab_size, eos, eos_blocked_steps
         self.block = triton_next_pow2(vocab_size)
         self.token = torch.zeros(max_batch, dtype=torch.long, device=device)
@@ -480,7 +522,7 @@ class FusedSampler:
             self.token, self.stop, probs_out if probs_out is not None else logits,
             self.vocab, self.eos, self.eos_steps, t, t, t, t, t, t, 0, 0,
             ANY_TOP_P=any_top_p, WRITE_PROBS=probs_out is not None, BLOCK=self.block,
-            BOOKKEEP=False, LAST=False,
+            BOOKKEEP=False, LAST=False, PDL=self.pdl, launch_pdl=self.pdl,
         )  # fmt: skip
         return self.token[:batch], self.stop[:batch].bool()
 
@@ -500,6 +542,7 @@ class FusedSampler:
             s.active, s.limit, s.report, s.input_pos, s.last_slot, self.pos, column,
             s.report.stride(0),
             ANY_TOP_P=any_top_p, WRITE_PROBS=False, BLOCK=self.block, BOOKKEEP=True, LAST=last,
+            PDL=self.pdl, launch_pdl=self.pdl,
         )  # fmt: skip
         return self.token[:batch], self.pos[:batch]
 
@@ -539,6 +582,7 @@ class TuneResult:
     gemv: dict[tuple[int, int], GemvConfig]
     attention: AttentionConfig
     timings: list[tuple[str, str, float]]  # (kernel, candidate, seconds per launch)
+    pdl: bool = False
 
 
 @torch.no_grad()
@@ -627,4 +671,34 @@ def tune_step(
                         best_attention = (t, candidate, combine)
     assert best_attention is not None
     gemv[out_shape] = best_attention[2]
-    return TuneResult(gemv, best_attention[1], timings)
+    pdl = _tune_pdl(model, max_batch, gemv, best_attention[1], pos, timings)
+    return TuneResult(gemv, best_attention[1], timings, pdl)
+
+
+def _tune_pdl(
+    model: Text2Semantic,
+    max_batch: int,
+    gemv: dict[tuple[int, int], GemvConfig],
+    attention: AttentionConfig,
+    pos: Tensor,
+    timings: list[tuple[str, str, float]],
+) -> bool:
+    """Time the whole step with and without programmatic dependent launch; True when it
+    captures, replays and is faster here (older drivers refuse it in a graph)."""
+    if pos.device.type != "cuda":
+        return False  # the interpreter has no launch modes
+    tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
+    best: tuple[float, bool] | None = None
+    for pdl in (False, True):
+        step = FusedDecodeStep(model, max_batch, gemv=gemv, attention=attention, pdl=pdl)
+        try:
+            t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
+        except Exception as err:  # any refusal means: launch without it
+            timings.append(("whole step", "programmatic dependent launch", math.inf))
+            _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
+            break
+        label = "programmatic dependent launch" if pdl else "plain launches"
+        timings.append(("whole step", label, t))
+        if best is None or t < best[0]:
+            best = (t, pdl)
+    return best is not None and best[1]

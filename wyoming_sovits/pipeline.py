@@ -920,7 +920,7 @@ class Pipeline:
             if self.max_streams <= FUSED_STEP_MAX_ROWS:
                 forward = _fused_step(model, self.max_streams)
             sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
-                                   self.device)  # fmt: skip
+                                   self.device, pdl=bool(getattr(forward, "pdl", False)))  # fmt: skip
             _compile_sampler(sampler, self.max_streams, cfg.vocab_size, self.device)
         except Exception as err:  # the server keeps serving, on the PyTorch step
             _LOGGER.warning(
@@ -1046,13 +1046,15 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
             splits=(1, 4, 8, 16), block_s=(64,),
         )  # fmt: skip
         _LOGGER.info(
-            "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s",
+            "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s; "
+            "programmatic dependent launch %s",
             rows,
             time.perf_counter() - t0,
             ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
             tuned.attention,
+            "on" if tuned.pdl else "off",
         )
-    return FusedDecodeStep(model, rows, gemv=tuned.gemv, attention=tuned.attention)
+    return FusedDecodeStep(model, rows, gemv=tuned.gemv, attention=tuned.attention, pdl=tuned.pdl)
 
 
 _TUNED: dict[tuple[int, int], TuneResult] = {}
