@@ -548,7 +548,7 @@ def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     graphs = SoVITSGraphs(model, noise_scale=0.5)
-    for rows, n_tok in ((16, 25), (64, 25), (64, 100)):
+    for rows, n_tok in ((4, 25), (16, 25), (64, 25), (16, 100), (64, 100)):
         n_ph = max(20, n_tok // 2)
         items = [
             (
@@ -568,6 +568,14 @@ def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
         t_g = cuda_time(one_by_one, reps=3)
         row(f"SoVITS {rows} streams x {n_tok / 25:g} s: batched eager", f"{1e3 * t_b:.1f} ms",
             f"one graph per stream {1e3 * t_g:.1f} ms")  # fmt: skip
+        if graphs.fits(n_tok, n_ph, rows):
+            t0 = time.perf_counter()
+            graphs.decode_rows(batch)  # the capture, once per bucket
+            torch.cuda.synchronize()
+            t_cap = time.perf_counter() - t0
+            t_r = cuda_time(partial(graphs.decode_rows, batch), reps=3)
+            row(f"SoVITS {rows} streams x {n_tok / 25:g} s: batched graph", f"{1e3 * t_r:.1f} ms",
+                f"capture {1e3 * t_cap:.0f} ms, once per bucket")  # fmt: skip
     codes = torch.randint(0, 1024, (25,), device=DEV)
     text = torch.randint(0, 732, (20,), device=DEV)
     with torch.no_grad():
@@ -588,7 +596,21 @@ def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
     LOG["sovits_1s_kernels"] = by_kind
 
 
+def sovits_only() -> None:
+    """``python3 bench/gpu_bench.py sovits``: the SoVITS rows only (a short device run)."""
+    sovits = sovits_model(torch.float16)
+    with torch.no_grad():
+        spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
+        ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
+    bench_sovits(sovits, ge, "fp16")
+    guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
+    print_table()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["sovits"]:
+        sovits_only()
+        return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)

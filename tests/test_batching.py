@@ -344,7 +344,8 @@ def test_streams_batched_on_gpu(
     gpu = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
                         max_streams=3, gpt_kernels=kernels)  # fmt: skip
     gpu.max_new_tokens = MAX_TOKENS
-    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True)
+    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                          gpt_kernels="torch")  # fmt: skip
     alone.max_new_tokens = MAX_TOKENS
     prompt = alone.prepare_prompt(make_voice())
     want = [np.concatenate(list(alone.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]

@@ -108,6 +108,32 @@ def test_graph_runner_golden_greedy_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_sovits_graphs_decode_rows_as_each_alone_on_gpu() -> None:
+    """Three sentences of different lengths in one replay: each row's audio is its own
+    single-sentence replay (the vocoder masks make padding invisible)."""
+    model = sovits_v2proplus("cuda")
+    graphs = SoVITSGraphs(model, noise_scale=0.0)
+    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
+    rows = [
+        (
+            torch.randint(0, 1024, (n,), device="cuda"),
+            torch.randint(0, 732, (p,), device="cuda"),
+            ge * (1 + k),
+            torch.randn(1, model.cfg.inter_channels, 2 * n, device="cuda"),
+            0.5,
+        )
+        for k, (n, p) in enumerate([(40, 30), (13, 9), (25, 20)])
+    ]
+    got = graphs.decode_rows(rows)
+    assert graphs.captured_batches == [(4, 50, 32)]
+    for (codes, text, g, noise, scale), audio in zip(rows, got, strict=True):
+        alone = graphs.decode(codes, text, g, noise, scale)
+        assert audio.shape == alone.shape == (len(codes) * 1280,)
+        assert float((audio - alone).norm() / alone.norm()) < 1e-3
+    assert not graphs.fits(500, 30, rows=64)  # 64 x 500 padded tokens: eager instead
+
+
+@pytest.mark.gpu
 def test_sovits_graphs_match_eager_on_gpu() -> None:
     model = sovits_v2proplus("cuda")
     graphs = SoVITSGraphs(model, noise_scale=0.0)

@@ -188,6 +188,10 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     from wyoming_sovits.pipeline import _TUNED
 
     assert bool(_TUNED) == (DEVICE.type == "cuda")
+    # the default picks Triton for the fast path on CUDA only
+    assert plain.gpt_kernels == "torch" and fused.gpt_kernels == "triton"
+    auto = Pipeline.load(models, "cpu", "float32", cache_dir=None, fast=True)
+    assert auto.gpt_kernels == "torch" and not auto._batching
 
 
 def test_triton_failing_on_the_device_falls_back_to_torch(
@@ -232,6 +236,8 @@ def test_wide_batches_keep_the_fused_sampler_only(
 def test_gpt_kernels_option_is_checked() -> None:
     args = build_parser().parse_args(["serve", "--gpt-kernels", "triton"])
     assert args.gpt_kernels == "triton"
+    assert build_parser().parse_args(["serve"]).gpt_kernels == "auto"
+    assert ServerSettings().gpt_kernels == "auto"
     with pytest.raises(SettingsError, match="gpt_kernels"):
         ServerSettings(gpt_kernels="cuda")
     with pytest.raises(ValueError, match="gpt_kernels"):

@@ -51,7 +51,9 @@ def make_voice() -> VoiceProfile:
 
 
 def load(models_dir: Path, device: str, fast: bool | None) -> Pipeline:
-    loaded = Pipeline.load(models_dir, device, "float32", cache_dir=None, fast=fast)
+    loaded = Pipeline.load(
+        models_dir, device, "float32", cache_dir=None, fast=fast, gpt_kernels="torch"
+    )
     loaded.max_new_tokens = MAX_TOKENS
     return loaded
 

@@ -425,14 +425,16 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
 
 
 class SoVITSGraphs:
-    """``SoVITS.decode`` replayed from CUDA graphs captured per (token, phone) bucket.
+    """``SoVITS.decode`` replayed from CUDA graphs captured per (rows, token, phone) bucket.
 
     Inputs are padded to the smallest bucket that holds them and masked by length
     tensors (the vocoder through ``_padding_masked``), so a replay computes the
-    exact-length decode; the audio is cut to the real ``T * upsample_factor`` samples. The prior noise
-    is an input buffer, not a draw inside the graph, so a caller can feed noise that stays
-    the same across re-decodes of a growing prefix (``pipeline.NoiseTape``); without it,
-    ``decode`` draws fresh noise from the default CUDA generator. Speed is always 1.
+    exact-length decode of every row; the audio is cut to each row's ``T * upsample_factor``
+    samples. The prior noise is an input buffer, not a draw inside the graph, so a caller
+    can feed noise that stays the same across re-decodes of a growing prefix
+    (``pipeline.NoiseTape``); without it, ``decode`` draws fresh noise from the default
+    CUDA generator. Speed is always 1. ``decode_rows`` serves several sentences in one
+    replay (the streams of ``pipeline`` that reach a decode together).
     """
 
     def __init__(
@@ -441,15 +443,21 @@ class SoVITSGraphs:
         token_buckets: Sequence[int] = (16, 25, 50, 100, 150, 200, 250, 300, 400, 500),
         phone_buckets: Sequence[int] = (32, 64, 128, 256, 512),
         noise_scale: float = 0.5,
+        row_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+        max_cells: int = 4096,
     ) -> None:
-        """``noise_scale`` is the default of ``decode``'s own argument."""
+        """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
+        holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory."""
         weight = next(model.parameters())
         _require_cuda(weight.device)
         self.model, self.device, self.dtype = model, weight.device, weight.dtype
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
+        self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
         self.noise_scale = noise_scale
         self._pool = torch.cuda.graph_pool_handle()
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]] = {}
+        self._graphs: dict[
+            tuple[int, int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]
+        ] = {}
 
     @staticmethod
     def _pick(buckets: Sequence[int], n: int, what: str) -> int:
@@ -458,27 +466,39 @@ class SoVITSGraphs:
                 return b
         raise FastPathError(f"{n} {what} exceed the largest bucket {buckets[-1]}")
 
-    def fits(self, tokens: int, phones: int) -> bool:
-        """Whether a graph serves ``tokens`` codes and ``phones`` phones (else: eager)."""
-        return 0 < tokens <= self.token_buckets[-1] and 0 < phones <= self.phone_buckets[-1]
+    def fits(self, tokens: int, phones: int, rows: int = 1) -> bool:
+        """Whether a graph serves ``rows`` sentences of at most ``tokens`` codes and
+        ``phones`` phones (else: eager)."""
+        if not (
+            0 < tokens <= self.token_buckets[-1]
+            and 0 < phones <= self.phone_buckets[-1]
+            and 0 < rows <= self.row_buckets[-1]
+        ):
+            return False
+        if rows == 1:
+            return True
+        return self._key(tokens, phones, rows)[0] * self._key(tokens, phones)[1] <= self.max_cells
 
-    def _key(self, tokens: int, phones: int) -> tuple[int, int]:
+    def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (
+            self._pick(self.row_buckets, rows, "rows"),
             self._pick(self.token_buckets, tokens, "tokens"),
             self._pick(self.phone_buckets, phones, "phones"),
         )
 
-    def _capture(self, tokens: int, phones: int) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
+    def _capture(
+        self, rows: int, tokens: int, phones: int
+    ) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
         dev, cfg = self.device, self.model.cfg
         frames = tokens * cfg.frames_per_token
         io = {
-            "codes": torch.zeros(1, 1, tokens, dtype=torch.long, device=dev),
-            "text": torch.zeros(1, phones, dtype=torch.long, device=dev),
-            "code_len": torch.full((1,), tokens, dtype=torch.long, device=dev),
-            "text_len": torch.full((1,), phones, dtype=torch.long, device=dev),
-            "ge": torch.zeros(1, cfg.gin_channels, 1, dtype=self.dtype, device=dev),
-            "noise": torch.zeros(1, cfg.inter_channels, frames, dtype=self.dtype, device=dev),
-            "scale": torch.zeros((), dtype=torch.float32, device=dev),
+            "codes": torch.zeros(1, rows, tokens, dtype=torch.long, device=dev),
+            "text": torch.zeros(rows, phones, dtype=torch.long, device=dev),
+            "code_len": torch.full((rows,), tokens, dtype=torch.long, device=dev),
+            "text_len": torch.full((rows,), phones, dtype=torch.long, device=dev),
+            "ge": torch.zeros(rows, cfg.gin_channels, 1, dtype=self.dtype, device=dev),
+            "noise": torch.zeros(rows, cfg.inter_channels, frames, dtype=self.dtype, device=dev),
+            "scale": torch.zeros(rows, 1, 1, dtype=self.dtype, device=dev),
         }
 
         def run() -> tuple[Tensor, Tensor, Tensor]:
@@ -486,10 +506,10 @@ class SoVITSGraphs:
             model = self.model
             m, logs, mask = model.encode_text_semantic(
                 io["codes"], io["text"], io["ge"], 1.0, io["code_len"], io["text_len"]
-            )  # (1, C, T_f) x2, (1, 1, T_f)
-            z_p = m + io["noise"] * torch.exp(logs) * io["scale"]  # (1, C, T_f)
+            )  # (R, C, T_f) x2, (R, 1, T_f)
+            z_p = m + io["noise"] * torch.exp(logs) * io["scale"]  # (R, C, T_f)
             z = model.flow_reverse(z_p, mask, io["ge"])
-            audio = model.vocode(z * mask, io["ge"])  # (1, 1, T_f * 640)
+            audio = model.vocode(z * mask, io["ge"])  # (R, 1, T_f * 640)
             return m, z, audio * mask.repeat_interleave(cfg.upsample_factor, dim=2)
 
         stream = torch.cuda.Stream(device=dev)
@@ -501,19 +521,24 @@ class SoVITSGraphs:
             torch.cuda.current_stream(dev).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._pool, stream=stream):
-                io["m"], io["z"], io["audio"] = run()  # (1, C, T_f) x2, (1, 1, T_f * 640)
+                io["m"], io["z"], io["audio"] = run()  # (R, C, T_f) x2, (R, 1, T_f * 640)
         return graph, io
 
-    def capture(self, tokens: int, phones: int) -> None:
-        """Capture the graph serving ``tokens`` codes and ``phones`` phones ahead of use."""
-        key = self._key(tokens, phones)
+    def capture(self, tokens: int, phones: int, rows: int = 1) -> None:
+        """Capture the graph serving ``rows`` x ``tokens`` codes and ``phones`` phones."""
+        key = self._key(tokens, phones, rows)
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
 
     @property
     def captured(self) -> list[tuple[int, int]]:
-        """The (token, phone) buckets captured so far."""
-        return sorted(self._graphs)
+        """The (token, phone) buckets captured so far for one sentence."""
+        return sorted((t, p) for r, t, p in self._graphs if r == 1)
+
+    @property
+    def captured_batches(self) -> list[tuple[int, int, int]]:
+        """The (rows, token, phone) buckets captured for several sentences at once."""
+        return sorted(k for k in self._graphs if k[0] > 1)
 
     def decode(
         self,
@@ -542,29 +567,59 @@ class SoVITSGraphs:
         """As ``decode``, also returning the prior mean and flow output (1, inter, 2T)."""
         if codes.ndim != 1 or text.ndim != 1 or codes.numel() == 0 or text.numel() == 0:
             raise VitsInputError("codes and text must be non-empty 1-D tensors")
-        n_tok, n_ph = codes.shape[0], text.shape[0]
-        key = self._key(n_tok, n_ph)
-        self.capture(n_tok, n_ph)
-        graph, io = self._graphs[key]
-        frames = n_tok * self.model.cfg.frames_per_token
-        if noise is not None and noise.shape != (1, io["noise"].shape[1], frames):
+        frames = codes.shape[0] * self.model.cfg.frames_per_token
+        channels = self.model.cfg.inter_channels
+        if noise is not None and noise.shape != (1, channels, frames):
             raise VitsInputError(
-                f"noise must be (1, {io['noise'].shape[1]}, {frames}); got {tuple(noise.shape)}"
+                f"noise must be (1, {channels}, {frames}); got {tuple(noise.shape)}"
             )
-        io["codes"].zero_()
-        io["codes"][0, 0, :n_tok] = codes
-        io["text"].zero_()
-        io["text"][0, :n_ph] = text
-        io["code_len"].fill_(n_tok)
-        io["text_len"].fill_(n_ph)
-        io["ge"].copy_(ge)
-        io["noise"].zero_()
-        if noise is None:
-            io["noise"][:, :, :frames].normal_()
-        else:
-            io["noise"][:, :, :frames] = noise
-        io["scale"].fill_(self.noise_scale if noise_scale is None else noise_scale)
-        graph.replay()
+        scale = self.noise_scale if noise_scale is None else noise_scale
+        io = self._replay([(codes, text, ge, noise, scale)])
         samples = frames * self.model.cfg.upsample_factor  # 1280 per token at 32 kHz
         m, z = io["m"][:, :, :frames].clone(), io["z"][:, :, :frames].clone()
         return m, z, io["audio"][0, 0, :samples].clone()
+
+    @torch.no_grad()
+    def decode_rows(
+        self, rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]
+    ) -> list[Tensor]:
+        """Several sentences in one replay: each row is codes (T,), text (L,), ge (1, gin, 1),
+        prior noise (1, inter, 2T) or None (drawn here) and its noise scale -> each row's
+        audio (T * 1280,), the same as ``decode`` of that row alone."""
+        if not rows or any(r[0].ndim != 1 or r[1].ndim != 1 for r in rows):
+            raise VitsInputError("decode_rows needs rows of 1-D codes and text")
+        io = self._replay(rows)
+        per_token = self.model.cfg.frames_per_token * self.model.cfg.upsample_factor
+        return [io["audio"][b, 0, : len(r[0]) * per_token].clone() for b, r in enumerate(rows)]
+
+    def _replay(
+        self, rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]
+    ) -> dict[str, Tensor]:
+        """Fill the inputs of the bucket holding ``rows`` and replay its graph. Spare rows
+        of the bucket decode one silent token (their output is not read)."""
+        n_tok = max(len(r[0]) for r in rows)
+        n_ph = max(len(r[1]) for r in rows)
+        if len(rows) > 1 and not self.fits(n_tok, n_ph, len(rows)):
+            raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
+        key = self._key(n_tok, n_ph, len(rows))
+        self.capture(n_tok, n_ph, len(rows))
+        graph, io = self._graphs[key]
+        step = self.model.cfg.frames_per_token
+        for name in ("codes", "text", "noise", "scale", "ge"):
+            io[name].zero_()
+        io["code_len"].fill_(1)
+        io["text_len"].fill_(1)
+        for b, (codes, text, ge, noise, scale) in enumerate(rows):
+            frames = len(codes) * step
+            io["codes"][0, b, : len(codes)] = codes
+            io["text"][b, : len(text)] = text
+            io["code_len"][b] = len(codes)
+            io["text_len"][b] = len(text)
+            io["ge"][b] = ge[0]
+            if noise is None:
+                io["noise"][b, :, :frames].normal_()
+            else:
+                io["noise"][b, :, :frames] = noise[0]
+            io["scale"][b] = scale
+        graph.replay()
+        return io

@@ -62,6 +62,7 @@ from .generate import (
     generate,
     generate_stream,
 )
+from .kernels import triton_available
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
 from .models.t2s import PackedPrompt, T2SInput, Text2Semantic, pack_inputs
@@ -103,9 +104,12 @@ STREAM_CHUNK_TOKENS = 4  # tokens per look at the GPT while streaming (graph rep
 FAST_PROMPT_SLOTS = 1024
 FAST_KV_BUCKET = 256
 # Batched SoVITS decoding (``max_streams`` > 1): streams that reach a decode point in the
-# same round of the engine decode together, in one eager batched call, when there are at
-# least this many of them (fewer replay their own CUDA graphs one after another), with at
-# most this many tokens per call (the vocoder's activations grow with the total length).
+# same round of the engine decode together when there are at least this many of them
+# (fewer replay their own CUDA graphs one after another). On CUDA one call is one replay of
+# a (rows, tokens, phones) graph bucket (``SoVITSGraphs.decode_rows``, exact per row);
+# without graphs it is an eager batched call of at most this many tokens (the vocoder's
+# activations grow with the total length). Measured on the H200, eager calls cost 130-170 ms
+# each in the server, mostly first-shape work, as every batch had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
 BATCH_DECODE_MAX_TOKENS = 2048
 # Above this many batch rows the Triton path keeps its sampler but not its GEMV step.
@@ -359,7 +363,7 @@ class Pipeline:
         cache_dir: Path | None = None,
         streaming: bool | None = None,
         fast: bool | None = None,
-        gpt_kernels: str = "torch",
+        gpt_kernels: str = "auto",
         max_streams: int = 1,
     ) -> None:
         """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only.
@@ -369,7 +373,8 @@ class Pipeline:
         ``streaming`` None: partial sentences are sent when the fast path runs on CUDA (on
         a CPU re-decoding the growing prefix costs more than it gains).
         ``gpt_kernels`` "triton": the fast path's GPT step is ``kernels.FusedDecodeStep``
-        (five Triton launches per layer) instead of the module's own forward.
+        (five Triton launches per layer) instead of the module's own forward; "auto" (the
+        default): "triton" for the fast path on CUDA when Triton is installed, else "torch".
         ``max_streams`` > 1 (fast path only): that many sentences decode together, their
         GPT rows batched in every step (``batching.ContinuousBatcher``); the engine then
         steps that many requests at once (``max_concurrent``).
@@ -388,6 +393,9 @@ class Pipeline:
         # Hook for another decode-step forward (e.g. a fused kernel): model -> a callable
         # like ``model(tokens, input_pos, kv_len=...)``; read when a runner is built.
         self.t2s_forward_factory: Callable[[Text2Semantic], Callable[..., Tensor]] | None = None
+        if gpt_kernels == "auto":
+            gpt_kernels = "triton" if on_gpu and triton_available() else "torch"
+        self.gpt_kernels = gpt_kernels
         if gpt_kernels == "triton":
             self.t2s_forward_factory = _fused_step
         self._runners: dict[Path, T2SGraphRunner] = {}
@@ -420,7 +428,7 @@ class Pipeline:
         cache_dir: Path | None = None,
         fast: bool | None = None,
         streaming: bool | None = None,
-        gpt_kernels: str = "torch",
+        gpt_kernels: str = "auto",
         max_streams: int = 1,
     ) -> Pipeline:
         """Load ``version``'s weight set from ``models_dir``; prompts are cached on disk in
@@ -684,13 +692,11 @@ class Pipeline:
                 alone += group
                 continue
             batch: list[_DecodeRequest] = []
-            tokens = 0
             for request in sorted(group, key=lambda r: len(r.tokens)):
-                if batch and tokens + len(request.tokens) > BATCH_DECODE_MAX_TOKENS:
+                if batch and not self._batch_fits(path, [*batch, request]):
                     self._decode_rows(path, batch)
-                    batch, tokens = [], 0
+                    batch = []
                 batch.append(request)
-                tokens += len(request.tokens)
             self._decode_rows(path, batch)
         for request in alone:
             try:
@@ -700,6 +706,15 @@ class Pipeline:
             except Exception as err:  # raised in the request's own stream
                 request.error = err
 
+    def _batch_fits(self, path: Path, batch: list[_DecodeRequest]) -> bool:
+        """Whether ``batch`` can be one SoVITS call: one CUDA graph bucket when graphs are
+        on, else at most ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
+        graphs = self._graphs_for(path)
+        if graphs is None:
+            return sum(len(r.tokens) for r in batch) <= BATCH_DECODE_MAX_TOKENS
+        tokens = max(len(r.tokens) for r in batch)
+        return graphs.fits(tokens, max(len(r.feats.ids) for r in batch), len(batch))
+
     def _decode_rows(self, path: Path, batch: list[_DecodeRequest]) -> None:
         sovits = self._sovits_model(path).model
         rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]] = []
@@ -707,8 +722,13 @@ class Pipeline:
             frames = len(r.tokens) * sovits.cfg.frames_per_token
             scale = _f(r.cfg.noise_scale)
             rows.append((r.tokens, r.feats.ids, r.prompt.ge, r.noise.take(frames), scale))
+        graphs = self._graphs_for(path)
         try:
-            for request, audio in zip(batch, decode_batch(sovits, rows), strict=True):
+            if graphs is not None and self._batch_fits(path, batch):
+                audios = [a.float().cpu().numpy() for a in graphs.decode_rows(rows)]
+            else:
+                audios = decode_batch(sovits, rows)
+            for request, audio in zip(batch, audios, strict=True):
                 request.audio = audio
         except Exception as err:  # raised in each request's own stream
             for request in batch:

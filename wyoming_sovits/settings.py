@@ -15,7 +15,7 @@ from typing import Any
 
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-GPT_KERNELS = ("torch", "triton")
+GPT_KERNELS = ("auto", "torch", "triton")
 
 # Text-frontend language modes understood by GPT-SoVITS (``text_lang`` in upstream api_v2).
 TEXT_LANGUAGES = (
@@ -144,7 +144,8 @@ class ServerSettings:
     # Cache phrases even without a fixed seed (the same text then always sounds the same).
     phrase_cache_nondeterministic: bool = False
     warm_up: bool = True
-    gpt_kernels: str = "torch"  # "triton": the fused decode step (wyoming_sovits.kernels)
+    # "triton": the fused decode step (wyoming_sovits.kernels); "auto": Triton on CUDA
+    gpt_kernels: str = "auto"
     # Sentences decoded together on the GPU (continuous batching of the GPT step); 1: off.
     max_streams: int = 1
     program_name: str = "GPT-SoVITS"

@@ -90,9 +90,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--gpt-kernels",
         choices=GPT_KERNELS,
-        default="torch",
-        help="GPT decode step on CUDA: PyTorch modules in a CUDA graph, or the fused Triton "
-        "step and sampler, their launch shapes timed on this GPU at start (experimental)",
+        default="auto",
+        help="GPT decode step on CUDA: PyTorch modules in a CUDA graph (torch), or the fused "
+        "Triton step and sampler, their launch shapes timed on this GPU at start (triton); "
+        "auto: triton on CUDA when Triton is installed (falls back to torch if it fails)",
     )
     parser.add_argument(
         "--max-streams",
