@@ -269,7 +269,8 @@ def fused_step(
     if tuned is None:
         return FusedDecodeStep(model, batch, pdl=bool(pdl))
     use_pdl = tuned.pdl if pdl is None else pdl
-    return FusedDecodeStep(model, batch, gemv=tuned.gemv, attention=tuned.attention, pdl=use_pdl)
+    return FusedDecodeStep(model, batch, gemv=tuned.gemv, attention=tuned.attention,
+                           pdl=use_pdl, fuse_qkv=tuned.fuse_qkv)  # fmt: skip
 
 
 def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
@@ -283,6 +284,14 @@ def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
     for kernel, label, t in result.timings:
         by_kernel.setdefault(kernel, []).append((label, t))
     for kernel, tried in by_kernel.items():
+        if kernel == "whole step":  # every launch mode, for the record
+            for label, t in tried:
+                row(
+                    f"tuned B={batch}: whole step, {label}",
+                    f"{1e6 * t:.1f} us",
+                    "graph, no sampling",
+                )
+            continue
         label, best = min(tried, key=lambda lt: lt[1])
         shape = kernel.split()[-1]
         if "x" in shape:  # a GEMV: the default's launch shape
@@ -382,8 +391,10 @@ def check_pdl(model: Text2Semantic, tuned: TuneResult | None) -> None:
     tuned step with and without it, same tokens, same cache contents."""
     cfg = model.config
     out = []
-    for pdl in (False, True):
-        step = fused_step(model, 1, tuned, pdl)
+    gemv = tuned.gemv if tuned else None
+    attention = tuned.attention if tuned else None
+    for pdl, fuse in ((False, False), (True, False), (False, True)):
+        step = FusedDecodeStep(model, 1, gemv=gemv, attention=attention, pdl=pdl, fuse_qkv=fuse)
         runner = T2SGraphRunner(model, 1, PHONES + PROMPT + 80, max_new_tokens=72, forward=step)
         packed = pack_inputs(request(1), cfg)
         forced = torch.randint(0, 1024, (1, 64), generator=torch.Generator().manual_seed(5))
@@ -391,6 +402,8 @@ def check_pdl(model: Text2Semantic, tuned: TuneResult | None) -> None:
     same = torch.equal(out[0], out[1])
     row("Triton step with PDL == without", "yes" if same else "NO",
         f"64 teacher-forced steps; max diff {(out[0] - out[1]).abs().max().item():.2e}")  # fmt: skip
+    row("Triton step, qkv in attention vs separate", f"{rel(out[2], out[0]):.2e}",
+        "rel err of logits, 64 teacher-forced steps, fp16")  # fmt: skip
 
 
 def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None:
@@ -607,9 +620,25 @@ def sovits_only() -> None:
     print_table()
 
 
+def decode_only() -> None:
+    """``python3 bench/gpu_bench.py decode``: the B=1 Triton step rows only (a short run)."""
+    gpt = t2s_model(torch.float16)
+    tuned = guarded("tuning B=1", bench_tune, gpt, 1)
+    guarded("fused step B=1", bench_fused, gpt, 1, tuned)
+    guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
+            False)  # fmt: skip
+    guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
+    guarded("fused PDL check", check_pdl, gpt, tuned)
+    guarded("profile product step", profile_product_step, gpt, tuned)
+    print_table()
+
+
 def main() -> None:
     if sys.argv[1:] == ["sovits"]:
         sovits_only()
+        return
+    if sys.argv[1:] == ["decode"]:
+        decode_only()
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -362,7 +362,11 @@ def main() -> None:
         except Exception as exc:  # one failing variant must not lose the others' rows
             traceback.print_exc()
             row(f"{variant[0]} FAILED", type(exc).__name__, str(exc)[:120])
-    for clients, kernels in ((4, "triton"), (16, "triton"), (64, "torch"), (64, "triton")):
+    concurrent = [(4, "triton"), (16, "triton"), (64, "torch"), (64, "triton")]
+    wanted_rows = os.environ.get("BENCH_CONCURRENT")  # e.g. "4:triton,64:triton"
+    if wanted_rows:
+        concurrent = [(int(n), k) for n, k in (c.split(":") for c in wanted_rows.split(","))]
+    for clients, kernels in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
                                profile=os.environ.get("BENCH_PROFILE") == "1" and clients == 4)  # fmt: skip

@@ -18,6 +18,7 @@ from fake_backend import FakeBackend, write_voice
 from test_t2s import request, tiny_model
 from tiny_frontends import make_tiny_models_dir
 
+import wyoming_sovits
 from wyoming_sovits import pipeline as pipeline_module
 from wyoming_sovits.engine import Engine
 from wyoming_sovits.fast import TOP_K_CAP, T2SGraphRunner, _padding_masked
@@ -32,6 +33,12 @@ CLIP = Path(
     "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0890.wav"
 )
 TRANSCRIPT = "unless to be rather cold hearted and rather selfish is to be ill disposed"
+if not CLIP.is_file():  # a GPU machine without Debian's test data: the bundled clip
+    CLIP = Path(wyoming_sovits.__file__).parent / "data" / "voices" / "austen" / "reference.wav"
+    TRANSCRIPT = (
+        "And Mister John Dashwood had then leisure to consider how much there might be "
+        "prudently in his power to do for them."
+    )
 MAX_TOKENS = 16
 SAMPLES_PER_TOKEN = 1280
 TEXT = "Good morning! How are you today?"
