@@ -93,22 +93,19 @@ def decode(model: Text2Semantic, step: object, steps: int = 6) -> tuple[torch.Te
     return torch.stack(out), model.k_cache.clone()
 
 
-@pytest.mark.parametrize("fuse_qkv", [False, True])
-def test_fused_step_equals_module_forward(model: Text2Semantic, fuse_qkv: bool) -> None:
-    """Ragged rows; ``fuse_qkv``: the embedding and qkv projection inside the attention."""
+def test_fused_step_equals_module_forward(model: Text2Semantic) -> None:
     want_logits, want_cache = decode(model, model)
-    got_logits, got_cache = decode(model, FusedDecodeStep(model, 3, fuse_qkv=fuse_qkv))
+    got_logits, got_cache = decode(model, FusedDecodeStep(model, 3))
     assert rel(got_logits, want_logits) < 1e-5
     assert rel(got_cache, want_cache) < 1e-6  # the step wrote k at every row's slot
 
 
 @pytest.mark.parametrize(
-    ("splits", "block_s", "block_n", "fuse_qkv"),
-    # 16 splits of ~1 slot: most splits are empty (also with the qkv in the attention)
-    [(1, 16, 4, False), (4, 16, 2, False), (16, 2, 64, False), (16, 2, 8, True)],
+    ("splits", "block_s", "block_n"),
+    [(1, 16, 4), (4, 16, 2), (16, 2, 64)],  # 16 splits of ~1 slot: most splits are empty
 )
 def test_every_launch_shape_computes_the_same(
-    model: Text2Semantic, splits: int, block_s: int, block_n: int, fuse_qkv: bool
+    model: Text2Semantic, splits: int, block_s: int, block_n: int
 ) -> None:
     """Split attention (combined in the out projection) and GEMV tiles of any shape."""
     want_logits, _ = decode(model, model, steps=3)
@@ -118,7 +115,6 @@ def test_every_launch_shape_computes_the_same(
         3,
         gemv={shape: GemvConfig(block_n, 2) for shape in shapes},
         attention=AttentionConfig(splits, block_s, 2),
-        fuse_qkv=fuse_qkv,
     )
     got_logits, _ = decode(model, step, steps=3)
     assert rel(got_logits, want_logits) < 1e-5
@@ -130,8 +126,8 @@ def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     assert {c.block_n for c in result.gemv.values()} <= {2, 8}
     assert result.attention.splits in (1, 2)
     # 4 GEMV kinds x 2 shapes + 2 attention shapes x 2 combine shapes (+ on CUDA the
-    # whole step with and without PDL, qkv separate or in the attention)
-    assert len(result.timings) == 4 * 2 + 2 * 2 + (4 if DEVICE.type == "cuda" else 0)
+    # whole step with and without programmatic dependent launch)
+    assert len(result.timings) == 4 * 2 + 2 * 2 + (2 if DEVICE.type == "cuda" else 0)
     assert all(t > 0 for _, _, t in result.timings)
     assert DEVICE.type == "cuda" or result.pdl is False  # no launch modes when interpreted
     step = FusedDecodeStep(model, 3, gemv=result.gemv, attention=result.attention)

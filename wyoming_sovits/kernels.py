@@ -206,87 +206,6 @@ def _kernels() -> dict[str, Any]:
         tl.store(part_acc + slot * DH + d, acc)
 
     @triton.jit
-    def qkv_attention_kernel(
-        xa, xb, ln_w, ln_b, w_in, b_in, k_cache, v_cache, part_m, part_l, part_acc, pos,
-        row_start, stride_b, stride_h, scale, y_out, tok, audio_start, emb, pe, alpha, eps,
-        D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
-        FIRST: tl.constexpr, PDL: tl.constexpr,
-    ):  # fmt: skip
-        # The qkv GEMV folded into split attention: each (row, head, split) program
-        # normalises the layer input itself (FIRST: embeds the token instead), projects
-        # its head's query (split 0 also the new key and value, which it writes to the
-        # cache), then attends over its share of the slots as ``attention_kernel`` does.
-        # One launch per layer fewer; the query rows are read once per split (from L2).
-        b = tl.program_id(0)
-        h = tl.program_id(1)
-        sp = tl.program_id(2)
-        d = tl.arange(0, DH)
-        k = tl.arange(0, D)
-        rows = h * DH + d
-        w_q = tl.load(w_in + rows[:, None] * D + k[None, :])  # (DH, D), constant: before the wait
-        b_q = tl.load(b_in + rows).to(tl.float32)
-        if PDL:
-            tl_cuda.gdc_launch_dependents()
-            tl_cuda.gdc_wait()
-        if FIRST:
-            t = tl.load(tok + b)
-            at = tl.maximum(tl.load(pos + b) - tl.load(audio_start + b), 0)
-            v = tl.load(emb + t * D + k).to(tl.float32)
-            v += tl.load(alpha).to(tl.float32) * tl.load(pe + at * D + k).to(tl.float32)
-        else:
-            s = tl.load(xa + b * D + k).to(tl.float32) + tl.load(xb + b * D + k).to(tl.float32)
-            mean = tl.sum(s, 0) / D
-            centred = s - mean
-            rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 0) / D + eps)
-            v = centred * rstd * tl.load(ln_w + k).to(tl.float32) + tl.load(ln_b + k).to(tl.float32)
-        v_stored = v.to(y_out.dtype.element_ty)
-        if (h == 0) & (sp == 0):
-            tl.store(y_out + b * D + k, v_stored)  # the residual of this layer
-        x = v_stored.to(tl.float32)
-        # rounded to the model dtype, as the unfused step stores q, k, v
-        q = (tl.sum(w_q.to(tl.float32) * x[None, :], 1) + b_q).to(y_out.dtype.element_ty)
-        q = q.to(tl.float32)
-        p = tl.load(pos + b)
-        start = tl.load(row_start + b)
-        head = b * stride_b + h * stride_h
-        share = tl.cdiv(tl.cdiv(p - start, SPLITS), BLOCK_S) * BLOCK_S
-        lo = start + sp * share
-        hi = tl.minimum(lo + share, p)
-        if sp == 0:
-            w_k = tl.load(w_in + (D + rows)[:, None] * D + k[None, :]).to(tl.float32)
-            k_new = tl.sum(w_k * x[None, :], 1) + tl.load(b_in + D + rows).to(tl.float32)
-            k_new = k_new.to(k_cache.dtype.element_ty)
-            w_v = tl.load(w_in + (2 * D + rows)[:, None] * D + k[None, :]).to(tl.float32)
-            v_new = tl.sum(w_v * x[None, :], 1) + tl.load(b_in + 2 * D + rows).to(tl.float32)
-            v_new = v_new.to(v_cache.dtype.element_ty)
-            tl.store(k_cache + head + p * DH + d, k_new)
-            tl.store(v_cache + head + p * DH + d, v_new)
-            m = tl.sum(q * k_new.to(tl.float32), 0) * scale
-            denom = tl.full((), 1.0, tl.float32)
-            acc = v_new.to(tl.float32)
-        else:
-            m = tl.full((), -float("inf"), tl.float32)
-            denom = tl.full((), 0.0, tl.float32)
-            acc = tl.zeros((DH,), dtype=tl.float32)
-        for s0 in range(lo, hi, BLOCK_S):
-            j = s0 + tl.arange(0, BLOCK_S)
-            ok = j < hi
-            kt = tl.load(k_cache + head + j[:, None] * DH + d[None, :], mask=ok[:, None], other=0.0)
-            vt = tl.load(v_cache + head + j[:, None] * DH + d[None, :], mask=ok[:, None], other=0.0)
-            score = tl.sum(kt.to(tl.float32) * q[None, :], 1) * scale
-            score = tl.where(ok, score, -float("inf"))
-            m_new = tl.maximum(m, tl.max(score, 0))
-            keep = tl.exp(m - m_new)
-            weight = tl.exp(score - m_new)
-            acc = acc * keep + tl.sum(weight[:, None] * vt.to(tl.float32), 0)
-            denom = denom * keep + tl.sum(weight, 0)
-            m = m_new
-        slot = (b * tl.num_programs(1) + h) * SPLITS + sp
-        tl.store(part_m + slot, m)
-        tl.store(part_l + slot, denom)
-        tl.store(part_acc + slot * DH + d, acc)
-
-    @triton.jit
     def sample_kernel(
         logits, seen, step, seed, top_k, top_p, temperature, penalty, token_out, stop_out,
         probs_out, V, EOS, EOS_STEPS,
@@ -358,11 +277,7 @@ def _kernels() -> dict[str, Any]:
                 tl.store(report + b * report_stride + column + 1, emitted.to(tl.int64))
 
     _KERNELS.update(
-        embed=embed_kernel,
-        gemv=gemv_kernel,
-        attention=attention_kernel,
-        qkv_attention=qkv_attention_kernel,
-        sample=sample_kernel,
+        embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel, sample=sample_kernel
     )
     return _KERNELS
 
@@ -408,9 +323,8 @@ class FusedDecodeStep:
     ``pdl`` launches every kernel with programmatic dependent launch (Hopper and later): a
     kernel starts while the one before it is still running, loads its weight tile, and
     only then waits for the activations it reads. At batch 1 each launch costs more than
-    its arithmetic, so hiding the gap between kernels is most of what is left to gain.
-    ``fuse_qkv`` folds the embedding and each layer's qkv GEMV into its attention launch
-    (``4 · n_layer + 1`` launches); ``tune_step`` measures whether that is faster here.
+    its arithmetic, so hiding the gap between kernels is most of what is left to gain
+    (H200, whole step in a graph: 341 vs 373 us at 1 row, 372 vs 449 us at 4 rows).
     """
 
     def __init__(
@@ -421,7 +335,6 @@ class FusedDecodeStep:
         gemv: dict[tuple[int, int], GemvConfig] | None = None,
         attention: AttentionConfig | None = None,
         pdl: bool = False,
-        fuse_qkv: bool = False,
     ) -> None:
         cfg = model.config
         weight = model.ar_predict_layer.weight
@@ -439,7 +352,6 @@ class FusedDecodeStep:
         self.kernels = _kernels()
         on_gpu = dev.type == "cuda"
         self.pdl = pdl and on_gpu
-        self.fuse_qkv = fuse_qkv
 
         def buf(*shape: int, dtype: torch.dtype = dt) -> Tensor:
             return torch.zeros(max_batch, *shape, dtype=dtype, device=dev)
@@ -523,30 +435,6 @@ class FusedDecodeStep:
             PDL=self.pdl, num_warps=a.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
-    def _qkv_attention(
-        self, layer: int, tokens: Tensor, input_pos: Tensor, audio_start: Tensor, batch: int
-    ) -> None:
-        """Layer ``layer``'s input LayerNorm (layer 0: the embedding), qkv projection, cache
-        write and split attention in one launch; the residual goes to ``x0``/``y``."""
-        model, cfg = self.model, self.cfg
-        layers = cast(list[Block], list(model.h.layers))
-        attn = layers[layer].self_attn
-        k_cache, v_cache, row_start, _ = model._caches(batch, 1)
-        kc, vc = k_cache[layer], v_cache[layer]  # (Bmax, H, S, Dh)
-        first = layer == 0
-        prev = layers[layer - 1] if layer else layers[0]
-        pos_mod = model.ar_audio_position
-        a = self.attention_config
-        self.kernels["qkv_attention"][(batch, cfg.n_head, a.splits)](
-            self.x1, self.f, prev.norm2.weight, prev.norm2.bias, attn.in_proj_weight,
-            attn.in_proj_bias, kc, vc, self.part_m, self.part_l, self.part_acc, input_pos,
-            row_start, kc.stride(0), kc.stride(1), self.scale, self.x0 if first else self.y,
-            tokens, audio_start, model.ar_audio_embedding.word_embeddings.weight, pos_mod.pe,
-            pos_mod.alpha, cfg.norm_eps,
-            D=cfg.hidden_dim, DH=cfg.head_dim, BLOCK_S=a.block_s, SPLITS=a.splits,
-            FIRST=first, PDL=self.pdl, num_warps=a.num_warps, launch_pdl=self.pdl,
-        )  # fmt: skip
-
     def __call__(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
         """tokens (B,) written at cache slots input_pos (B,) -> logits (B, V) float32."""
         model, cfg = self.model, self.cfg
@@ -556,12 +444,6 @@ class FusedDecodeStep:
         _, _, _, audio_start = model._caches(batch, 1)
         emb = model.ar_audio_embedding.word_embeddings.weight
         pos_mod = model.ar_audio_position
-        layers = cast(list[Block], list(model.h.layers))
-        if self.fuse_qkv:
-            for i, layer in enumerate(layers):
-                self._qkv_attention(i, tokens, input_pos, audio_start, batch)
-                self._layer_rest(i, layer, batch)
-            return self._logits(layers[-1], batch)
         self.kernels["embed"][(batch,)](
             tokens,
             input_pos,
@@ -574,31 +456,26 @@ class FusedDecodeStep:
             PDL=self.pdl,
             launch_pdl=self.pdl,
         )
+        layers = cast(list[Block], list(model.h.layers))
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             prev = layers[i - 1] if i else None
             ln = None if prev is None else (self.f, prev.norm2.weight, prev.norm2.bias, self.y)
             x = self.x0 if prev is None else self.x1
             self._gemv(x, attn.in_proj_weight, attn.in_proj_bias, self.qkv, batch, ln=ln)
+            residual = self.x0 if prev is None else self.y
             self._attention(i, input_pos, batch)
-            self._layer_rest(i, layer, batch)
-        return self._logits(layers[-1], batch)
-
-    def _layer_rest(self, i: int, layer: Block, batch: int) -> None:
-        """After the attention partials: out projection (combining them), the feed-forward."""
-        attn = layer.self_attn
-        residual = self.x0 if i == 0 else self.y
-        self._gemv(self.qkv, attn.out_proj.weight, attn.out_proj.bias, self.a, batch, combine=True)
-        ln1 = (self.a, layer.norm1.weight, layer.norm1.bias, self.x1)
-        self._gemv(
-            residual, layer.linear1.weight, layer.linear1.bias, self.h, batch, ln=ln1, relu=True
-        )
-        self._gemv(self.h, layer.linear2.weight, layer.linear2.bias, self.f, batch)
-
-    def _logits(self, last: Block, batch: int) -> Tensor:
+            self._gemv(
+                self.qkv, attn.out_proj.weight, attn.out_proj.bias, self.a, batch, combine=True
+            )
+            ln1 = (self.a, layer.norm1.weight, layer.norm1.bias, self.x1)
+            self._gemv(
+                residual, layer.linear1.weight, layer.linear1.bias, self.h, batch, ln=ln1, relu=True
+            )
+            self._gemv(self.h, layer.linear2.weight, layer.linear2.bias, self.f, batch)
+        last = layers[-1]
         ln_out = (self.f, last.norm2.weight, last.norm2.bias, self.y)
-        weight = self.model.ar_predict_layer.weight
-        self._gemv(self.x1, weight, None, self.logits, batch, ln=ln_out)
+        self._gemv(self.x1, model.ar_predict_layer.weight, None, self.logits, batch, ln=ln_out)
         return self.logits[:batch]
 
 
@@ -707,7 +584,6 @@ class TuneResult:
     attention: AttentionConfig
     timings: list[tuple[str, str, float]]  # (kernel, candidate, seconds per launch)
     pdl: bool = False
-    fuse_qkv: bool = False
 
 
 @torch.no_grad()
@@ -796,40 +672,34 @@ def tune_step(
                         best_attention = (t, candidate, combine)
     assert best_attention is not None
     gemv[out_shape] = best_attention[2]
-    pdl, fuse = _tune_launches(model, max_batch, gemv, best_attention[1], pos, timings)
-    return TuneResult(gemv, best_attention[1], timings, pdl, fuse)
+    pdl = _tune_pdl(model, max_batch, gemv, best_attention[1], pos, timings)
+    return TuneResult(gemv, best_attention[1], timings, pdl)
 
 
-def _tune_launches(
+def _tune_pdl(
     model: Text2Semantic,
     max_batch: int,
     gemv: dict[tuple[int, int], GemvConfig],
     attention: AttentionConfig,
     pos: Tensor,
     timings: list[tuple[str, str, float]],
-) -> tuple[bool, bool]:
-    """Time the whole step with and without programmatic dependent launch and with the
-    qkv GEMV separate or folded into the attention; the fastest (pdl, fuse_qkv). PDL is
-    dropped where it fails to capture or replay (older drivers refuse it in a graph)."""
+) -> bool:
+    """Time the whole step with and without programmatic dependent launch; True when it
+    captures, replays and is faster here (older drivers refuse it in a graph)."""
     if pos.device.type != "cuda":
-        return False, False  # the interpreter has no launch modes, and no clock worth it
+        return False  # the interpreter has no launch modes
     tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
-    best: tuple[float, bool, bool] = (math.inf, False, False)
+    best: tuple[float, bool] | None = None
     for pdl in (False, True):
-        for fuse in (False, True):
-            step = FusedDecodeStep(
-                model, max_batch, gemv=gemv, attention=attention, pdl=pdl, fuse_qkv=fuse
-            )
-            label = ("PDL" if pdl else "plain launches") + (", qkv in attention" if fuse else "")
-            try:
-                t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
-            except Exception as err:  # a refusal of PDL: launch without it
-                if not pdl:
-                    raise
-                timings.append(("whole step", label, math.inf))
-                _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
-                return best[1], best[2]
-            timings.append(("whole step", label, t))
-            if t < best[0]:
-                best = (t, pdl, fuse)
-    return best[1], best[2]
+        step = FusedDecodeStep(model, max_batch, gemv=gemv, attention=attention, pdl=pdl)
+        try:
+            t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
+        except Exception as err:  # any refusal means: launch without it
+            timings.append(("whole step", "programmatic dependent launch", math.inf))
+            _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
+            break
+        label = "programmatic dependent launch" if pdl else "plain launches"
+        timings.append(("whole step", label, t))
+        if best is None or t < best[0]:
+            best = (t, pdl)
+    return best is not None and best[1]

@@ -1067,22 +1067,14 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
         )  # fmt: skip
         _LOGGER.info(
             "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s; "
-            "programmatic dependent launch %s; qkv in attention %s",
+            "programmatic dependent launch %s",
             rows,
             time.perf_counter() - t0,
             ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
             tuned.attention,
             "on" if tuned.pdl else "off",
-            "on" if tuned.fuse_qkv else "off",
         )
-    return FusedDecodeStep(
-        model,
-        rows,
-        gemv=tuned.gemv,
-        attention=tuned.attention,
-        pdl=tuned.pdl,
-        fuse_qkv=tuned.fuse_qkv,
-    )
+    return FusedDecodeStep(model, rows, gemv=tuned.gemv, attention=tuned.attention, pdl=tuned.pdl)
 
 
 _TUNED: dict[tuple[int, int], TuneResult] = {}
