@@ -21,7 +21,7 @@ RUN TORCH_SPEC="torch>=2.6,<3" VENV=/app/.venv script/setup \
     && useradd --create-home --uid 1000 sovits \
     && mkdir -p /data && chown sovits:sovits /data
 
-# Triton's compiled kernels (--gpt-kernels triton) persist in the volume: later starts
+# Triton's compiled kernels (the default GPT step on CUDA) persist in the volume: later starts
 # skip the compiles.
 ENV PATH=/app/.venv/bin:$PATH \
     HF_HOME=/data/cache/huggingface \

@@ -291,6 +291,42 @@ def test_streams_decode_together(
     assert batched._pending_decodes == []
 
 
+class _TwoRowBuckets:
+    """Stands in for ``SoVITSGraphs`` (CUDA only; ``decode_rows`` is tested on the GPU in
+    test_fast.py): buckets of at most two rows, decoded by the eager batched call."""
+
+    def __init__(self, sovits: object) -> None:
+        self.sovits = sovits
+        self.calls: list[int] = []
+
+    def fits(self, tokens: int, phones: int, rows: int = 1) -> bool:
+        return rows == 2  # one sentence alone keeps the eager path here
+
+    def decode_rows(self, rows: list) -> list[torch.Tensor]:  # type: ignore[type-arg]
+        self.calls.append(len(rows))
+        return [torch.from_numpy(a) for a in decode_batch(self.sovits, rows)]  # type: ignore[arg-type]
+
+
+def test_queued_decodes_split_into_graph_buckets(
+    single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SoVITS graphs, queued decodes are cut into batches that fit one graph bucket;
+    the rest decodes eagerly, and every stream still gets its own audio."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    buckets = _TwoRowBuckets(batched.sovits.model)
+    monkeypatch.setattr(batched, "_graphs_for", lambda path: buckets)
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert buckets.calls and set(buckets.calls) == {2}  # three queued: two in a replay
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+
+
 def test_stream_closed_while_its_decode_waits(batched: Pipeline) -> None:
     prompt = batched.prepare_prompt(make_voice())
     chunks = iter(batched.synthesize("Good morning, everyone.", prompt, GREEDY, stream=True))
