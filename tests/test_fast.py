@@ -145,3 +145,29 @@ def test_sovits_graphs_match_eager_on_gpu() -> None:
     got = graphs.decode(codes, text, ge)
     assert got.shape == want.shape
     assert float((got - want).norm() / want.norm()) < 1e-3
+
+
+def _buckets_only() -> SoVITSGraphs:
+    """The bucket arithmetic of ``SoVITSGraphs`` without a GPU (no graph is captured)."""
+    graphs = object.__new__(SoVITSGraphs)
+    graphs.token_buckets = [16, 25, 50, 100, 150, 200, 250, 300, 400, 500]
+    graphs.phone_buckets = [32, 64, 128, 256, 512]
+    graphs.row_buckets = [1, 2, 4, 8, 16, 32, 64]
+    graphs.max_cells = 4096
+    return graphs
+
+
+def test_batched_graph_buckets_and_their_warm_up() -> None:
+    """Several sentences share a bucket up to 4096 padded tokens; warm-up with several
+    streams captures the first three streamed decodes (12, 36, 72 tokens) for 2 rows up to
+    the stream count, where they fit."""
+    from wyoming_sovits.pipeline import batch_warm_up_buckets
+
+    graphs = _buckets_only()
+    assert graphs.fits(100, 60, rows=32) and not graphs.fits(100, 60, rows=33)  # 64 x 100
+    assert graphs.fits(500, 30) and not graphs.fits(501, 30) and not graphs.fits(10, 600)
+    keys = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 3)}
+    assert keys == {(r, t, p) for r in (2, 4) for t in (16, 50, 100) for p in (32, 64)}
+    wide = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 64)}
+    assert (64, 50, 64) in wide and (64, 100, 32) not in wide and (32, 100, 64) in wide
+    assert batch_warm_up_buckets(graphs, 1) == []

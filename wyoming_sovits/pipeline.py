@@ -120,6 +120,11 @@ TUNE_SLOTS = 384
 # Warm-up captures SoVITS graphs for sentences up to this many tokens (10 s) and phones.
 WARM_UP_TOKENS = 250
 WARM_UP_PHONES = 128
+# With several streams, warm-up also captures the batched SoVITS graphs of the first
+# streamed decodes (12, 36, 72 tokens) of sentences up to this many phones, for 2 rows up
+# to ``max_streams``: a bucket first met in a request costs 130-260 ms to capture (H200).
+WARM_UP_BATCH_DECODES = 3
+WARM_UP_BATCH_PHONES = 64
 NOISE_BLOCK_FRAMES = 64
 _NOISE_SALT = 0x6E6F697365  # noise seed = seed ^ salt: a stream apart from sampling's
 DEFAULTS = SynthesisConfig(
@@ -249,6 +254,26 @@ def next_decode_at(decoded: int) -> int:
     if decoded <= 0:
         return STREAM_FIRST_TOKENS
     return decoded + min(STREAM_MAX_CHUNK_TOKENS, max(STREAM_NEXT_TOKENS, decoded))
+
+
+def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[int, int, int]]:
+    """(tokens, phones, rows) of the batched SoVITS graphs warm-up captures: the first
+    ``WARM_UP_BATCH_DECODES`` streamed decode points, the phone buckets up to
+    ``WARM_UP_BATCH_PHONES``, every row bucket from 2 to ``max_streams`` that fits a graph."""
+    points, decoded = [], 0
+    for _ in range(WARM_UP_BATCH_DECODES):
+        decoded = next_decode_at(decoded)
+        points.append(decoded)
+    top = next((r for r in graphs.row_buckets if r >= max_streams), graphs.row_buckets[-1])
+    rows = [r for r in graphs.row_buckets if 2 <= r <= top]
+    phones = [b for b in graphs.phone_buckets if b <= WARM_UP_BATCH_PHONES]
+    return [
+        (tokens, ph, r)
+        for r in rows
+        for tokens in points
+        for ph in phones
+        if graphs.fits(tokens, ph, r)
+    ]
 
 
 def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
@@ -1021,13 +1046,18 @@ class Pipeline:
         for phones in (b for b in graphs.phone_buckets if b <= WARM_UP_PHONES):
             for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
                 graphs.capture(tokens, phones)
+        if self.max_streams > 1 and _f(DEFAULTS.merged(cfg or SynthesisConfig()).speed) == 1.0:
+            for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
+                graphs.capture(tokens, phones, rows)
         torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         _LOGGER.info(
-            "Warm-up of voice %s: %d GPT graphs, %d SoVITS graphs captured in %.2f s",
+            "Warm-up of voice %s: %d GPT graphs, %d SoVITS graphs (+ %d batched) captured "
+            "in %.2f s",
             prompt.voice,
             gpt_graphs,
             len(graphs.captured),
+            len(graphs.captured_batches),
             seconds,
         )
         return seconds
