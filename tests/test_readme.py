@@ -100,6 +100,7 @@ def test_doctor_reports_missing_weights_and_voices(
     assert "wyoming-sovits models download" in out
     assert "voices in" in out and "none" in out
     assert "port 9:" in out
+    assert "triton " in out  # its version (or "not installed"): the default GPT kernels
 
 
 def test_doctor_lists_example_voice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,16 @@ from pathlib import Path
 
 from .. import __version__
 
-_PACKAGES = ("torch", "transformers", "wyoming", "numpy", "soundfile", "pyopenjtalk", "pypinyin")
+_PACKAGES = (
+    "torch",
+    "triton",
+    "transformers",
+    "wyoming",
+    "numpy",
+    "soundfile",
+    "pyopenjtalk",
+    "pypinyin",
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +66,12 @@ def _print_device() -> None:
         props = torch.cuda.get_device_properties(i)
         free, total = torch.cuda.mem_get_info(i)
         print(f"device: cuda:{i} {props.name}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    from ..kernels import triton_available
+
+    if triton_available():
+        print("GPT kernels: triton (the default; --gpt-kernels torch to compare)")
+    else:
+        print("GPT kernels: torch (Triton is not installed; it ships with CUDA builds of torch)")
 
 
 def _print_weights(models_dir: Path) -> bool:
