@@ -171,3 +171,41 @@ def test_batched_graph_buckets_and_their_warm_up() -> None:
     wide = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 64)}
     assert (64, 50, 64) in wide and (64, 100, 32) not in wide and (32, 100, 64) in wide
     assert batch_warm_up_buckets(graphs, 1) == []
+
+
+def test_graph_inputs_filled_per_row_with_spare_rows_silent() -> None:
+    """What a batched replay reads: each row's codes, phones, lengths, ge, noise and
+    scale, zero padding after them, and one silent token in the bucket's spare rows."""
+    from wyoming_sovits.fast import _fill_decode_inputs
+
+    io = {
+        "codes": torch.full((1, 4, 16), 7, dtype=torch.long),  # stale values of a replay
+        "text": torch.full((4, 32), 7, dtype=torch.long),
+        "code_len": torch.full((4,), 9, dtype=torch.long),
+        "text_len": torch.full((4,), 9, dtype=torch.long),
+        "ge": torch.ones(4, 3, 1, dtype=torch.float16),
+        "noise": torch.ones(4, 2, 32, dtype=torch.float16),
+        "scale": torch.ones(4, 1, 1, dtype=torch.float16),
+    }
+    noise = torch.randn(1, 2, 10)
+    rows = [
+        (torch.arange(1, 6), torch.arange(1, 4), torch.full((1, 3, 1), 2.0), noise, 0.5),
+        (torch.arange(1, 13), torch.arange(1, 21), torch.full((1, 3, 1), 3.0), None, 0.0),
+    ]
+    torch.manual_seed(0)
+    _fill_decode_inputs(io, rows, frames_per_token=2)
+    assert io["codes"][0, 0].tolist() == [*range(1, 6), *[0] * 11]
+    assert (
+        io["codes"][0, 1, :12].tolist() == list(range(1, 13))
+        and int(io["codes"][0, 2:].abs().sum()) == 0
+    )
+    assert io["text"][1, :20].tolist() == list(range(1, 21)) and int(io["text"][1, 20:].sum()) == 0
+    assert io["code_len"].tolist() == [5, 12, 1, 1] and io["text_len"].tolist() == [3, 20, 1, 1]
+    assert io["ge"][:, 0, 0].tolist() == [2.0, 3.0, 0.0, 0.0]
+    assert io["scale"].flatten().tolist() == [0.5, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(io["noise"][0, :, :10], noise[0].half())
+    assert int(io["noise"][0, :, 10:].abs().sum()) == 0
+    assert (
+        float(io["noise"][1, :, :24].std()) > 0.5 and int(io["noise"][1, :, 24:].abs().sum()) == 0
+    )
+    assert int(io["noise"][2:].abs().sum()) == 0

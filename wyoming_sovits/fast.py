@@ -424,6 +424,40 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
             handle.remove()
 
 
+def _fill_decode_inputs(
+    io: dict[str, Tensor],
+    rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+    frames_per_token: int,
+) -> None:
+    """Write ``rows`` into a graph bucket's input buffers: the integer inputs are padded on
+    the host and copied once (not a small copy per row); spare rows decode one silent token."""
+    slots, tokens = io["codes"].shape[1:]
+    phones = io["text"].shape[1]
+    codes = torch.zeros(slots, tokens, dtype=torch.long)
+    text = torch.zeros(slots, phones, dtype=torch.long)
+    code_len = torch.ones(slots, dtype=torch.long)
+    text_len = torch.ones(slots, dtype=torch.long)
+    scale = torch.zeros(slots, 1, 1)
+    for b, (c, t, _, _, s) in enumerate(rows):
+        codes[b, : len(c)] = c.cpu()
+        text[b, : len(t)] = t.cpu()
+        code_len[b], text_len[b], scale[b] = len(c), len(t), s
+    io["codes"][0].copy_(codes)
+    io["text"].copy_(text)
+    io["code_len"].copy_(code_len)
+    io["text_len"].copy_(text_len)
+    io["scale"].copy_(scale)
+    io["ge"].zero_()
+    io["ge"][: len(rows)] = torch.cat([r[2] for r in rows]).to(io["ge"])
+    io["noise"].zero_()
+    for b, (c, _, _, noise, _) in enumerate(rows):
+        frames = len(c) * frames_per_token
+        if noise is None:
+            io["noise"][b, :, :frames].normal_()
+        else:
+            io["noise"][b, :, :frames] = noise[0]
+
+
 class SoVITSGraphs:
     """``SoVITS.decode`` replayed from CUDA graphs captured per (rows, token, phone) bucket.
 
@@ -604,22 +638,6 @@ class SoVITSGraphs:
         key = self._key(n_tok, n_ph, len(rows))
         self.capture(n_tok, n_ph, len(rows))
         graph, io = self._graphs[key]
-        step = self.model.cfg.frames_per_token
-        for name in ("codes", "text", "noise", "scale", "ge"):
-            io[name].zero_()
-        io["code_len"].fill_(1)
-        io["text_len"].fill_(1)
-        for b, (codes, text, ge, noise, scale) in enumerate(rows):
-            frames = len(codes) * step
-            io["codes"][0, b, : len(codes)] = codes
-            io["text"][b, : len(text)] = text
-            io["code_len"][b] = len(codes)
-            io["text_len"][b] = len(text)
-            io["ge"][b] = ge[0]
-            if noise is None:
-                io["noise"][b, :, :frames].normal_()
-            else:
-                io["noise"][b, :, :frames] = noise[0]
-            io["scale"][b] = scale
+        _fill_decode_inputs(io, rows, self.model.cfg.frames_per_token)
         graph.replay()
         return io

@@ -1030,7 +1030,8 @@ class Pipeline:
         if not self.fast or self.device.type != "cuda":
             return 0.0
         start = time.perf_counter()
-        params = _sampling(DEFAULTS.merged(cfg or SynthesisConfig()))
+        merged = DEFAULTS.merged(cfg or SynthesisConfig())
+        params = _sampling(merged)
         gpt = self._gpt(prompt.gpt)
         cap = self.cap(gpt)
         base = len(prompt.phone_ids) + len(prompt.tokens)  # the sentence's phones come on top
@@ -1046,7 +1047,7 @@ class Pipeline:
         for phones in (b for b in graphs.phone_buckets if b <= WARM_UP_PHONES):
             for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
                 graphs.capture(tokens, phones)
-        if self.max_streams > 1 and _f(DEFAULTS.merged(cfg or SynthesisConfig()).speed) == 1.0:
+        if self.max_streams > 1 and _f(merged.speed) == 1.0:
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
                 graphs.capture(tokens, phones, rows)
         torch.cuda.synchronize(self.device)
