@@ -37,6 +37,7 @@ from wyoming_sovits.generate import (  # noqa: E402
     next_token,
 )
 from wyoming_sovits.kernels import (  # noqa: E402
+    LAYOUTS,
     FusedDecodeStep,
     FusedSampler,
     TuneResult,
@@ -267,12 +268,13 @@ def fused_step(
     batch: int,
     tuned: TuneResult | None,
     pdl: bool | None = None,
-    fuse: bool | None = None,
+    fuse: tuple[bool, bool] | None = None,
 ) -> FusedDecodeStep:
     """The Triton step: default shapes, or ``tuned``'s (with its layout and launch mode
     unless ``fuse`` / ``pdl`` say otherwise)."""
     if tuned is None:
-        return FusedDecodeStep(model, batch, pdl=bool(pdl), fuse=fuse is not False)
+        fa, ff = fuse or (True, True)
+        return FusedDecodeStep(model, batch, pdl=bool(pdl), fuse_attention=fa, fuse_ffn=ff)
     return tuned.step(model, batch, pdl=pdl, fuse=fuse)
 
 
@@ -325,7 +327,7 @@ def bench_decode(
     tuned: TuneResult | None,
     label: str,
     pdl: bool | None = None,
-    fuse: bool | None = None,
+    fuse: tuple[bool, bool] | None = None,
 ) -> None:
     """The product's decode loop at one row (the batcher, 4 steps per replay and host sync):
     time per token without the prefill, and the prefill (row admission) alone."""
@@ -396,27 +398,56 @@ def bench_prefill_shapes(model: Text2Semantic) -> None:
             f"median of 6 lengths; repeat {1e3 * statistics.median(again):.1f} ms")  # fmt: skip
 
 
+def bench_sampler(model: Text2Semantic) -> None:
+    """The fused sampler alone at one row (graph-replayed): warps per program, and top-k
+    by the walk (k <= 64) against the sort (k > 64)."""
+    from wyoming_sovits.kernels import _graph_time
+
+    cfg = model.config
+    v = cfg.vocab_size
+    g = torch.Generator(device=DEV).manual_seed(0)
+    logits = torch.randn(1, v, device=DEV, generator=g) * 3
+    seen = torch.zeros(1, v, dtype=torch.bool, device=DEV)
+    step = torch.full((1,), 20, dtype=torch.long, device=DEV)
+    ones = torch.ones(1, 1, device=DEV)
+    for warps in (4, 8, 16):
+        sampler = FusedSampler(v, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV, num_warps=warps)
+        for k in (1, 15, 100):
+            top_k = torch.full((1,), k, dtype=torch.long, device=DEV)
+            call = partial(sampler, logits, seen, step, top_k, ones, ones, ones, False)
+            t = _graph_time(call, DEV)
+            row(f"sampler B=1, {warps} warps, top_k {k}", f"{1e6 * t:.2f} us",
+                "walk" if k <= 64 else "sort")  # fmt: skip
+
+
+def layout_name(fuse: tuple[bool, bool]) -> str:
+    name = f"{5 - sum(fuse)} launches/layer"
+    if fuse[0] != fuse[1]:
+        name += " (attn+out)" if fuse[0] else " (ffn)"
+    return name
+
+
 def check_launch_modes(model: Text2Semantic, tuned: TuneResult | None) -> None:
     """Programmatic dependent launch must not change a bit of the 5-launch layout; the
-    3-launch layout adds float32 partial sums in arrival order, so it is compared by its
-    largest difference and by its greedy tokens. 64 graph-replayed teacher-forced steps."""
+    fused layouts add float32 partial sums in arrival order, so they are compared by
+    their largest difference and greedy tokens. 64 graph-replayed teacher-forced steps."""
     cfg = model.config
-    out: dict[tuple[bool, bool], torch.Tensor] = {}
-    for fuse in (False, True):
+    out: dict[tuple[tuple[bool, bool], bool], torch.Tensor] = {}
+    for fuse in LAYOUTS:
         for pdl in (False, True):
             step = fused_step(model, 1, tuned, pdl, fuse)
             runner = T2SGraphRunner(model, 1, PHONES + PROMPT + 80, max_new_tokens=72, forward=step)
             packed = pack_inputs(request(1), cfg)
             forced = torch.randint(0, 1024, (1, 64), generator=torch.Generator().manual_seed(5))
             out[fuse, pdl] = runner.teacher_forced_logits(packed, forced).float()
-    base = out[False, False]
-    same = torch.equal(base, out[False, True])
-    row("Triton step with PDL == without (5 launches/layer)", "yes" if same else "NO",
-        f"64 teacher-forced steps; max diff {(base - out[False, True]).abs().max().item():.2e}")  # fmt: skip
-    for pdl in (False, True):
-        got = out[True, pdl]
+    base = out[LAYOUTS[0], False]
+    pdl5 = out[LAYOUTS[0], True]
+    row("Triton step with PDL == without (5 launches/layer)", "yes" if torch.equal(base, pdl5) else "NO",
+        f"64 teacher-forced steps; max diff {(base - pdl5).abs().max().item():.2e}")  # fmt: skip
+    for fuse in LAYOUTS[1:]:
+        got = out[fuse, True]
         argmax = bool(torch.equal(got.argmax(-1), base.argmax(-1)))
-        row(f"3 launches/layer{' + PDL' if pdl else ''} vs 5", f"{rel(got, base):.2e}",
+        row(f"{layout_name(fuse)} + PDL vs 5", f"{rel(got, base):.2e}",
             f"rel; max diff {(got - base).abs().max().item():.2e}; argmax same: {argmax}")  # fmt: skip
 
 
@@ -642,11 +673,11 @@ def decode_only() -> None:
     guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
             False)  # fmt: skip
     guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
-    guarded("decode tuned 5", bench_decode, gpt, True, tuned, "Triton tuned, 5 launches/layer + PDL",
-            True, False)  # fmt: skip
-    guarded("decode tuned 3", bench_decode, gpt, True, tuned, "Triton tuned, 3 launches/layer + PDL",
-            True, True)  # fmt: skip
+    for fuse in LAYOUTS:
+        guarded(f"decode tuned {fuse}", bench_decode, gpt, True, tuned,
+                f"tuned + PDL, {layout_name(fuse)}", True, fuse)  # fmt: skip
     guarded("launch modes check", check_launch_modes, gpt, tuned)
+    guarded("sampler", bench_sampler, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     print_table()
 
@@ -684,10 +715,9 @@ def main() -> None:
     guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
             False)  # fmt: skip
     guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
-    guarded("decode tuned 5", bench_decode, gpt, True, tuned, "Triton tuned, 5 launches/layer + PDL",
-            True, False)  # fmt: skip
-    guarded("decode tuned 3", bench_decode, gpt, True, tuned, "Triton tuned, 3 launches/layer + PDL",
-            True, True)  # fmt: skip
+    for fuse in LAYOUTS:
+        guarded(f"decode tuned {fuse}", bench_decode, gpt, True, tuned,
+                f"tuned + PDL, {layout_name(fuse)}", True, fuse)  # fmt: skip
     guarded("launch modes check", check_launch_modes, gpt, tuned)
     guarded("prefill shapes", bench_prefill_shapes, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)

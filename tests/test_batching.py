@@ -38,21 +38,26 @@ def alone(model: Text2Semantic, item: T2SInput, cap: int) -> list[int]:
     return out.tolist()
 
 
-def batcher(model: Text2Semantic, rows: int = 3) -> ContinuousBatcher:
+def batcher(model: Text2Semantic, rows: int = 3, run_ahead: bool = False) -> ContinuousBatcher:
     return ContinuousBatcher(model, rows, 128, max_new_tokens=40, steps_per_sync=4, kv_bucket=32,
-                             use_graphs=False)  # fmt: skip
+                             use_graphs=False, run_ahead=run_ahead)  # fmt: skip
+
+
+# run_ahead: the next replay is queued before the current one's tokens are handed out
+RUN_AHEAD = pytest.mark.parametrize("run_ahead", [False, True], ids=["in step", "run ahead"])
 
 
 def opened(b: ContinuousBatcher, item: T2SInput, cap: int) -> Iterator[torch.Tensor]:
     return drain(b.open(pack_inputs([item], TINY), GREEDY_PARAMS, cap))
 
 
-def test_staggered_rows_match_single_runs() -> None:
+@RUN_AHEAD
+def test_staggered_rows_match_single_runs(run_ahead: bool) -> None:
     model = tiny_model(1)
     items = [request(5 + 3 * i, 4 + 5 * i, seed=10 + i) for i in range(5)]
     caps = [30, 17, 40, 25, 12]
     want = [alone(model, item, cap) for item, cap in zip(items, caps, strict=True)]
-    b = batcher(model)
+    b = batcher(model, run_ahead=run_ahead)
     got: dict[int, list[int]] = {}
     streams: dict[int, Iterator[torch.Tensor]] = {0: opened(b, items[0], caps[0])}
     got[0] = next(streams[0]).tolist()  # row 0 runs ahead before the others join
@@ -72,16 +77,20 @@ def test_staggered_rows_match_single_runs() -> None:
     assert b.live_rows == 0 and sorted(b._free) == [0, 1, 2]
 
 
-def test_full_batch_and_early_close() -> None:
+@RUN_AHEAD
+def test_full_batch_and_early_close(run_ahead: bool) -> None:
     model = tiny_model(2)
-    b = batcher(model, rows=2)
+    b = batcher(model, rows=2, run_ahead=run_ahead)
     first = b.open(pack_inputs([request(6, 5, seed=1)], TINY), GREEDY_PARAMS, 30)
     b.open(pack_inputs([request(4, 3, seed=2)], TINY), GREEDY_PARAMS, 30)
     with pytest.raises(BatchFullError, match="2 rows"):
         b.open(pack_inputs([request(4, 3, seed=3)], TINY), GREEDY_PARAMS, 30)
     next(first)
+    # run ahead, the next replay is queued for both rows before the first is read
+    assert (b._pending is not None) is run_ahead
     first.close()  # a cancelled sentence gives its row back at once
     item = request(7, 6, seed=4)
+    # the row is reused at once; the queued replay's tokens for it are not the new row's
     again = list(opened(b, item, 20))
     assert torch.cat(again).tolist() == alone(model, item, 20)
 
@@ -340,7 +349,10 @@ def test_stream_closed_while_its_decode_waits(batched: Pipeline) -> None:
     assert batch.live_rows == 0
 
 
-def test_rows_opened_together_prefill_together(monkeypatch: pytest.MonkeyPatch) -> None:
+@RUN_AHEAD
+def test_rows_opened_together_prefill_together(
+    monkeypatch: pytest.MonkeyPatch, run_ahead: bool
+) -> None:
     """``defer_prefill``: rows opened before the next step share one (left-padded) prefill
     into their own cache rows, and each row's greedy tokens are its single-run tokens."""
     model = tiny_model(1)
@@ -350,7 +362,7 @@ def test_rows_opened_together_prefill_together(monkeypatch: pytest.MonkeyPatch) 
         for i in items
     ]
     b = ContinuousBatcher(model, 4, 96, max_new_tokens=20, kv_bucket=32, use_graphs=False,
-                          defer_prefill=True)  # fmt: skip
+                          defer_prefill=True, run_ahead=run_ahead)  # fmt: skip
     calls: list[int] = []
     real = model.prefill
 

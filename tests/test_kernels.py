@@ -23,6 +23,7 @@ from wyoming_sovits.__main__ import build_parser
 from wyoming_sovits.fast import T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams
 from wyoming_sovits.kernels import (
+    LAYOUTS,
     AttentionConfig,
     FfnConfig,
     FusedDecodeStep,
@@ -94,10 +95,11 @@ def decode(model: Text2Semantic, step: object, steps: int = 6) -> tuple[torch.Te
     return torch.stack(out), model.k_cache.clone()
 
 
-@pytest.mark.parametrize("fuse", [True, False], ids=["3 launches per layer", "5 launches"])
-def test_fused_step_equals_module_forward(model: Text2Semantic, fuse: bool) -> None:
+@pytest.mark.parametrize("fuse", LAYOUTS)
+def test_fused_step_equals_module_forward(model: Text2Semantic, fuse: tuple[bool, bool]) -> None:
     want_logits, want_cache = decode(model, model)
-    got_logits, got_cache = decode(model, FusedDecodeStep(model, 3, fuse=fuse))
+    step = FusedDecodeStep(model, 3, fuse_attention=fuse[0], fuse_ffn=fuse[1])
+    got_logits, got_cache = decode(model, step)
     assert rel(got_logits, want_logits) < 1e-5
     assert rel(got_cache, want_cache) < 1e-6  # the step wrote k at every row's slot
 
@@ -105,16 +107,21 @@ def test_fused_step_equals_module_forward(model: Text2Semantic, fuse: bool) -> N
 @pytest.mark.parametrize(
     ("splits", "block_s", "block_n", "block_h", "fuse"),
     [
-        (1, 16, 4, 256, True),  # one split: the head's program projects its own output
-        (4, 16, 2, 32, True),  # the last split to arrive combines and projects
-        (16, 2, 64, 8, True),  # 16 splits of ~1 slot: most splits are empty
-        (1, 16, 4, 64, False),
-        (4, 16, 2, 64, False),
-        (16, 2, 64, 64, False),
+        (1, 16, 4, 256, (True, True)),  # one split: the head's program projects its output
+        (4, 16, 2, 32, (True, True)),  # the last split to arrive combines and projects
+        (16, 2, 64, 8, (True, True)),  # 16 splits of ~1 slot: most splits are empty
+        (1, 16, 4, 64, (False, False)),
+        (4, 16, 2, 64, (False, False)),
+        (16, 2, 64, 64, (False, False)),
     ],
 )
 def test_every_launch_shape_computes_the_same(
-    model: Text2Semantic, splits: int, block_s: int, block_n: int, block_h: int, fuse: bool
+    model: Text2Semantic,
+    splits: int,
+    block_s: int,
+    block_n: int,
+    block_h: int,
+    fuse: tuple[bool, bool],
 ) -> None:
     """Split attention (combined in the out-projection GEMV, or by the last split to
     finish), GEMV tiles and feed-forward slices of any shape."""
@@ -126,11 +133,12 @@ def test_every_launch_shape_computes_the_same(
         gemv={shape: GemvConfig(block_n, 2) for shape in shapes},
         attention=AttentionConfig(splits, block_s, 2),
         ffn=FfnConfig(block_h, 2),
-        fuse=fuse,
+        fuse_attention=fuse[0],
+        fuse_ffn=fuse[1],
     )
     got_logits, _ = decode(model, step, steps=3)
     assert rel(got_logits, want_logits) < 1e-5
-    if fuse and splits > 1:  # every head's arrival count was reset for the next step
+    if fuse[0] and splits > 1:  # every head's arrival count was reset for the next step
         assert not step.count.any()
 
 
@@ -150,15 +158,16 @@ def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     assert result.fused_attention is not None and result.fused_attention.splits in (1, 2)
     assert result.ffn == FfnConfig(64, 2)
     # 4 GEMV kinds x 2 shapes + 1 ffn + 2 attention shapes x (2 combine shapes + fused)
-    # (+ on CUDA the whole step in 2 layouts, with and without dependent launch)
-    assert len(result.timings) == 4 * 2 + 1 + 2 * 3 + (4 if DEVICE.type == "cuda" else 0)
+    # (+ on CUDA the whole step in 4 layouts, with and without dependent launch)
+    assert len(result.timings) == 4 * 2 + 1 + 2 * 3 + (8 if DEVICE.type == "cuda" else 0)
     assert all(t > 0 for _, _, t in result.timings)
     # no launch modes when interpreted
-    assert DEVICE.type == "cuda" or (result.pdl is False and result.fuse is True)
+    assert DEVICE.type == "cuda" or (result.pdl is False and result.fuse == (True, True))
+    assert result.launches_per_layer == 5 - sum(result.fuse)
     want_logits, _ = decode(model, model, steps=2)
-    for fuse in (False, True):
+    for fuse in LAYOUTS:
         step = result.step(model, 3, fuse=fuse)
-        assert step.fuse is fuse
+        assert (step.fuse_attention, step.fuse_ffn) == fuse
         assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
 
 
@@ -389,9 +398,12 @@ def test_batcher_with_fused_step_and_sampler_greedy() -> None:
         for i in items
     ]  # fmt: skip
     sampler = FusedSampler(TINY.vocab_size, TINY.eos, EOS_BLOCKED_STEPS, 2, DEVICE)
+    step = FusedDecodeStep(model, 2)
     batch = ContinuousBatcher(model, 2, 96, max_new_tokens=24, kv_bucket=32,
-                              forward=FusedDecodeStep(model, 2), sampler=sampler,
-                              use_graphs=DEVICE.type == "cuda")  # fmt: skip
+                              forward=step, sampler=sampler, use_graphs=DEVICE.type == "cuda",
+                              run_ahead=True)  # fmt: skip
+    # the step writes its logits where the sampler reads them: no copy per step
+    assert batch.state.logits.data_ptr() == step.logits.data_ptr()
     greedy = SamplingParams(top_k=1)
     first = drain(batch.open(pack_inputs([items[0]], TINY), greedy, 20, seed=1))
     got0 = next(first).tolist()  # row 0 runs ahead

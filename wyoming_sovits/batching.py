@@ -82,6 +82,15 @@ class _BatchState:
         )
 
 
+@dataclass
+class _Replay:
+    """A queued replay: the rows it decodes for (row -> stream) and its report's copy."""
+
+    streams: dict[int, RowStream]
+    report: Tensor  # (B, K + 1) on the host, valid once ``done`` has completed
+    done: torch.cuda.Event | None
+
+
 class RowStream:
     """One sentence's new tokens (1-D int64 CPU tensors) as the batch produces them."""
 
@@ -129,13 +138,19 @@ class ContinuousBatcher:
         sampler: Callable[..., tuple[Tensor, Tensor]] | None = None,
         use_graphs: bool = True,
         defer_prefill: bool = False,
+        run_ahead: bool | None = None,
     ) -> None:
         """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
         replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
         draws are keyed by each row's seed, see ``open``). ``defer_prefill``: ``open``
         only reserves the row, and the next ``advance`` prefills every row opened since
         in one batched prefill (left-padded to the longest); a stream's first item is
-        then an empty tensor, so its reader can let other requests open rows first."""
+        then an empty tensor, so its reader can let other requests open rows first.
+
+        ``run_ahead`` (default: with graphs) queues the next replay before reading the
+        current one's tokens, so the GPU does not idle while the host hands tokens out
+        and admits rows; a row that stops meanwhile runs one replay more, emitting
+        nothing (its tokens are decided on the device)."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -150,6 +165,21 @@ class ContinuousBatcher:
         model.setup_caches(max_batch, max_seq, dtype=weight.dtype, device=weight.device)
         self._cache = model.k_cache
         self.state = _BatchState.allocate(max_batch, self.cfg.vocab_size, self.steps, self.device)
+        out = getattr(self._forward, "logits", None)  # a fused step's static logits buffer
+        if (
+            isinstance(out, Tensor)
+            and out.dtype == torch.float32
+            and out.device == self.device
+            and out.shape[0] >= max_batch
+            and out.shape[1:] == self.state.logits.shape[1:]
+        ):
+            self.state.logits = out[:max_batch]  # the step writes them where sampling reads
+        self.run_ahead = use_graphs if run_ahead is None else run_ahead
+        self._pending: _Replay | None = None
+        pinned = self.device.type == "cuda"  # so the report's copy does not block
+        shape = self.state.report.shape
+        self._reports = [torch.zeros(shape, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
+        self._launched = 0
         self._eos_col = torch.zeros(1, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
         self._eos_col[0, self.cfg.eos] = True
         self._free = list(range(max_batch))
@@ -269,23 +299,50 @@ class ContinuousBatcher:
 
     @torch.no_grad()
     def advance(self) -> None:
-        """``steps_per_sync`` steps for every row; each live row's new tokens to its stream."""
+        """``steps_per_sync`` steps for every row; each live row's new tokens to its stream.
+
+        With ``run_ahead`` the replay after this one is queued before this one's tokens
+        are read (one host sync per replay either way)."""
         self._prefill_waiting()
-        live = [row for row, stream in self._streams.items() if not stream.done]
-        if not live:
-            return
-        highest = max(self._pos[row] for row in live) + self.steps - 1
+        if self._pending is None:
+            self._pending = self._launch()
+            if self._pending is None:
+                return
+        current, self._pending = self._pending, self._launch() if self.run_ahead else None
+        self._collect(current)
+
+    def _launch(self) -> _Replay | None:
+        """Queue one replay for the rows live now (None: there are none)."""
+        streams = {row: stream for row, stream in self._streams.items() if not stream.done}
+        if not streams:
+            return None
+        highest = max(self._pos[row] for row in streams) + self.steps - 1
         kv_len = min(self.max_seq, (highest // self.kv_bucket + 1) * self.kv_bucket)
-        any_top_p = any(self._streams[row].top_p for row in live)
+        any_top_p = any(stream.top_p for stream in streams.values())
         self._replay(kv_len, any_top_p)
-        report = self.state.report.cpu()  # (B, K + 1): the one host sync per replay
-        for row in live:
-            stream = self._streams[row]
+        for row in streams:
+            self._pos[row] += self.steps
+        report = self._reports[self._launched % 2]
+        self._launched += 1
+        report.copy_(self.state.report, non_blocking=True)
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+        return _Replay(streams, report, done)
+
+    def _collect(self, replay: _Replay) -> None:
+        """Hand a finished replay's tokens to the streams that still own their rows."""
+        if replay.done is not None:
+            replay.done.synchronize()  # the one host sync per replay
+        report = replay.report
+        for row, stream in replay.streams.items():
+            if self._streams.get(row) is not stream:
+                continue  # closed meanwhile (perhaps reopened for another sentence)
             tokens = report[row, : self.steps]
             emitted = tokens[tokens >= 0]  # a prefix: a row that stops stays stopped
             if len(emitted):
                 stream.buffer.append(emitted.clone())
-            self._pos[row] += self.steps
             if not bool(report[row, self.steps]):
                 stream.done = True
                 self._park(row)
@@ -296,7 +353,7 @@ class ContinuousBatcher:
         step_rows = getattr(self._sampler, "step_rows", None)
         if step_rows is not None:  # the fused sampler does the bookkeeping below itself
             token, pos = step_rows(s, j, j == self.steps - 1, any_top_p)
-            s.logits.copy_(self._forward(token, pos, kv_len=kv_len))
+            self._logits(self._forward(token, pos, kv_len=kv_len))
             return
         if self._sampler is not None:
             token, stop = self._sampler(s.logits, s.seen, s.step, s.top_k, s.top_p,
@@ -318,11 +375,15 @@ class ContinuousBatcher:
         s.active.copy_(emitted)
         s.seen.scatter_(1, token[:, None], True)
         pos = torch.minimum(s.input_pos, s.last_slot)  # (B,)
-        s.logits.copy_(self._forward(token, pos, kv_len=kv_len))
+        self._logits(self._forward(token, pos, kv_len=kv_len))
         s.input_pos += 1
         s.step += 1
         if j == self.steps - 1:
             s.report[:, self.steps] = s.active.long()
+
+    def _logits(self, logits: Tensor) -> None:
+        if logits.data_ptr() != self.state.logits.data_ptr():  # else written in place
+            self.state.logits.copy_(logits)
 
     def _steps(self, kv_len: int, any_top_p: bool) -> None:
         for j in range(self.steps):

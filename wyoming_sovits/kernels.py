@@ -162,19 +162,22 @@ def _kernels() -> dict[str, Any]:
         qkv, k_cache, v_cache, part_m, part_l, part_acc, pos, row_start, stride_b, stride_h,
         scale, wo, bo, a_acc, f_acc, count,
         D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
-        PDL: tl.constexpr, FUSE: tl.constexpr = False,
+        PDL: tl.constexpr, FUSE: tl.constexpr = False, ZERO_F: tl.constexpr = False,
     ):  # fmt: skip
         # One (row, head, split) of split-sequence decode attention. Split 0 writes this
         # step's k, v at the row's slot and counts the new key; every split attends over
         # its share of slots [row_start, pos) and stores its running max, denominator and
         # unnormalised numerator; the out-projection GEMV (MODE 2) combines the splits.
         # FUSE: the last split of a head to finish combines them (an arrival count per
-        # head) and adds its share of the out projection to the float32 a_acc; program
-        # (b, 0, 0) also clears f_acc[b] for the feed-forward kernel after this one.
+        # head) and adds its share of the out projection to the float32 a_acc. ZERO_F:
+        # program (b, 0, 0) clears f_acc[b] for a feed-forward kernel that adds into it.
         b = tl.program_id(0)
         h = tl.program_id(1)
         sp = tl.program_id(2)
         d = tl.arange(0, DH)
+        if FUSE:  # the head's out-projection columns, loaded while the last kernel runs
+            n = tl.arange(0, D)
+            wo_tile = tl.load(wo + n[:, None] * D + (h * DH + d)[None, :])
         if PDL:
             tl_cuda.gdc_launch_dependents()
             tl_cuda.gdc_wait()
@@ -212,9 +215,10 @@ def _kernels() -> dict[str, Any]:
             denom = denom * keep + tl.sum(weight, 0)
             m = m_new
         slot = (b * tl.num_programs(1) + h) * SPLITS + sp
-        if FUSE:
+        if ZERO_F:  # noqa: SIM102 (a constexpr: Triton compiles the guard away)
             if (h == 0) & (sp == 0):
                 tl.store(f_acc + b * D + tl.arange(0, D), tl.zeros((D,), tl.float32))
+        if FUSE:
             o = acc / tl.where(denom > 0, denom, 1.0)  # an empty split has no keys
             last = sp == 0  # one split: it is the whole head
             if SPLITS > 1:
@@ -237,9 +241,7 @@ def _kernels() -> dict[str, Any]:
                 # a[b] += Wo[:, head h] · o (+ the bias once per row): the out projection
                 # split over heads needs no combined attention vector
                 o = o.to(wo.dtype.element_ty).to(tl.float32)  # stored so unfused
-                n = tl.arange(0, D)
-                tile = tl.load(wo + n[:, None] * D + (h * DH + d)[None, :])
-                part = tl.sum(tile.to(tl.float32) * o[None, :], 1)
+                part = tl.sum(wo_tile.to(tl.float32) * o[None, :], 1)
                 if h == 0:
                     part += tl.load(bo + n).to(tl.float32)
                 tl.atomic_add(a_acc + b * D + n, part)
@@ -424,7 +426,8 @@ class FusedDecodeStep:
         gemv: dict[tuple[int, int], GemvConfig] | None = None,
         attention: AttentionConfig | None = None,
         ffn: FfnConfig | None = None,
-        fuse: bool = True,
+        fuse_attention: bool = True,
+        fuse_ffn: bool = True,
         pdl: bool = False,
     ) -> None:
         cfg = model.config
@@ -468,7 +471,7 @@ class FusedDecodeStep:
         self.part_m = buf(cfg.n_head, n, dtype=torch.float32)
         self.part_l = buf(cfg.n_head, n, dtype=torch.float32)
         self.part_acc = buf(cfg.n_head, n, cfg.head_dim, dtype=torch.float32)
-        self.fuse = fuse
+        self.fuse_attention, self.fuse_ffn = fuse_attention, fuse_ffn
         if ffn is None:
             ffn = FfnConfig(min(units, max(1, units // programs)))
         if units % ffn.block_h:
@@ -535,15 +538,16 @@ class FusedDecodeStep:
             kc.stride(0), kc.stride(1), self.scale,
             out.weight, out.bias, self.a_acc, self.f_acc, self.count,
             D=self.cfg.hidden_dim, DH=self.cfg.head_dim, BLOCK_S=a.block_s, SPLITS=a.splits,
-            PDL=self.pdl, FUSE=self.fuse, num_warps=a.num_warps, launch_pdl=self.pdl,
+            PDL=self.pdl, FUSE=self.fuse_attention, ZERO_F=self.fuse_ffn,
+            num_warps=a.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
-    def _ffn(self, layer: Block, residual: Tensor, batch: int) -> None:
-        """f_acc += FFN(LN1(residual + a_acc)) in one launch; x1 = the LayerNorm's output."""
+    def _ffn(self, layer: Block, residual: Tensor, a: Tensor, batch: int) -> None:
+        """f_acc += FFN(LN1(residual + a)) in one launch; x1 = the LayerNorm's output."""
         c = self.ffn_config
         units = self.cfg.linear_units
         self.kernels["ffn"][(units // c.block_h, batch)](
-            residual, self.a_acc, layer.norm1.weight, layer.norm1.bias, layer.linear1.weight,
+            residual, a, layer.norm1.weight, layer.norm1.bias, layer.linear1.weight,
             layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, self.x1, self.f_acc,
             units, self.cfg.norm_eps,
             D=self.cfg.hidden_dim, BLOCK_H=c.block_h, PDL=self.pdl,
@@ -571,27 +575,29 @@ class FusedDecodeStep:
             PDL=self.pdl,
             launch_pdl=self.pdl,
         )
-        # The fused layout adds the out projection and the feed-forward into float32
-        # accumulators (a_acc, f_acc): 3 launches per layer. The other runs 5 GEMVs and
-        # keeps every sum in one program (bit-reproducible; fewer atomics at many rows).
-        f = self.f_acc if self.fuse else self.f
+        # Fused, the out projection (inside the attention launch) and the feed-forward
+        # (one launch) add float32 partial sums into a_acc / f_acc: 3 launches per layer
+        # instead of 5. Unfused, every sum stays in one program (bit-reproducible).
+        a = self.a_acc if self.fuse_attention else self.a
+        f = self.f_acc if self.fuse_ffn else self.f
         layers = cast(list[Block], list(model.h.layers))
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             prev = layers[i - 1] if i else None
             ln = None if prev is None else (f, prev.norm2.weight, prev.norm2.bias, self.y)
             x = self.x0 if prev is None else self.x1
-            zero = self.a_acc if self.fuse else None
+            zero = self.a_acc if self.fuse_attention else None
             self._gemv(x, attn.in_proj_weight, attn.in_proj_bias, self.qkv, batch, ln=ln, zero=zero)
             residual = self.x0 if prev is None else self.y
             self._attention(i, input_pos, batch)
-            if self.fuse:
-                self._ffn(layer, residual, batch)
+            if not self.fuse_attention:
+                self._gemv(
+                    self.qkv, attn.out_proj.weight, attn.out_proj.bias, a, batch, combine=True
+                )
+            if self.fuse_ffn:
+                self._ffn(layer, residual, a, batch)
                 continue
-            self._gemv(
-                self.qkv, attn.out_proj.weight, attn.out_proj.bias, self.a, batch, combine=True
-            )
-            ln1 = (self.a, layer.norm1.weight, layer.norm1.bias, self.x1)
+            ln1 = (a, layer.norm1.weight, layer.norm1.bias, self.x1)
             self._gemv(
                 residual, layer.linear1.weight, layer.linear1.bias, self.h, batch, ln=ln1, relu=True
             )
@@ -612,13 +618,14 @@ class FusedSampler:
     """
 
     def __init__(self, vocab_size: int, eos: int, eos_blocked_steps: int, max_batch: int,
-                 device: torch.device, pdl: bool = False) -> None:  # fmt: skip
+                 device: torch.device, pdl: bool = False, num_warps: int = 4) -> None:  # fmt: skip
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise KernelUnavailableError(
                 f"the fused sampler runs on CUDA (or under TRITON_INTERPRET=1), not on {device}"
             )
         self.kernels = _kernels()
         self.pdl = pdl and device.type == "cuda"
+        self.num_warps = num_warps
         self.vocab, self.eos, self.eos_steps = vocab_size, eos, eos_blocked_steps
         self.block = triton_next_pow2(vocab_size)
         self.token = torch.zeros(max_batch, dtype=torch.long, device=device)
@@ -647,6 +654,7 @@ class FusedSampler:
             self.vocab, self.eos, self.eos_steps, t, t, t, t, t, t, 0, 0,
             ANY_TOP_P=any_top_p, WRITE_PROBS=probs_out is not None, BLOCK=self.block,
             BOOKKEEP=False, LAST=False, PDL=self.pdl, launch_pdl=self.pdl,
+            num_warps=self.num_warps,
         )  # fmt: skip
         return self.token[:batch], self.stop[:batch].bool()
 
@@ -666,7 +674,7 @@ class FusedSampler:
             s.active, s.limit, s.report, s.input_pos, s.last_slot, self.pos, column,
             s.report.stride(0),
             ANY_TOP_P=any_top_p, WRITE_PROBS=False, BLOCK=self.block, BOOKKEEP=True, LAST=last,
-            PDL=self.pdl, launch_pdl=self.pdl,
+            PDL=self.pdl, launch_pdl=self.pdl, num_warps=self.num_warps,
         )  # fmt: skip
         return self.token[:batch], self.pos[:batch]
 
@@ -709,20 +717,32 @@ class TuneResult:
     pdl: bool = False
     fused_attention: AttentionConfig | None = None  # with the out projection inside
     ffn: FfnConfig | None = None
-    fuse: bool = False  # 3 launches per layer (fused attention + ffn) instead of 5
+    # the layout: (out projection inside the attention launch, feed-forward in one launch)
+    fuse: tuple[bool, bool] = (False, False)
+
+    @property
+    def launches_per_layer(self) -> int:
+        return 5 - sum(self.fuse)
 
     def step(
-        self, model: Text2Semantic, rows: int, *, pdl: bool | None = None, fuse: bool | None = None
+        self,
+        model: Text2Semantic,
+        rows: int,
+        *,
+        pdl: bool | None = None,
+        fuse: tuple[bool, bool] | None = None,
     ) -> FusedDecodeStep:
         """The step with these shapes, in the chosen layout and launch mode unless given."""
-        fused = self.fuse if fuse is None else fuse
+        fuse_attention, fuse_ffn = self.fuse if fuse is None else fuse
+        fused = fuse_attention and self.fused_attention is not None
         return FusedDecodeStep(
             model,
             rows,
             gemv=self.gemv,
-            attention=self.fused_attention if fused and self.fused_attention else self.attention,
+            attention=self.fused_attention if fused else self.attention,
             ffn=self.ffn,
-            fuse=fused,
+            fuse_attention=fuse_attention,
+            fuse_ffn=fuse_ffn,
             pdl=self.pdl if pdl is None else pdl,
         )
 
@@ -764,7 +784,7 @@ def tune_step(
     The model's caches must hold ``max_batch`` rows of more than ``slots`` slots. Every
     candidate compiles once (Triton caches it on disk), so this takes tens of seconds.
     """
-    step = FusedDecodeStep(model, max_batch, fuse=False)
+    step = FusedDecodeStep(model, max_batch, fuse_attention=False, fuse_ffn=False)
     dev = step.x0.device
     layer = cast(Block, model.h.layers[0])
     attn = layer.self_attn
@@ -822,7 +842,7 @@ def tune_step(
             trial = FusedDecodeStep(model, max_batch, ffn=FfnConfig(bh, w))
             ffn_candidates[f"units {bh}, warps {w}"] = (
                 trial.ffn_config,
-                partial(trial._ffn, layer, trial.y, max_batch),
+                partial(trial._ffn, layer, trial.y, trial.a_acc, max_batch),
             )
     ffn = _fastest(f"ffn fused {units} units", ffn_candidates, dev, timings)
     out_shape = (int(attn.out_proj.weight.shape[0]), int(attn.out_proj.weight.shape[1]))
@@ -832,10 +852,10 @@ def tune_step(
             for w in warps:
                 candidate = AttentionConfig(n, bs, w)
                 label = f"splits {n}, slots/block {bs}, warps {w}"
-                trial = FusedDecodeStep(model, max_batch, attention=candidate, fuse=True)
+                trial = FusedDecodeStep(model, max_batch, attention=candidate)
                 fused[label] = (candidate, partial(trial._attention, 0, pos, max_batch))
                 trial = FusedDecodeStep(
-                    model, max_batch, gemv=gemv, attention=candidate, fuse=False
+                    model, max_batch, gemv=gemv, attention=candidate, fuse_attention=False
                 )
                 for bn in block_n:
                     combine = GemvConfig(bn, 4)
@@ -856,25 +876,33 @@ def tune_step(
     return result
 
 
+LAYOUTS = ((False, False), (True, False), (False, True), (True, True))
+
+
 def _tune_layout(
     model: Text2Semantic, max_batch: int, tuned: TuneResult, pos: Tensor
-) -> tuple[bool, bool]:
-    """Time the whole step in both layouts, with and without programmatic dependent
-    launch; return the fastest (fuse, pdl). PDL only where it captures and replays (older
-    drivers refuse it in a graph); under the interpreter, the fused layout, no PDL."""
+) -> tuple[tuple[bool, bool], bool]:
+    """Time the whole step in each layout (``LAYOUTS``), with and without programmatic
+    dependent launch; return the fastest (layout, pdl). PDL only where it captures and
+    replays (older drivers refuse it in a graph); under the interpreter, the 3-launch
+    layout without PDL."""
     if pos.device.type != "cuda":
-        return True, False  # the interpreter has no launch modes
+        return (True, True), False  # the interpreter has no launch modes
     tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
-    best: tuple[float, bool, bool] | None = None
-    for fuse in (False, True):
-        layout = "3 launches per layer" if fuse else "5 launches per layer"
-        for pdl in (False, True):
+    best: tuple[float, tuple[bool, bool], bool] | None = None
+    pdl_modes = [False, True]
+    for fuse in LAYOUTS:
+        layout = f"{5 - sum(fuse)} launches per layer"
+        if fuse[0] != fuse[1]:
+            layout += ", out proj in attention" if fuse[0] else ", feed-forward in one"
+        for pdl in list(pdl_modes):
             step = tuned.step(model, max_batch, pdl=pdl, fuse=fuse)
             try:
                 t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
             except Exception as err:  # any refusal means: launch without it
                 tuned.timings.append(("whole step", f"{layout}, dependent launch", math.inf))
                 _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
+                pdl_modes.remove(True)
                 break
             label = f"{layout}, {'dependent launch' if pdl else 'plain launches'}"
             tuned.timings.append(("whole step", label, t))

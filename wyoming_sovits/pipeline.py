@@ -1104,7 +1104,7 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
             ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
             tuned.fused_attention if tuned.fuse else tuned.attention,
             tuned.ffn,
-            3 if tuned.fuse else 5,
+            tuned.launches_per_layer,
             "on" if tuned.pdl else "off",
         )
     return tuned.step(model, rows)
