@@ -37,7 +37,6 @@ from wyoming_sovits.generate import (  # noqa: E402
     next_token,
 )
 from wyoming_sovits.kernels import (  # noqa: E402
-    LAYOUTS,
     FusedDecodeStep,
     FusedSampler,
     TuneResult,
@@ -264,18 +263,12 @@ def check_fused(
 
 
 def fused_step(
-    model: Text2Semantic,
-    batch: int,
-    tuned: TuneResult | None,
-    pdl: bool | None = None,
-    fuse: tuple[bool, bool] | None = None,
+    model: Text2Semantic, batch: int, tuned: TuneResult | None, pdl: bool | None = None
 ) -> FusedDecodeStep:
-    """The Triton step: default shapes, or ``tuned``'s (with its layout and launch mode
-    unless ``fuse`` / ``pdl`` say otherwise)."""
+    """The Triton step: default shapes, or ``tuned``'s (with its launch mode unless ``pdl``)."""
     if tuned is None:
-        fa, ff = fuse or (True, True)
-        return FusedDecodeStep(model, batch, pdl=bool(pdl), fuse_attention=fa, fuse_ffn=ff)
-    return tuned.step(model, batch, pdl=pdl, fuse=fuse)
+        return FusedDecodeStep(model, batch, pdl=bool(pdl))
+    return tuned.step(model, batch, pdl=pdl)
 
 
 def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
@@ -299,20 +292,14 @@ def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
             continue
         label, best = min(tried, key=lambda lt: lt[1])
         shape = kernel.split()[-1]
-        a = default.attention_config
-        attention = f"splits {a.splits}, slots/block {a.block_s}, warps {a.num_warps}"
-        if kernel.startswith("ffn fused"):
-            f = default.ffn_config
-            want = f"units {f.block_h}, warps {f.num_warps}"
-        elif kernel.startswith("attention with"):
-            want = attention
-        elif "x" in shape:  # a GEMV: the default's launch shape
+        if "x" in shape:  # a GEMV: the default's launch shape
             n, k = (int(v) for v in shape.split("x"))
             d = default.gemv_configs[(n, k)]
             want = f"rows {d.block_n}, warps {d.num_warps}"
         else:
+            a = default.attention_config
             d = default.gemv_configs[(model.config.hidden_dim, model.config.hidden_dim)]
-            want = f"{attention}; combine rows {d.block_n}"
+            want = f"splits {a.splits}, slots/block {a.block_s}, warps {a.num_warps}; combine rows {d.block_n}"
         base = dict(tried).get(want)
         row(f"tuned B={batch}: {kernel}", f"{1e6 * best:.2f} us",
             f"{label}; default {1e6 * base:.2f} us" if base else label)  # fmt: skip
@@ -327,12 +314,12 @@ def bench_decode(
     tuned: TuneResult | None,
     label: str,
     pdl: bool | None = None,
-    fuse: tuple[bool, bool] | None = None,
-) -> None:
-    """The product's decode loop at one row (the batcher, 4 steps per replay and host sync):
-    time per token without the prefill, and the prefill (row admission) alone."""
+) -> tuple[float, float]:
+    """The product's decode loop at one row (the batcher, 4 steps per replay and host sync,
+    one replay queued ahead): seconds per token without the prefill, and the prefill (row
+    admission) alone."""
     cfg = model.config
-    forward = fused_step(model, 1, tuned, pdl, fuse) if fused else None
+    forward = fused_step(model, 1, tuned, pdl) if fused else None
     sampler = (
         FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV, pdl=forward.pdl)
         if forward is not None
@@ -359,6 +346,7 @@ def bench_decode(
         f"{1e6 * best_step:.0f} us/token incl sampling + 1 host sync per 4")  # fmt: skip
     row(f"GPT fp16 B=1 prefill {PHONES + PROMPT} slots, {label}", f"{1e3 * best_open:.1f} ms",
         "eager, once per sentence")  # fmt: skip
+    return best_step, best_open
 
 
 def bench_prefill_shapes(model: Text2Semantic) -> None:
@@ -420,35 +408,20 @@ def bench_sampler(model: Text2Semantic) -> None:
                 "walk" if k <= 64 else "sort")  # fmt: skip
 
 
-def layout_name(fuse: tuple[bool, bool]) -> str:
-    name = f"{5 - sum(fuse)} launches/layer"
-    if fuse[0] != fuse[1]:
-        name += " (attn+out)" if fuse[0] else " (ffn)"
-    return name
-
-
-def check_launch_modes(model: Text2Semantic, tuned: TuneResult | None) -> None:
-    """Programmatic dependent launch must not change a bit of the 5-launch layout; the
-    fused layouts add float32 partial sums in arrival order, so they are compared by
-    their largest difference and greedy tokens. 64 graph-replayed teacher-forced steps."""
+def check_pdl(model: Text2Semantic, tuned: TuneResult | None) -> None:
+    """Programmatic dependent launch must not change a bit: 64 graph-replayed steps of the
+    tuned step with and without it, same tokens, same cache contents."""
     cfg = model.config
-    out: dict[tuple[tuple[bool, bool], bool], torch.Tensor] = {}
-    for fuse in LAYOUTS:
-        for pdl in (False, True):
-            step = fused_step(model, 1, tuned, pdl, fuse)
-            runner = T2SGraphRunner(model, 1, PHONES + PROMPT + 80, max_new_tokens=72, forward=step)
-            packed = pack_inputs(request(1), cfg)
-            forced = torch.randint(0, 1024, (1, 64), generator=torch.Generator().manual_seed(5))
-            out[fuse, pdl] = runner.teacher_forced_logits(packed, forced).float()
-    base = out[LAYOUTS[0], False]
-    pdl5 = out[LAYOUTS[0], True]
-    row("Triton step with PDL == without (5 launches/layer)", "yes" if torch.equal(base, pdl5) else "NO",
-        f"64 teacher-forced steps; max diff {(base - pdl5).abs().max().item():.2e}")  # fmt: skip
-    for fuse in LAYOUTS[1:]:
-        got = out[fuse, True]
-        argmax = bool(torch.equal(got.argmax(-1), base.argmax(-1)))
-        row(f"{layout_name(fuse)} + PDL vs 5", f"{rel(got, base):.2e}",
-            f"rel; max diff {(got - base).abs().max().item():.2e}; argmax same: {argmax}")  # fmt: skip
+    out = []
+    for pdl in (False, True):
+        step = fused_step(model, 1, tuned, pdl)
+        runner = T2SGraphRunner(model, 1, PHONES + PROMPT + 80, max_new_tokens=72, forward=step)
+        packed = pack_inputs(request(1), cfg)
+        forced = torch.randint(0, 1024, (1, 64), generator=torch.Generator().manual_seed(5))
+        out.append(runner.teacher_forced_logits(packed, forced).float())
+    same = torch.equal(out[0], out[1])
+    row("Triton step with PDL == without", "yes" if same else "NO",
+        f"64 teacher-forced steps; max diff {(out[0] - out[1]).abs().max().item():.2e}")  # fmt: skip
 
 
 def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None:
@@ -673,10 +646,7 @@ def decode_only() -> None:
     guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
             False)  # fmt: skip
     guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
-    for fuse in LAYOUTS:
-        guarded(f"decode tuned {fuse}", bench_decode, gpt, True, tuned,
-                f"tuned + PDL, {layout_name(fuse)}", True, fuse)  # fmt: skip
-    guarded("launch modes check", check_launch_modes, gpt, tuned)
+    guarded("fused PDL check", check_pdl, gpt, tuned)
     guarded("sampler", bench_sampler, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     print_table()
@@ -714,11 +684,10 @@ def main() -> None:
     guarded("decode fused", bench_decode, gpt, True, None, "Triton step + sampler, default shapes")
     guarded("decode tuned", bench_decode, gpt, True, tuned, "Triton tuned, plain launches",
             False)  # fmt: skip
-    guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
-    for fuse in LAYOUTS:
-        guarded(f"decode tuned {fuse}", bench_decode, gpt, True, tuned,
-                f"tuned + PDL, {layout_name(fuse)}", True, fuse)  # fmt: skip
-    guarded("launch modes check", check_launch_modes, gpt, tuned)
+    product = guarded(
+        "decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True
+    )
+    guarded("fused PDL check", check_pdl, gpt, tuned)
     guarded("prefill shapes", bench_prefill_shapes, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     t_sov = bench_sovits(sovits, ge, "fp16")
@@ -735,6 +704,12 @@ def main() -> None:
             continue
         total = t_gpt + t_s2
         row(f"RTF 10 s utterance fp16 {name}", f"{total / 10:.4f}", f"{1e3 * total:.0f} ms")
+    if product is not None:  # the server's path: prefill, then the batch's decode loop
+        per_token, prefill = product
+        total = prefill + N_TOK * per_token + t_sov[250][1]
+        row("RTF 10 s utterance fp16, product path", f"{total / 10:.4f}",
+            f"{1e3 * total:.0f} ms: prefill + {N_TOK} tokens in the batcher (Triton tuned "
+            "+ PDL) + SoVITS graph")  # fmt: skip
     row("Kernels per GPT step fp16 B=1", f"{kernels_per_step(gpt, 1)}", "incl sampling")
 
     def fused_kernels() -> None:

@@ -14,7 +14,9 @@ times ``synthesize`` sent → first ``audio-chunk`` received, and → ``audio-st
 that time / audio seconds), ``RUNS`` times per configuration. Prints one table last.
 
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
-"eager", "graphs", "graphs + Triton".
+"eager", "graphs", "graphs + Triton"; ``BENCH_CONCURRENT`` the concurrent rows as
+"clients:kernels" ("4:triton,64:torch"); ``BENCH_PROFILE`` "1" (the 4-client row) or the
+client counts whose rows also report the worker's time per kind of work ("4,64").
 """
 
 from __future__ import annotations
@@ -366,10 +368,13 @@ def main() -> None:
     wanted_rows = os.environ.get("BENCH_CONCURRENT")  # e.g. "4:triton,64:triton"
     if wanted_rows:
         concurrent = [(int(n), k) for n, k in (c.split(":") for c in wanted_rows.split(","))]
+    # BENCH_PROFILE: "1" profiles the 4-client row, or a list of client counts ("4,64")
+    profiled = os.environ.get("BENCH_PROFILE", "")
+    profile_for = {4} if profiled == "1" else {int(n) for n in profiled.split(",") if n}
     for clients, kernels in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=os.environ.get("BENCH_PROFILE") == "1" and clients == 4)  # fmt: skip
+                               profile=clients in profile_for)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

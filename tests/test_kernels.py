@@ -23,9 +23,7 @@ from wyoming_sovits.__main__ import build_parser
 from wyoming_sovits.fast import T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams
 from wyoming_sovits.kernels import (
-    LAYOUTS,
     AttentionConfig,
-    FfnConfig,
     FusedDecodeStep,
     GemvConfig,
     KernelUnavailableError,
@@ -95,36 +93,21 @@ def decode(model: Text2Semantic, step: object, steps: int = 6) -> tuple[torch.Te
     return torch.stack(out), model.k_cache.clone()
 
 
-@pytest.mark.parametrize("fuse", LAYOUTS)
-def test_fused_step_equals_module_forward(model: Text2Semantic, fuse: tuple[bool, bool]) -> None:
+def test_fused_step_equals_module_forward(model: Text2Semantic) -> None:
     want_logits, want_cache = decode(model, model)
-    step = FusedDecodeStep(model, 3, fuse_attention=fuse[0], fuse_ffn=fuse[1])
-    got_logits, got_cache = decode(model, step)
+    got_logits, got_cache = decode(model, FusedDecodeStep(model, 3))
     assert rel(got_logits, want_logits) < 1e-5
     assert rel(got_cache, want_cache) < 1e-6  # the step wrote k at every row's slot
 
 
 @pytest.mark.parametrize(
-    ("splits", "block_s", "block_n", "block_h", "fuse"),
-    [
-        (1, 16, 4, 256, (True, True)),  # one split: the head's program projects its output
-        (4, 16, 2, 32, (True, True)),  # the last split to arrive combines and projects
-        (16, 2, 64, 8, (True, True)),  # 16 splits of ~1 slot: most splits are empty
-        (1, 16, 4, 64, (False, False)),
-        (4, 16, 2, 64, (False, False)),
-        (16, 2, 64, 64, (False, False)),
-    ],
+    ("splits", "block_s", "block_n"),
+    [(1, 16, 4), (4, 16, 2), (16, 2, 64)],  # 16 splits of ~1 slot: most splits are empty
 )
 def test_every_launch_shape_computes_the_same(
-    model: Text2Semantic,
-    splits: int,
-    block_s: int,
-    block_n: int,
-    block_h: int,
-    fuse: tuple[bool, bool],
+    model: Text2Semantic, splits: int, block_s: int, block_n: int
 ) -> None:
-    """Split attention (combined in the out-projection GEMV, or by the last split to
-    finish), GEMV tiles and feed-forward slices of any shape."""
+    """Split attention (combined in the out projection) and GEMV tiles of any shape."""
     want_logits, _ = decode(model, model, steps=3)
     shapes = {(int(p.shape[0]), int(p.shape[1])) for p in model.parameters() if p.ndim == 2}
     step = FusedDecodeStep(
@@ -132,43 +115,25 @@ def test_every_launch_shape_computes_the_same(
         3,
         gemv={shape: GemvConfig(block_n, 2) for shape in shapes},
         attention=AttentionConfig(splits, block_s, 2),
-        ffn=FfnConfig(block_h, 2),
-        fuse_attention=fuse[0],
-        fuse_ffn=fuse[1],
     )
     got_logits, _ = decode(model, step, steps=3)
     assert rel(got_logits, want_logits) < 1e-5
-    if fuse[0] and splits > 1:  # every head's arrival count was reset for the next step
-        assert not step.count.any()
-
-
-def test_feed_forward_slices_must_divide_the_units(model: Text2Semantic) -> None:
-    with pytest.raises(KernelUnavailableError, match="96 hidden units"):
-        FusedDecodeStep(model, 1, ffn=FfnConfig(96))
 
 
 def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     model.setup_caches(1, 64)
-    result = tune_step(
-        model, 1, slots=20, block_n=(2, 8), warps=(2,), splits=(1, 2), block_s=(16,),
-        block_h=(64, 96, 512),  # 96 does not divide 256 units, 512 is more than there are
-    )  # fmt: skip
+    result = tune_step(model, 1, slots=20, block_n=(2, 8), warps=(2,), splits=(1, 2), block_s=(16,))
     assert {c.block_n for c in result.gemv.values()} <= {2, 8}
     assert result.attention.splits in (1, 2)
-    assert result.fused_attention is not None and result.fused_attention.splits in (1, 2)
-    assert result.ffn == FfnConfig(64, 2)
-    # 4 GEMV kinds x 2 shapes + 1 ffn + 2 attention shapes x (2 combine shapes + fused)
-    # (+ on CUDA the whole step in 4 layouts, with and without dependent launch)
-    assert len(result.timings) == 4 * 2 + 1 + 2 * 3 + (8 if DEVICE.type == "cuda" else 0)
+    # 4 GEMV kinds x 2 shapes + 2 attention shapes x 2 combine shapes (+ on CUDA the
+    # whole step with and without programmatic dependent launch)
+    assert len(result.timings) == 4 * 2 + 2 * 2 + (2 if DEVICE.type == "cuda" else 0)
     assert all(t > 0 for _, _, t in result.timings)
-    # no launch modes when interpreted
-    assert DEVICE.type == "cuda" or (result.pdl is False and result.fuse == (True, True))
-    assert result.launches_per_layer == 5 - sum(result.fuse)
+    assert DEVICE.type == "cuda" or result.pdl is False  # no launch modes when interpreted
+    step = result.step(model, 3)
+    assert step.gemv_configs[(64, 64)] == result.gemv[(64, 64)] and step.pdl is result.pdl
     want_logits, _ = decode(model, model, steps=2)
-    for fuse in LAYOUTS:
-        step = result.step(model, 3, fuse=fuse)
-        assert (step.fuse_attention, step.fuse_ffn) == fuse
-        assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
+    assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
 
 
 def test_fused_step_in_the_runner_teacher_forced(model: Text2Semantic) -> None:

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -91,10 +91,10 @@ def _kernels() -> dict[str, Any]:
 
     @triton.jit
     def gemv_kernel(
-        xa, xb, ln_w, ln_b, w, bias, out, x_out, zero, N, K, eps,
+        xa, xb, ln_w, ln_b, w, bias, out, x_out, N, K, eps,
         MODE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DH: tl.constexpr, SPLITS: tl.constexpr,
-        PDL: tl.constexpr, ZERO: tl.constexpr = False,
+        PDL: tl.constexpr,
     ):  # fmt: skip
         # out[b, n] = act(W[n, :] · v + bias[n]) where v is, by MODE:
         #   0  xa[b]                                   (K may span several blocks)
@@ -102,9 +102,6 @@ def _kernels() -> dict[str, Any]:
         #   2  the attention output combined from SPLITS partial softmaxes per head:
         #      xa = running max (B, H, S), xb = denominators (B, H, S), ln_w = partial
         #      numerators (B, H, S, DH); K == BLOCK_K == H · DH
-        # xb may be a float32 accumulator: it is rounded to xa's dtype, as a stored
-        # activation would be. ZERO: program 0 of each row clears zero[b, :K] (the
-        # accumulator the next kernels add into), after the previous kernel is done.
         pid = tl.program_id(0)
         b = tl.program_id(1)
         n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -118,12 +115,8 @@ def _kernels() -> dict[str, Any]:
         if PDL:  # the weights are constant: only the activations wait for the last kernel
             tl_cuda.gdc_launch_dependents()
             tl_cuda.gdc_wait()
-        if ZERO:  # noqa: SIM102 (a constexpr: Triton compiles the guard away)
-            if pid == 0:
-                tl.store(zero + b * K + k, tl.zeros((BLOCK_K,), tl.float32), mask=k < K)
         if MODE == 1:
-            other = tl.load(xb + b * K + k).to(xa.dtype.element_ty)
-            s = tl.load(xa + b * K + k).to(tl.float32) + other.to(tl.float32)
+            s = tl.load(xa + b * K + k).to(tl.float32) + tl.load(xb + b * K + k).to(tl.float32)
             mean = tl.sum(s, 0) / K
             centred = s - mean
             rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 0) / K + eps)
@@ -160,24 +153,17 @@ def _kernels() -> dict[str, Any]:
     @triton.jit
     def attention_kernel(
         qkv, k_cache, v_cache, part_m, part_l, part_acc, pos, row_start, stride_b, stride_h,
-        scale, wo, bo, a_acc, f_acc, count,
-        D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
-        PDL: tl.constexpr, FUSE: tl.constexpr = False, ZERO_F: tl.constexpr = False,
+        scale, D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
+        PDL: tl.constexpr,
     ):  # fmt: skip
         # One (row, head, split) of split-sequence decode attention. Split 0 writes this
         # step's k, v at the row's slot and counts the new key; every split attends over
         # its share of slots [row_start, pos) and stores its running max, denominator and
         # unnormalised numerator; the out-projection GEMV (MODE 2) combines the splits.
-        # FUSE: the last split of a head to finish combines them (an arrival count per
-        # head) and adds its share of the out projection to the float32 a_acc. ZERO_F:
-        # program (b, 0, 0) clears f_acc[b] for a feed-forward kernel that adds into it.
         b = tl.program_id(0)
         h = tl.program_id(1)
         sp = tl.program_id(2)
         d = tl.arange(0, DH)
-        if FUSE:  # the head's out-projection columns, loaded while the last kernel runs
-            n = tl.arange(0, D)
-            wo_tile = tl.load(wo + n[:, None] * D + (h * DH + d)[None, :])
         if PDL:
             tl_cuda.gdc_launch_dependents()
             tl_cuda.gdc_wait()
@@ -215,74 +201,9 @@ def _kernels() -> dict[str, Any]:
             denom = denom * keep + tl.sum(weight, 0)
             m = m_new
         slot = (b * tl.num_programs(1) + h) * SPLITS + sp
-        if ZERO_F:  # noqa: SIM102 (a constexpr: Triton compiles the guard away)
-            if (h == 0) & (sp == 0):
-                tl.store(f_acc + b * D + tl.arange(0, D), tl.zeros((D,), tl.float32))
-        if FUSE:
-            o = acc / tl.where(denom > 0, denom, 1.0)  # an empty split has no keys
-            last = sp == 0  # one split: it is the whole head
-            if SPLITS > 1:
-                tl.store(part_m + slot, m)
-                tl.store(part_l + slot, denom)
-                tl.store(part_acc + slot * DH + d, acc)
-                # release: this split's partials are visible before its arrival counts
-                arrived = tl.atomic_add(count + slot // SPLITS, 1, sem="acq_rel")
-                last = arrived == SPLITS - 1
-                if last:
-                    tl.store(count + slot // SPLITS, 0)
-                    split = slot - sp + tl.arange(0, SPLITS)
-                    pm = tl.load(part_m + split, cache_modifier=".cg")
-                    weight = tl.exp(pm - tl.max(pm, 0))
-                    total = tl.sum(weight * tl.load(part_l + split, cache_modifier=".cg"), 0)
-                    numer = tl.load(part_acc + split[:, None] * DH + d[None, :],
-                                    cache_modifier=".cg")  # fmt: skip
-                    o = tl.sum(weight[:, None] * numer, 0) / total
-            if last:
-                # a[b] += Wo[:, head h] · o (+ the bias once per row): the out projection
-                # split over heads needs no combined attention vector
-                o = o.to(wo.dtype.element_ty).to(tl.float32)  # stored so unfused
-                part = tl.sum(wo_tile.to(tl.float32) * o[None, :], 1)
-                if h == 0:
-                    part += tl.load(bo + n).to(tl.float32)
-                tl.atomic_add(a_acc + b * D + n, part)
-        else:
-            tl.store(part_m + slot, m)
-            tl.store(part_l + slot, denom)
-            tl.store(part_acc + slot * DH + d, acc)
-
-    @triton.jit
-    def ffn_kernel(
-        res, a_acc, ln_w, ln_b, w1, b1, w2, b2, x_out, f_acc, U, eps,
-        D: tl.constexpr, BLOCK_H: tl.constexpr, PDL: tl.constexpr,
-    ):  # fmt: skip
-        # The whole feed-forward split over hidden units: program (j, b) computes
-        # x1 = LN1(res[b] + a_acc[b]) (program 0 stores it), units h_j = relu(W1_j x1 + b1_j)
-        # and adds W2[:, j] h_j (program 0 also the bias) to the float32 f_acc[b].
-        pid = tl.program_id(0)
-        b = tl.program_id(1)
-        j = pid * BLOCK_H + tl.arange(0, BLOCK_H)
-        d = tl.arange(0, D)
-        up = tl.load(w1 + j[:, None] * D + d[None, :])
-        down = tl.load(w2 + d[:, None] * U + j[None, :])
-        bias_j = tl.load(b1 + j).to(tl.float32)
-        if PDL:
-            tl_cuda.gdc_launch_dependents()
-            tl_cuda.gdc_wait()
-        a = tl.load(a_acc + b * D + d).to(res.dtype.element_ty).to(tl.float32)
-        s = tl.load(res + b * D + d).to(tl.float32) + a
-        mean = tl.sum(s, 0) / D
-        centred = s - mean
-        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 0) / D + eps)
-        v = centred * rstd * tl.load(ln_w + d).to(tl.float32) + tl.load(ln_b + d).to(tl.float32)
-        v_stored = v.to(x_out.dtype.element_ty)
-        if pid == 0:
-            tl.store(x_out + b * D + d, v_stored)
-        hidden = tl.sum(up.to(tl.float32) * v_stored.to(tl.float32)[None, :], 1) + bias_j
-        hidden = tl.maximum(hidden, 0.0).to(x_out.dtype.element_ty).to(tl.float32)
-        part = tl.sum(down.to(tl.float32) * hidden[None, :], 1)
-        if pid == 0:
-            part += tl.load(b2 + d).to(tl.float32)
-        tl.atomic_add(f_acc + b * D + d, part)
+        tl.store(part_m + slot, m)
+        tl.store(part_l + slot, denom)
+        tl.store(part_acc + slot * DH + d, acc)
 
     @triton.jit
     def sample_kernel(
@@ -356,11 +277,7 @@ def _kernels() -> dict[str, Any]:
                 tl.store(report + b * report_stride + column + 1, emitted.to(tl.int64))
 
     _KERNELS.update(
-        embed=embed_kernel,
-        gemv=gemv_kernel,
-        attention=attention_kernel,
-        ffn=ffn_kernel,
-        sample=sample_kernel,
+        embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel, sample=sample_kernel
     )
     return _KERNELS
 
@@ -383,14 +300,6 @@ class GemvConfig:
     """Launch shape of one GEMV: rows per program and warps per program."""
 
     block_n: int
-    num_warps: int = 4
-
-
-@dataclass(frozen=True)
-class FfnConfig:
-    """Launch shape of the one-launch feed-forward: hidden units per program, warps."""
-
-    block_h: int
     num_warps: int = 4
 
 
@@ -425,9 +334,6 @@ class FusedDecodeStep:
         *,
         gemv: dict[tuple[int, int], GemvConfig] | None = None,
         attention: AttentionConfig | None = None,
-        ffn: FfnConfig | None = None,
-        fuse_attention: bool = True,
-        fuse_ffn: bool = True,
         pdl: bool = False,
     ) -> None:
         cfg = model.config
@@ -471,15 +377,6 @@ class FusedDecodeStep:
         self.part_m = buf(cfg.n_head, n, dtype=torch.float32)
         self.part_l = buf(cfg.n_head, n, dtype=torch.float32)
         self.part_acc = buf(cfg.n_head, n, cfg.head_dim, dtype=torch.float32)
-        self.fuse_attention, self.fuse_ffn = fuse_attention, fuse_ffn
-        if ffn is None:
-            ffn = FfnConfig(min(units, max(1, units // programs)))
-        if units % ffn.block_h:
-            raise KernelUnavailableError(f"{ffn.block_h} hidden units per program in {units}")
-        self.ffn_config = ffn
-        # float32 accumulators of the fused layout's split-K sums, and arrival counts
-        self.a_acc, self.f_acc = buf(dim, dtype=torch.float32), buf(dim, dtype=torch.float32)
-        self.count = buf(cfg.n_head, dtype=torch.int32)
         for p in model.parameters():
             if not p.is_contiguous():
                 raise KernelUnavailableError("fused step needs contiguous weights")
@@ -503,10 +400,9 @@ class FusedDecodeStep:
         ln: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
         relu: bool = False,
         combine: bool = False,
-        zero: Tensor | None = None,
     ) -> None:
         """out[:batch] = act(weight · v + bias); v = LN(x + other) (stored in x_out), the
-        combined attention partials (``combine``) or x. ``zero`` (batch, K) is cleared."""
+        combined attention partials (``combine``) or x."""
         n, k = weight.shape
         config = self.gemv_configs.get((n, k)) or GemvConfig(_block_n(n, 128))
         mode = 2 if combine else 1 if ln is not None else 0
@@ -521,10 +417,10 @@ class FusedDecodeStep:
         grid = (-(-n // config.block_n), batch)
         self.kernels["gemv"][grid](
             xa, xb, ln_w, ln_b, weight, bias if bias is not None else weight, out, x_out,
-            zero if zero is not None else out, n, k, self.cfg.norm_eps,
+            n, k, self.cfg.norm_eps,
             MODE=mode, HAS_BIAS=bias is not None, RELU=relu,
             BLOCK_N=config.block_n, BLOCK_K=block_k, DH=self.cfg.head_dim,
-            SPLITS=self.attention_config.splits, PDL=self.pdl, ZERO=zero is not None,
+            SPLITS=self.attention_config.splits, PDL=self.pdl,
             num_warps=config.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
@@ -532,26 +428,11 @@ class FusedDecodeStep:
         k_cache, v_cache, row_start, _ = self.model._caches(batch, 1)
         kc, vc = k_cache[layer], v_cache[layer]  # (Bmax, H, S, Dh)
         a = self.attention_config
-        out = cast(Block, self.model.h.layers[layer]).self_attn.out_proj
         self.kernels["attention"][(batch, self.cfg.n_head, a.splits)](
             self.qkv, kc, vc, self.part_m, self.part_l, self.part_acc, input_pos, row_start,
             kc.stride(0), kc.stride(1), self.scale,
-            out.weight, out.bias, self.a_acc, self.f_acc, self.count,
             D=self.cfg.hidden_dim, DH=self.cfg.head_dim, BLOCK_S=a.block_s, SPLITS=a.splits,
-            PDL=self.pdl, FUSE=self.fuse_attention, ZERO_F=self.fuse_ffn,
-            num_warps=a.num_warps, launch_pdl=self.pdl,
-        )  # fmt: skip
-
-    def _ffn(self, layer: Block, residual: Tensor, a: Tensor, batch: int) -> None:
-        """f_acc += FFN(LN1(residual + a)) in one launch; x1 = the LayerNorm's output."""
-        c = self.ffn_config
-        units = self.cfg.linear_units
-        self.kernels["ffn"][(units // c.block_h, batch)](
-            residual, a, layer.norm1.weight, layer.norm1.bias, layer.linear1.weight,
-            layer.linear1.bias, layer.linear2.weight, layer.linear2.bias, self.x1, self.f_acc,
-            units, self.cfg.norm_eps,
-            D=self.cfg.hidden_dim, BLOCK_H=c.block_h, PDL=self.pdl,
-            num_warps=c.num_warps, launch_pdl=self.pdl,
+            PDL=self.pdl, num_warps=a.num_warps, launch_pdl=self.pdl,
         )  # fmt: skip
 
     def __call__(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
@@ -575,35 +456,25 @@ class FusedDecodeStep:
             PDL=self.pdl,
             launch_pdl=self.pdl,
         )
-        # Fused, the out projection (inside the attention launch) and the feed-forward
-        # (one launch) add float32 partial sums into a_acc / f_acc: 3 launches per layer
-        # instead of 5. Unfused, every sum stays in one program (bit-reproducible).
-        a = self.a_acc if self.fuse_attention else self.a
-        f = self.f_acc if self.fuse_ffn else self.f
         layers = cast(list[Block], list(model.h.layers))
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             prev = layers[i - 1] if i else None
-            ln = None if prev is None else (f, prev.norm2.weight, prev.norm2.bias, self.y)
+            ln = None if prev is None else (self.f, prev.norm2.weight, prev.norm2.bias, self.y)
             x = self.x0 if prev is None else self.x1
-            zero = self.a_acc if self.fuse_attention else None
-            self._gemv(x, attn.in_proj_weight, attn.in_proj_bias, self.qkv, batch, ln=ln, zero=zero)
+            self._gemv(x, attn.in_proj_weight, attn.in_proj_bias, self.qkv, batch, ln=ln)
             residual = self.x0 if prev is None else self.y
             self._attention(i, input_pos, batch)
-            if not self.fuse_attention:
-                self._gemv(
-                    self.qkv, attn.out_proj.weight, attn.out_proj.bias, a, batch, combine=True
-                )
-            if self.fuse_ffn:
-                self._ffn(layer, residual, a, batch)
-                continue
-            ln1 = (a, layer.norm1.weight, layer.norm1.bias, self.x1)
+            self._gemv(
+                self.qkv, attn.out_proj.weight, attn.out_proj.bias, self.a, batch, combine=True
+            )
+            ln1 = (self.a, layer.norm1.weight, layer.norm1.bias, self.x1)
             self._gemv(
                 residual, layer.linear1.weight, layer.linear1.bias, self.h, batch, ln=ln1, relu=True
             )
             self._gemv(self.h, layer.linear2.weight, layer.linear2.bias, self.f, batch)
         last = layers[-1]
-        ln_out = (f, last.norm2.weight, last.norm2.bias, self.y)
+        ln_out = (self.f, last.norm2.weight, last.norm2.bias, self.y)
         self._gemv(self.x1, model.ar_predict_layer.weight, None, self.logits, batch, ln=ln_out)
         return self.logits[:batch]
 
@@ -618,13 +489,15 @@ class FusedSampler:
     """
 
     def __init__(self, vocab_size: int, eos: int, eos_blocked_steps: int, max_batch: int,
-                 device: torch.device, pdl: bool = False, num_warps: int = 4) -> None:  # fmt: skip
+                 device: torch.device, pdl: bool = False, num_warps: int = 8) -> None:  # fmt: skip
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise KernelUnavailableError(
                 f"the fused sampler runs on CUDA (or under TRITON_INTERPRET=1), not on {device}"
             )
         self.kernels = _kernels()
         self.pdl = pdl and device.type == "cuda"
+        # H200, one row: 8 warps 5.6 / 11.4 / 26.5 us at top_k 1 / 15 / 100, 4 warps
+        # 6.3 / 11.6 / 39.1, 16 warps 5.9 / 12.6 / 20.6 (the sort needs more threads)
         self.num_warps = num_warps
         self.vocab, self.eos, self.eos_steps = vocab_size, eos, eos_blocked_steps
         self.block = triton_next_pow2(vocab_size)
@@ -709,59 +582,22 @@ def _graph_time(
 
 @dataclass
 class TuneResult:
-    """Launch shapes and layout picked by ``tune_step`` and every candidate's time (s)."""
+    """Launch shapes picked by ``tune_step`` and every candidate's time (seconds)."""
 
     gemv: dict[tuple[int, int], GemvConfig]
-    attention: AttentionConfig  # split attention, combined by the out-projection GEMV
+    attention: AttentionConfig
     timings: list[tuple[str, str, float]]  # (kernel, candidate, seconds per launch)
     pdl: bool = False
-    fused_attention: AttentionConfig | None = None  # with the out projection inside
-    ffn: FfnConfig | None = None
-    # the layout: (out projection inside the attention launch, feed-forward in one launch)
-    fuse: tuple[bool, bool] = (False, False)
 
-    @property
-    def launches_per_layer(self) -> int:
-        return 5 - sum(self.fuse)
-
-    def step(
-        self,
-        model: Text2Semantic,
-        rows: int,
-        *,
-        pdl: bool | None = None,
-        fuse: tuple[bool, bool] | None = None,
-    ) -> FusedDecodeStep:
-        """The step with these shapes, in the chosen layout and launch mode unless given."""
-        fuse_attention, fuse_ffn = self.fuse if fuse is None else fuse
-        fused = fuse_attention and self.fused_attention is not None
+    def step(self, model: Text2Semantic, rows: int, *, pdl: bool | None = None) -> FusedDecodeStep:
+        """The step with these launch shapes, in the chosen launch mode unless ``pdl``."""
         return FusedDecodeStep(
             model,
             rows,
             gemv=self.gemv,
-            attention=self.fused_attention if fused else self.attention,
-            ffn=self.ffn,
-            fuse_attention=fuse_attention,
-            fuse_ffn=fuse_ffn,
+            attention=self.attention,
             pdl=self.pdl if pdl is None else pdl,
         )
-
-
-def _fastest(
-    name: str,
-    candidates: Mapping[str, tuple[Any, Callable[..., object]]],
-    device: torch.device,
-    timings: list[tuple[str, str, float]],
-) -> Any:
-    """Time each candidate (label -> (config, call)); record them; return the fastest config."""
-    best: tuple[float, Any] | None = None
-    for label, (config, call) in candidates.items():
-        t = _graph_time(call, device)
-        timings.append((name, label, t))
-        if best is None or t < best[0]:
-            best = (t, config)
-    assert best is not None
-    return best[1]
 
 
 @torch.no_grad()
@@ -774,17 +610,14 @@ def tune_step(
     warps: tuple[int, ...] = (2, 4, 8),
     splits: tuple[int, ...] = (1, 4, 8, 16),
     block_s: tuple[int, ...] = (32, 64),
-    block_h: tuple[int, ...] = (8, 16, 32, 64),
 ) -> TuneResult:
-    """Time each GEMV shape, the attention (+ its combining GEMV, or with the out
-    projection inside) and the one-launch feed-forward of the fused step at ``max_batch``
-    rows attending over ``slots`` cache slots; then the whole step in each layout and
-    launch mode. Returns the fastest of each.
+    """Time each GEMV shape and the attention (+ its combining GEMV) of the fused step at
+    ``max_batch`` rows attending over ``slots`` cache slots, on CUDA; return the fastest.
 
     The model's caches must hold ``max_batch`` rows of more than ``slots`` slots. Every
     candidate compiles once (Triton caches it on disk), so this takes tens of seconds.
     """
-    step = FusedDecodeStep(model, max_batch, fuse_attention=False, fuse_ffn=False)
+    step = FusedDecodeStep(model, max_batch)
     dev = step.x0.device
     layer = cast(Block, model.h.layers[0])
     attn = layer.self_attn
@@ -817,96 +650,70 @@ def tune_step(
     }
     timings: list[tuple[str, str, float]] = []
     gemv: dict[tuple[int, int], GemvConfig] = {}
-
-    def with_gemv(shape: tuple[int, int], config: GemvConfig, call: Callable[..., None]) -> Any:
-        def run() -> None:
-            step.gemv_configs[shape] = config
-            call(step)
-
-        return config, run
-
     for name, (weight, call) in shapes.items():
         shape = (int(weight.shape[0]), int(weight.shape[1]))
-        candidates = {
-            f"rows {bn}, warps {w}": with_gemv(shape, GemvConfig(bn, w), call)
-            for bn in block_n
-            for w in warps
-        }
-        gemv[shape] = step.gemv_configs[shape] = _fastest(
-            f"{name} {shape[0]}x{shape[1]}", candidates, dev, timings
-        )
-    units = model.config.linear_units
-    ffn_candidates = {}
-    for bh in (b for b in block_h if b <= units and units % b == 0):
-        for w in warps:
-            trial = FusedDecodeStep(model, max_batch, ffn=FfnConfig(bh, w))
-            ffn_candidates[f"units {bh}, warps {w}"] = (
-                trial.ffn_config,
-                partial(trial._ffn, layer, trial.y, trial.a_acc, max_batch),
-            )
-    ffn = _fastest(f"ffn fused {units} units", ffn_candidates, dev, timings)
+        best: tuple[float, GemvConfig] | None = None
+        for bn in block_n:
+            for w in warps:
+                config = GemvConfig(bn, w)
+                step.gemv_configs[shape] = config
+                t = _graph_time(partial(call, step), dev)
+                timings.append((f"{name} {shape[0]}x{shape[1]}", f"rows {bn}, warps {w}", t))
+                if best is None or t < best[0]:
+                    best = (t, config)
+        assert best is not None
+        gemv[shape] = step.gemv_configs[shape] = best[1]
     out_shape = (int(attn.out_proj.weight.shape[0]), int(attn.out_proj.weight.shape[1]))
-    pairs, fused = {}, {}
+    best_attention: tuple[float, AttentionConfig, GemvConfig] | None = None
     for n in splits:
         for bs in block_s:
             for w in warps:
                 candidate = AttentionConfig(n, bs, w)
-                label = f"splits {n}, slots/block {bs}, warps {w}"
-                trial = FusedDecodeStep(model, max_batch, attention=candidate)
-                fused[label] = (candidate, partial(trial._attention, 0, pos, max_batch))
-                trial = FusedDecodeStep(
-                    model, max_batch, gemv=gemv, attention=candidate, fuse_attention=False
-                )
+                trial = FusedDecodeStep(model, max_batch, gemv=gemv, attention=candidate)
                 for bn in block_n:
                     combine = GemvConfig(bn, 4)
+                    trial.gemv_configs[out_shape] = combine
 
-                    def pair(s: FusedDecodeStep = trial, c: GemvConfig = combine) -> None:
-                        s.gemv_configs[out_shape] = c
+                    def pair(s: FusedDecodeStep = trial) -> None:
                         s._attention(0, pos, max_batch)
                         s._gemv(s.qkv, attn.out_proj.weight, attn.out_proj.bias, s.a,
                                 max_batch, combine=True)  # fmt: skip
 
-                    pairs[f"{label}; combine rows {bn}"] = ((candidate, combine), pair)
-    attention, gemv[out_shape] = _fastest(
-        f"attention + out proj @{slots} slots", pairs, dev, timings
-    )
-    fused_attention = _fastest(f"attention with out proj @{slots} slots", fused, dev, timings)
-    result = TuneResult(gemv, attention, timings, False, fused_attention, ffn)
-    result.fuse, result.pdl = _tune_layout(model, max_batch, result, pos)
-    return result
+                    t = _graph_time(pair, dev)
+                    label = f"splits {n}, slots/block {bs}, warps {w}; combine rows {bn}"
+                    timings.append((f"attention + out proj @{slots} slots", label, t))
+                    if best_attention is None or t < best_attention[0]:
+                        best_attention = (t, candidate, combine)
+    assert best_attention is not None
+    gemv[out_shape] = best_attention[2]
+    pdl = _tune_pdl(model, max_batch, gemv, best_attention[1], pos, timings)
+    return TuneResult(gemv, best_attention[1], timings, pdl)
 
 
-LAYOUTS = ((False, False), (True, False), (False, True), (True, True))
-
-
-def _tune_layout(
-    model: Text2Semantic, max_batch: int, tuned: TuneResult, pos: Tensor
-) -> tuple[tuple[bool, bool], bool]:
-    """Time the whole step in each layout (``LAYOUTS``), with and without programmatic
-    dependent launch; return the fastest (layout, pdl). PDL only where it captures and
-    replays (older drivers refuse it in a graph); under the interpreter, the 3-launch
-    layout without PDL."""
+def _tune_pdl(
+    model: Text2Semantic,
+    max_batch: int,
+    gemv: dict[tuple[int, int], GemvConfig],
+    attention: AttentionConfig,
+    pos: Tensor,
+    timings: list[tuple[str, str, float]],
+) -> bool:
+    """Time the whole step with and without programmatic dependent launch; True when it
+    captures, replays and is faster here (older drivers refuse it in a graph)."""
     if pos.device.type != "cuda":
-        return (True, True), False  # the interpreter has no launch modes
+        return False  # the interpreter has no launch modes
     tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
-    best: tuple[float, tuple[bool, bool], bool] | None = None
-    pdl_modes = [False, True]
-    for fuse in LAYOUTS:
-        layout = f"{5 - sum(fuse)} launches per layer"
-        if fuse[0] != fuse[1]:
-            layout += ", out proj in attention" if fuse[0] else ", feed-forward in one"
-        for pdl in list(pdl_modes):
-            step = tuned.step(model, max_batch, pdl=pdl, fuse=fuse)
-            try:
-                t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
-            except Exception as err:  # any refusal means: launch without it
-                tuned.timings.append(("whole step", f"{layout}, dependent launch", math.inf))
-                _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
-                pdl_modes.remove(True)
-                break
-            label = f"{layout}, {'dependent launch' if pdl else 'plain launches'}"
-            tuned.timings.append(("whole step", label, t))
-            if best is None or t < best[0]:
-                best = (t, fuse, pdl)
-    assert best is not None
-    return best[1], best[2]
+    best: tuple[float, bool] | None = None
+    for pdl in (False, True):
+        step = FusedDecodeStep(model, max_batch, gemv=gemv, attention=attention, pdl=pdl)
+        try:
+            t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
+        except Exception as err:  # any refusal means: launch without it
+            timings.append(("whole step", "programmatic dependent launch", math.inf))
+            _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
+            break
+        label = "programmatic dependent launch" if pdl else "plain launches"
+        timings.append(("whole step", label, t))
+        if best is None or t < best[0]:
+            best = (t, pdl)
+    return best is not None and best[1]

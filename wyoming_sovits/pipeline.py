@@ -1097,14 +1097,12 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
             splits=(1, 4, 8, 16), block_s=(64,),
         )  # fmt: skip
         _LOGGER.info(
-            "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s; ffn %s; "
-            "%d launches per layer; programmatic dependent launch %s",
+            "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s; "
+            "programmatic dependent launch %s",
             rows,
             time.perf_counter() - t0,
             ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
-            tuned.fused_attention if tuned.fuse else tuned.attention,
-            tuned.ffn,
-            tuned.launches_per_layer,
+            tuned.attention,
             "on" if tuned.pdl else "off",
         )
     return tuned.step(model, rows)
