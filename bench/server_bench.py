@@ -15,7 +15,8 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
 "eager", "graphs", "graphs + Triton"; ``BENCH_CONCURRENT`` the concurrent rows as
-"clients:kernels" ("4:triton,64:torch"); ``BENCH_PROFILE`` "1" (the 4-client row) or the
+"clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), e.g.
+"4:triton,64:torch,64:triton:sync"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
 client counts whose rows also report the worker's time per kind of work ("4,64").
 """
 
@@ -33,6 +34,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,6 +53,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeVoice,
 )
 
+import wyoming_sovits.pipeline as pipeline_module  # noqa: E402
 from wyoming_sovits.batching import ContinuousBatcher  # noqa: E402
 from wyoming_sovits.engine import Engine  # noqa: E402
 from wyoming_sovits.handler import SovitsEventHandler  # noqa: E402
@@ -180,6 +183,13 @@ def measure(
     return timed
 
 
+class InStepBatcher(ContinuousBatcher):
+    """The batch without ``run_ahead`` (for the comparison row)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "run_ahead": False})
+
+
 async def _concurrent(
     engine: Engine, registry: VoiceRegistry, settings: ServerSettings, clients: int
 ) -> tuple[list[tuple[float, float, int]], float, float]:
@@ -250,13 +260,17 @@ def measure_concurrent(
     kernels: str = "torch",
     tokens: int = TOKENS,
     profile: bool = False,
+    run_ahead: bool = True,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
-    ``profile``: also print the top operators by host time (torch.profiler)."""
+    ``profile``: also print the top operators by host time (torch.profiler);
+    ``run_ahead`` False: the batch reads each replay before queueing the next."""
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
                              gpt_kernels=kernels, max_streams=clients)  # fmt: skip
+    if not run_ahead:  # the pipeline builds its batch on first use (warm-up)
+        pipeline_module.ContinuousBatcher = InStepBatcher  # type: ignore[misc]
     pipeline.max_new_tokens = tokens
     engine = Engine(pipeline, registry, settings)
     engine.start()
@@ -278,10 +292,11 @@ def measure_concurrent(
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     finally:
         engine.close()
+        pipeline_module.ContinuousBatcher = ContinuousBatcher  # type: ignore[misc]
     rate = pipeline.sample_rate
     firsts = [1e3 * f for f, _, _ in timed]
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
-    label = f"{clients} streams batched ({kernels})"
+    label = f"{clients} streams batched ({kernels}{'' if run_ahead else ', no run-ahead'})"
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -364,17 +379,18 @@ def main() -> None:
         except Exception as exc:  # one failing variant must not lose the others' rows
             traceback.print_exc()
             row(f"{variant[0]} FAILED", type(exc).__name__, str(exc)[:120])
-    concurrent = [(4, "triton"), (16, "triton"), (64, "torch"), (64, "triton")]
-    wanted_rows = os.environ.get("BENCH_CONCURRENT")  # e.g. "4:triton,64:triton"
+    concurrent = [(4, "triton", ""), (16, "triton", ""), (64, "torch", ""), (64, "triton", "")]
+    wanted_rows = os.environ.get("BENCH_CONCURRENT")  # e.g. "4:triton,64:triton:sync"
     if wanted_rows:
-        concurrent = [(int(n), k) for n, k in (c.split(":") for c in wanted_rows.split(","))]
+        fields = [[*c.split(":"), ""][:3] for c in wanted_rows.split(",")]
+        concurrent = [(int(n), k, mode) for n, k, mode in fields]
     # BENCH_PROFILE: "1" profiles the 4-client row, or a list of client counts ("4,64")
     profiled = os.environ.get("BENCH_PROFILE", "")
     profile_for = {4} if profiled == "1" else {int(n) for n in profiled.split(",") if n}
-    for clients, kernels in concurrent:
+    for clients, kernels, mode in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=clients in profile_for)  # fmt: skip
+                               profile=clients in profile_for, run_ahead=mode != "sync")  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])
