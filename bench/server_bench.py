@@ -184,10 +184,22 @@ def measure(
 
 
 class InStepBatcher(ContinuousBatcher):
-    """The batch without ``run_ahead`` (for the comparison row)."""
+    """The batch without ``run_ahead`` (for the comparison rows)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **{**kwargs, "run_ahead": False})
+
+
+@contextlib.contextmanager
+def in_step_batch(on: bool) -> Iterator[None]:
+    """While ``on``, pipelines build their batch without ``run_ahead`` (it is built on
+    first use, so this must cover the warm-up and the runs)."""
+    if on:
+        pipeline_module.ContinuousBatcher = InStepBatcher  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        pipeline_module.ContinuousBatcher = ContinuousBatcher  # type: ignore[misc]
 
 
 async def _concurrent(
@@ -265,12 +277,26 @@ def measure_concurrent(
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
     ``run_ahead`` False: the batch reads each replay before queueing the next."""
+    with in_step_batch(not run_ahead):
+        _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
+                            run_ahead)  # fmt: skip
+
+
+def _measure_concurrent(
+    models: Path,
+    work: Path,
+    device: str,
+    dtype: str,
+    clients: int,
+    kernels: str,
+    tokens: int,
+    profile: bool,
+    run_ahead: bool,
+) -> None:
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
                              gpt_kernels=kernels, max_streams=clients)  # fmt: skip
-    if not run_ahead:  # the pipeline builds its batch on first use (warm-up)
-        pipeline_module.ContinuousBatcher = InStepBatcher  # type: ignore[misc]
     pipeline.max_new_tokens = tokens
     engine = Engine(pipeline, registry, settings)
     engine.start()
@@ -292,7 +318,6 @@ def measure_concurrent(
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     finally:
         engine.close()
-        pipeline_module.ContinuousBatcher = ContinuousBatcher  # type: ignore[misc]
     rate = pipeline.sample_rate
     firsts = [1e3 * f for f, _, _ in timed]
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
@@ -332,30 +357,47 @@ def run_variants(
     tokens: int = TOKENS,
     runs: int = RUNS,
 ) -> None:
-    """Every (name, fast, gpt_kernels) variant: streaming, the stream flow, no partial audio."""
+    """Every (name, fast, gpt_kernels) variant: streaming, the stream flow, no partial audio.
+    A name ending in "(no run-ahead)" runs its batch without ``run_ahead``."""
+    for name, fast, kernels in variants:
+        with in_step_batch(name.endswith("(no run-ahead)")):
+            measure_variant(models, work, device, dtype, name, fast, kernels, tokens, runs)
+
+
+def measure_variant(
+    models: Path,
+    work: Path,
+    device: str,
+    dtype: str,
+    name: str,
+    fast: bool,
+    kernels: str,
+    tokens: int,
+    runs: int,
+) -> None:
+    """One variant of ``run_variants``."""
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
-    for name, fast, kernels in variants:
-        t0 = time.perf_counter()
-        pipeline = Pipeline.load(
-            models, device, dtype, cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
-        )
-        pipeline.max_new_tokens = tokens
-        row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
-        for label, partial, flow in (
-            ("streaming", True, False),
-            ("synthesize-start/chunk/stop", True, True),
-            ("no partial audio", False, False),
-        ):
-            measure(f"{name}, {label}", pipeline, registry, settings,
-                    partial_audio=partial, streaming_flow=flow, runs=runs)  # fmt: skip
-        if fast:  # every sentence a new length: what a household's requests look like
-            measure(f"{name}, streaming, a new sentence each run", pipeline, registry,
-                    settings, partial_audio=True, streaming_flow=False, runs=runs,
-                    texts=new_sentences(runs))  # fmt: skip
-        del pipeline
-        if device == "cuda":
-            torch.cuda.empty_cache()
+    t0 = time.perf_counter()
+    pipeline = Pipeline.load(
+        models, device, dtype, cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
+    )
+    pipeline.max_new_tokens = tokens
+    row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
+    for label, partial, flow in (
+        ("streaming", True, False),
+        ("synthesize-start/chunk/stop", True, True),
+        ("no partial audio", False, False),
+    ):
+        measure(f"{name}, {label}", pipeline, registry, settings,
+                partial_audio=partial, streaming_flow=flow, runs=runs)  # fmt: skip
+    if fast:  # every sentence a new length: what a household's requests look like
+        measure(f"{name}, streaming, a new sentence each run", pipeline, registry,
+                settings, partial_audio=True, streaming_flow=False, runs=runs,
+                texts=new_sentences(runs))  # fmt: skip
+    del pipeline
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -369,6 +411,7 @@ def main() -> None:
         ("eager", False, "torch"),
         ("graphs", True, "torch"),
         ("graphs + Triton", True, "triton"),
+        ("graphs + Triton (no run-ahead)", True, "triton"),
     ]
     wanted = os.environ.get("BENCH_VARIANTS")  # e.g. "graphs,graphs + Triton"
     if wanted:

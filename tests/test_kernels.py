@@ -185,6 +185,7 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     batch = next(iter(fused._batchers.values()))
     assert isinstance(batch._forward, FusedDecodeStep)
     assert isinstance(batch._sampler, FusedSampler)
+    assert batch.run_ahead is (DEVICE.type == "cuda")  # one stream: queue a replay ahead
     np.testing.assert_allclose(got, want, atol=1e-4)
     # on a GPU the step's launch shapes were measured first (on the CPU: fixed defaults)
     from wyoming_sovits.pipeline import _TUNED
