@@ -16,7 +16,7 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
 "eager", "graphs", "graphs + Triton"; ``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), e.g.
-"4:triton,64:torch,64:triton:sync"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
+"4:triton,64:torch,64:triton:sync", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
 client counts whose rows also report the worker's time per kind of work ("4,64").
 """
 
@@ -424,7 +424,9 @@ def main() -> None:
             row(f"{variant[0]} FAILED", type(exc).__name__, str(exc)[:120])
     concurrent = [(4, "triton", ""), (16, "triton", ""), (64, "torch", ""), (64, "triton", "")]
     wanted_rows = os.environ.get("BENCH_CONCURRENT")  # e.g. "4:triton,64:triton:sync"
-    if wanted_rows:
+    if wanted_rows == "none":
+        concurrent = []
+    elif wanted_rows:
         fields = [[*c.split(":"), ""][:3] for c in wanted_rows.split(",")]
         concurrent = [(int(n), k, mode) for n, k, mode in fields]
     # BENCH_PROFILE: "1" profiles the 4-client row, or a list of client counts ("4,64")
