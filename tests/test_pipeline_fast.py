@@ -299,3 +299,43 @@ def test_padding_masked_vocoder_decodes_the_exact_length(
     assert exact.shape == (samples,)
     torch.testing.assert_close(masked, exact, rtol=1e-4, atol=1e-5)
     assert float((unmasked - exact).abs().max()) > 1e-3
+
+
+def test_padding_masks_follow_the_lengths_and_are_built_once_per_rate(
+    plain: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside one ``_padding_masked`` the lengths tensor may change between decodes (a
+    graph replay reads its new values): each decode is its exact-length decode. Every
+    activation rate builds its mask once per decode, not once per convolution."""
+    model = plain.sovits.model
+    g = torch.Generator().manual_seed(5)
+    bucket = 16
+    codes = torch.randint(0, 1024, (1, 1, bucket), generator=g)
+    text = torch.randint(0, 300, (1, 9), generator=g)
+    ge = torch.randn(1, model.cfg.gin_channels, 1, generator=g)
+    lengths = torch.tensor([bucket])
+    aranges = 0
+    real_arange = torch.arange
+
+    def counting(*args: object, **kwargs: object) -> torch.Tensor:
+        nonlocal aranges
+        aranges += 1
+        return real_arange(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    codes[..., 11:] = 0  # the padding, as a graph's input buffer is filled
+    with torch.no_grad():
+        exact = {n: model.decode(codes[..., :n], text, ge, noise_scale=0.0)[0, 0] for n in (11, 14)}
+    convs = sum(isinstance(m, torch.nn.Conv1d | torch.nn.ConvTranspose1d)
+                for m in model.dec.modules())  # fmt: skip
+    rates = len(model.cfg.upsample_rates) + 1  # the latent frames, then each stage
+    with torch.no_grad(), _padding_masked(model.dec, lengths, bucket):
+        for tokens in (11, 14, 11):
+            lengths.fill_(tokens)  # in place, as a graph replay sees new lengths
+            monkeypatch.setattr(torch, "arange", counting)
+            aranges = 0
+            masked = model.decode(codes, text, ge, 0.0, code_lengths=lengths,
+                                  text_lengths=torch.tensor([9]))[0, 0]  # fmt: skip
+            monkeypatch.setattr(torch, "arange", real_arange)
+            samples = tokens * SAMPLES_PER_TOKEN
+            torch.testing.assert_close(masked[:samples], exact[tokens], rtol=1e-4, atol=1e-5)
+            assert 0 < aranges <= rates + 8 < convs  # the encoders' masks use a few too

@@ -404,11 +404,23 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
     ``lengths`` is read inside the hooks, so a captured graph follows its later values.
     """
 
+    # One mask per activation rate and dtype, built at the first convolution of each
+    # forward that meets it (about six rates, against ~100 convolutions: in a graph, four
+    # kernels per mask saved at every other convolution)
+    masks: dict[tuple[int, torch.dtype], Tensor] = {}
+
+    def new_forward(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        masks.clear()  # lengths may have changed since the last forward
+
     def zero_padding(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = args[0]  # (B, C, T) with T = padded * (upsampling so far)
-        valid = lengths * (x.shape[-1] // padded)  # (B,)
-        keep = torch.arange(x.shape[-1], device=x.device) < valid[:, None]  # (B, T)
-        return (x * keep[:, None, :].to(x.dtype), *args[1:])
+        keep = masks.get((x.shape[-1], x.dtype))
+        if keep is None:
+            valid = lengths * (x.shape[-1] // padded)  # (B,)
+            positions = torch.arange(x.shape[-1], device=x.device)
+            keep = (positions < valid[:, None])[:, None, :].to(x.dtype)  # (B, 1, T)
+            masks[x.shape[-1], x.dtype] = keep
+        return (x * keep, *args[1:])
 
     convs = [
         m
@@ -416,7 +428,8 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
         if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
         and m is not getattr(vocoder, "cond", None)
     ]
-    handles = [m.register_forward_pre_hook(zero_padding) for m in convs]
+    handles = [vocoder.register_forward_pre_hook(new_forward)]
+    handles += [m.register_forward_pre_hook(zero_padding) for m in convs]
     try:
         yield
     finally:
