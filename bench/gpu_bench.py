@@ -572,6 +572,50 @@ def bench_sovits(model: SoVITS, ge: torch.Tensor, label: str) -> dict[int, tuple
     return out
 
 
+def graph_kernels(graphs: SoVITSGraphs, codes: torch.Tensor, text: torch.Tensor,
+                  ge: torch.Tensor) -> tuple[int, dict[str, int]]:  # fmt: skip
+    """Kernels one graph replay runs (the profiler sees a replay's kernel nodes), by class."""
+    from torch.profiler import ProfilerActivity, profile
+
+    graphs.decode(codes, text, ge)  # captured before the profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        graphs.decode(codes, text, ge)
+        torch.cuda.synchronize()
+    kinds: dict[str, int] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA" and "memcpy" not in e.name.lower():
+            kinds[e.name[:40]] = kinds.get(e.name[:40], 0) + 1
+    return sum(kinds.values()), kinds
+
+
+def bench_sovits_variants(ge: torch.Tensor) -> None:
+    """The SoVITS graph with its padding masks rebuilt at every convolution (the code
+    before 2026-12-02), as now (one per rate), and with channels-last vocoder weights
+    (``fast.channels_last_vocoder``, not used by the product yet): time and kernels."""
+    from wyoming_sovits.fast import channels_last_vocoder
+
+    model = sovits_model(torch.float16)
+    layout = sovits_model(torch.float16)
+    channels_last_vocoder(layout.dec)
+    variants = {
+        "a mask per conv (before)": SoVITSGraphs(model, share_masks=False),
+        "masks per rate (now)": SoVITSGraphs(model),
+        "now + channels-last vocoder": SoVITSGraphs(layout),
+    }
+    for n_tok, n_ph in ((25, 20), (250, 120)):
+        codes = torch.randint(0, 1024, (n_tok,), device=DEV)
+        text = torch.randint(0, 732, (n_ph,), device=DEV)
+        for name, graphs in variants.items():
+            t = cuda_time(partial(graphs.decode, codes, text, ge), reps=10)
+            note = ""
+            if n_tok == 25:
+                count, kinds = graph_kernels(graphs, codes, text, ge)
+                layouts = sum(n for k, n in kinds.items() if "nchwToNhwc" in k or "nhwcToNchw" in k)
+                note = f"{count} kernels per replay, {layouts} layout conversions"
+            row(f"SoVITS {n_tok / 25:g} s graph, {name}", f"{1e3 * t:.2f} ms", note)
+
+
 def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
     """Many streams' decodes: ``pipeline.decode_batch`` (one eager batched call, what the
     pipeline runs when 4+ streams reach a decode point together) vs one graph replay per
@@ -634,6 +678,7 @@ def sovits_only() -> None:
         spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
         ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
     bench_sovits(sovits, ge, "fp16")
+    guarded("SoVITS variants", bench_sovits_variants, ge)
     guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
     print_table()
 
@@ -694,6 +739,7 @@ def main() -> None:
     peak = torch.cuda.max_memory_allocated()  # before the 64-stream SoVITS batches
     row("Peak GPU memory fp16 model set", f"{peak / 2**30:.2f} GiB",
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
+    guarded("SoVITS variants", bench_sovits_variants, ge)
     guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
     for name, t_gpt, t_s2 in (
         ("eager", gpt_e, t_sov[250][0]),

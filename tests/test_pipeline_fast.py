@@ -301,6 +301,27 @@ def test_padding_masked_vocoder_decodes_the_exact_length(
     assert float((unmasked - exact).abs().max()) > 1e-3
 
 
+def test_channels_last_vocoder_computes_the_same(plain: Pipeline) -> None:
+    """The channels-last weight layout (a GPU experiment in ``gpu_bench.py sovits``)
+    changes strides only: the same audio."""
+    import copy
+
+    from wyoming_sovits.fast import channels_last_vocoder
+
+    model = plain.sovits.model
+    vocoder = copy.deepcopy(model.dec)
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, model.cfg.inter_channels, 30, generator=g)
+    ge = torch.randn(1, model.cfg.gin_channels, 1, generator=g)
+    with torch.no_grad():
+        want = model.dec(z, ge)
+        convs = channels_last_vocoder(vocoder)
+        got = vocoder(z, ge)
+    weight = vocoder.conv_pre.weight
+    assert convs > 3 and weight.stride(1) == 1 and not weight.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_padding_masks_follow_the_lengths_and_are_built_once_per_rate(
     plain: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,3 +360,12 @@ def test_padding_masks_follow_the_lengths_and_are_built_once_per_rate(
             samples = tokens * SAMPLES_PER_TOKEN
             torch.testing.assert_close(masked[:samples], exact[tokens], rtol=1e-4, atol=1e-5)
             assert 0 < aranges <= rates + 8 < convs  # the encoders' masks use a few too
+    # the baseline the GPU bench times: a mask at every convolution, the same audio
+    with torch.no_grad(), _padding_masked(model.dec, lengths, bucket, share=False):
+        monkeypatch.setattr(torch, "arange", counting)
+        aranges = 0
+        again = model.decode(codes, text, ge, 0.0, code_lengths=lengths,
+                             text_lengths=torch.tensor([9]))[0, 0]  # fmt: skip
+        monkeypatch.setattr(torch, "arange", real_arange)
+    assert aranges >= convs - 1  # all but the conditioning convolution
+    torch.testing.assert_close(again, masked)

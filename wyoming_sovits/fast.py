@@ -393,7 +393,9 @@ class T2SGraphRunner:
 
 
 @contextlib.contextmanager
-def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterator[None]:
+def _padding_masked(
+    vocoder: nn.Module, lengths: Tensor, padded: int, *, share: bool = True
+) -> Iterator[None]:
     """Zero every vocoder convolution's input past the real length while inside.
 
     The vocoder has no mask: on padded frames its convolutions would see the activations
@@ -402,6 +404,7 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
     of the ``padded`` positions (tokens or frames: scaled to each input's rate), a padded
     decode computes the exact-length one. The length-1 conditioning conv is left alone.
     ``lengths`` is read inside the hooks, so a captured graph follows its later values.
+    ``share`` False builds a mask at every convolution (the bench's baseline).
     """
 
     # One mask per activation rate and dtype, built at the first convolution of each
@@ -411,6 +414,9 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
 
     def new_forward(module: nn.Module, args: tuple[Tensor, ...]) -> None:
         masks.clear()  # lengths may have changed since the last forward
+
+    def new_conv(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        masks.clear()
 
     def zero_padding(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = args[0]  # (B, C, T) with T = padded * (upsampling so far)
@@ -429,12 +435,31 @@ def _padding_masked(vocoder: nn.Module, lengths: Tensor, padded: int) -> Iterato
         and m is not getattr(vocoder, "cond", None)
     ]
     handles = [vocoder.register_forward_pre_hook(new_forward)]
-    handles += [m.register_forward_pre_hook(zero_padding) for m in convs]
+    for m in convs:
+        if not share:
+            handles.append(m.register_forward_pre_hook(new_conv))
+        handles.append(m.register_forward_pre_hook(zero_padding))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def channels_last_vocoder(vocoder: nn.Module) -> int:
+    """Store every vocoder convolution's weight channels-last (channels the fastest axis);
+    returns how many. The function is unchanged. On a GPU cuDNN then runs the NHWC
+    kernels it prefers on the weights as stored and keeps the activations channels-last,
+    instead of converting layouts around each convolution (262 conversion kernels in an
+    eager 1 s decode on the H200, 0.9 of its 4.7 ms). An experiment: ``gpu_bench.py
+    sovits`` times it against the default layout; the product does not use it yet."""
+    count = 0
+    for m in vocoder.modules():
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            w = m.weight  # (out, in, k) or, transposed, (in, out, k)
+            w.data = w.data.transpose(1, 2).contiguous().transpose(1, 2)
+            count += 1
+    return count
 
 
 def _fill_decode_inputs(
@@ -492,15 +517,19 @@ class SoVITSGraphs:
         noise_scale: float = 0.5,
         row_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
         max_cells: int = 4096,
+        share_masks: bool = True,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
-        holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory."""
+        holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
+        ``share_masks`` False: the vocoder's padding mask is rebuilt at every convolution
+        (the baseline ``gpu_bench.py sovits`` times the shared masks against)."""
         weight = next(model.parameters())
         _require_cuda(weight.device)
         self.model, self.device, self.dtype = model, weight.device, weight.dtype
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
         self.noise_scale = noise_scale
+        self.share_masks = share_masks
         self._pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[
             tuple[int, int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]
@@ -561,7 +590,7 @@ class SoVITSGraphs:
 
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
-        masked = _padding_masked(self.model.dec, io["code_len"], tokens)
+        masked = _padding_masked(self.model.dec, io["code_len"], tokens, share=self.share_masks)
         with masked, torch.no_grad():
             with torch.cuda.stream(stream):
                 run()
