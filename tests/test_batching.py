@@ -95,6 +95,48 @@ def test_full_batch_and_early_close(run_ahead: bool) -> None:
     assert torch.cat(again).tolist() == alone(model, item, 20)
 
 
+@RUN_AHEAD
+def test_one_row_prefill_padded_to_its_bucket(run_ahead: bool) -> None:
+    """``prefill_bucket``: a one-row batch's prompt is left-padded to a multiple of the
+    bucket (what its prefill graphs capture; here eagerly): the same greedy tokens, and
+    the row holds the padded slots. A prompt whose padded length leaves no room for its
+    tokens is prefilled at its own length."""
+    model = tiny_model(3)
+    b = ContinuousBatcher(model, 1, 64, max_new_tokens=40, kv_bucket=32, use_graphs=False,
+                          run_ahead=run_ahead, prefill_bucket=16)  # fmt: skip
+    for lx, ly, cap, slots in ((5, 4, 20, 16), (9, 12, 12, 32), (30, 20, 12, 50)):
+        item = request(lx, ly, seed=lx)
+        stream = b.open(pack_inputs([item], TINY), GREEDY_PARAMS, cap)
+        assert b._pos[0] == slots  # 16, 32: padded; 50 + 12 > 64 - 2: its own length
+        got = [t for chunk in drain(stream) for t in chunk.tolist()]
+        assert got == alone(model, item, cap)
+    assert b.capture_prefills(pack_inputs([request(2, 2, seed=0)], TINY), range(3, 40)) == 0
+
+
+def test_prefill_graphs_pad_to_the_bucket_and_check_their_input() -> None:
+    from wyoming_sovits.fast import FastPathError, PrefillGraphs
+
+    model = tiny_model(4)
+    model.setup_caches(1, 64)
+    graphs = PrefillGraphs(model, 16, use_graphs=False)
+    item = request(6, 5, seed=2)
+    packed = pack_inputs([item], TINY)
+    with torch.no_grad():
+        want = model.prefill(packed)
+        want_keys = model.k_cache[:, 0, :, : packed.length].clone()
+        logits, slots = graphs(packed)
+    pad = slots - packed.length
+    assert slots == 16 and pad > 0
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+    # the real slots' keys moved right by the padding; the row starts after it
+    torch.testing.assert_close(model.k_cache[:, 0, :, pad:slots], want_keys, rtol=1e-5, atol=1e-6)
+    assert int(model.row_start[0]) == pad
+    with pytest.raises(FastPathError, match="one request"):
+        graphs(pack_inputs([item, item], TINY))
+    with pytest.raises(FastPathError, match="bucket"):
+        PrefillGraphs(model, 0, use_graphs=False)
+
+
 def test_requests_beyond_the_rows_are_refused() -> None:
     b = batcher(tiny_model(3))
     with pytest.raises(Exception, match="slots"):

@@ -108,6 +108,41 @@ def test_graph_runner_golden_greedy_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_prefill_graphs_replay_the_eager_prefill_on_gpu() -> None:
+    """Full-size weights: a replayed prefill (two prompts of one bucket, then a replaced
+    cache) gives the eager padded prefill's logits, keys and row start; the golden
+    greedy tokens decode after it through the one-row batch."""
+    from wyoming_sovits.batching import ContinuousBatcher, drain
+    from wyoming_sovits.fast import PrefillGraphs
+
+    model, item, golden = golden_case("cuda")
+    eager = PrefillGraphs(model, 64, use_graphs=False)
+    graphs = PrefillGraphs(model, 64)
+    for cache_slots in (512, 640):  # the second cache drops the first cache's graphs
+        model.setup_caches(1, cache_slots)
+        for seed in (0, 1):
+            g = torch.Generator().manual_seed(seed)
+            other = T2SInput(torch.randint(0, 300, (item.phone_ids.shape[0],), generator=g),
+                             torch.randn(item.bert.shape, generator=g), item.prompt_tokens)  # fmt: skip
+            packed = pack_inputs([other], model.config).to("cuda")
+            want, slots = eager(packed)
+            want_keys = model.k_cache[:, 0, :, :slots].clone()
+            got, got_slots = graphs(packed)
+            assert got_slots == slots and graphs.failed is None
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                model.k_cache[:, 0, :, :slots], want_keys, rtol=1e-4, atol=1e-4
+            )
+        assert len(graphs.captured) == 1
+    batch = ContinuousBatcher(model, 1, 512, max_new_tokens=128)
+    assert batch._prefills is not None and batch._prefills.use_graphs
+    stream = batch.open(pack_inputs([item], model.config), SamplingParams(top_k=1), 81)
+    tokens = [t for chunk in drain(stream) for t in chunk.tolist()]
+    assert batch._prefills.captured and batch._prefills.failed is None
+    assert tokens == golden["tokens"][0][30:].tolist()
+
+
+@pytest.mark.gpu
 def test_sovits_graphs_decode_rows_as_each_alone_on_gpu() -> None:
     """Three sentences of different lengths in one replay: each row's audio is its own
     single-sentence replay (the vocoder masks make padding invisible)."""

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .fast import TOP_K_CAP, FastPathError, _require_cuda
+from .fast import TOP_K_CAP, FastPathError, PrefillGraphs, _require_cuda
 from .generate import (
     EOS_BLOCKED_STEPS,
     RowParams,
@@ -38,6 +38,9 @@ from .generate import (
     next_token,
 )
 from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic, merge_packed
+
+# Prompt lengths a one-row batch's prefill graphs are bucketed by (slots).
+PREFILL_BUCKET = 64
 
 
 class BatchFullError(FastPathError):
@@ -139,6 +142,7 @@ class ContinuousBatcher:
         use_graphs: bool = True,
         defer_prefill: bool = False,
         run_ahead: bool | None = None,
+        prefill_bucket: int | None = None,
     ) -> None:
         """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
         replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
@@ -150,7 +154,11 @@ class ContinuousBatcher:
         ``run_ahead`` (default: with graphs) queues the next replay before reading the
         current one's tokens, so the GPU does not idle while the host hands tokens out
         and admits rows; a row that stops meanwhile runs one replay more, emitting
-        nothing (its tokens are decided on the device)."""
+        nothing (its tokens are decided on the device).
+
+        ``prefill_bucket``: a one-row batch prefills from CUDA graphs per prompt length
+        rounded up to this many slots (``fast.PrefillGraphs``; the default with graphs:
+        64; 0: eager prefills). Without graphs a bucket pads the eager prefill alike."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -175,6 +183,11 @@ class ContinuousBatcher:
         ):
             self.state.logits = out[:max_batch]  # the step writes them where sampling reads
         self.run_ahead = use_graphs if run_ahead is None else run_ahead
+        if prefill_bucket is None:
+            prefill_bucket = PREFILL_BUCKET if use_graphs and max_batch == 1 else 0
+        self._prefills = (
+            PrefillGraphs(model, prefill_bucket, use_graphs=use_graphs) if prefill_bucket else None
+        )
         self._pending: _Replay | None = None
         pinned = self.device.type == "cuda"  # so the report's copy does not block
         shape = self.state.report.shape
@@ -269,11 +282,15 @@ class ContinuousBatcher:
         rows = [row for row, _ in group]
         packed = merge_packed([p for _, (p, _) in group])
         length = packed.length
-        with dynamic_shape_attention():
-            if len(rows) == 1:
-                logits = self.model.prefill(packed, row=rows[0])
-            else:
-                logits = self.model.prefill(packed, rows=rows)
+        graphs, longest = self._prefills, max(max_new for _, (_, max_new) in group)
+        if graphs is not None and rows == [0] and graphs.padded(length) + longest <= self.max_seq:
+            logits, length = graphs(packed)  # left-padded to its bucket: more slots
+        else:
+            with dynamic_shape_attention():
+                if len(rows) == 1:
+                    logits = self.model.prefill(packed, row=rows[0])
+                else:
+                    logits = self.model.prefill(packed, rows=rows)
         s = self.state
         for i, (row, (_, max_new)) in enumerate(group):
             s.logits[row] = logits[i].float()
@@ -413,6 +430,19 @@ class ContinuousBatcher:
         with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
             self._steps(kv_len, any_top_p)
         return graph
+
+    def capture_prefills(self, like: PackedPrompt, lengths: Iterable[int]) -> int:
+        """Capture the prefill graphs of the buckets of prompt ``lengths`` ahead of use,
+        shaped like ``like`` (one request; its content does not matter). Call while no
+        row is live: a capture writes row 0. Returns how many exist."""
+        graphs = self._prefills
+        if graphs is None:
+            return 0
+        like = like.to(self.device)
+        for size in sorted({graphs.padded(n) for n in lengths}):
+            if size + 1 > self.max_seq or not graphs.capture(size, like):
+                break
+        return len(graphs.captured)
 
     def capture(self, up_to_slot: int) -> int:
         """Capture the graphs of every cache bucket up to ``up_to_slot`` ahead of use (call

@@ -26,6 +26,7 @@ growing prefix can reuse the same noise.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,13 +44,24 @@ from .generate import (
     dynamic_shape_attention,
     next_token,
 )
-from .models.t2s import AUDIO, PackedPrompt, T2SInput, T2SInputError, Text2Semantic, pack_inputs
+from .models.t2s import (
+    AUDIO,
+    PackedPrompt,
+    T2SInput,
+    T2SInputError,
+    Text2Semantic,
+    merge_packed,
+    pack_inputs,
+)
 from .models.vits import SoVITS, VitsInputError
 
 TOP_K_CAP = 64
 """Largest top_k a graph serves; the captured top-k keeps this many candidates per row."""
 
 _DEFAULT_PARAMS = SamplingParams()
+
+
+_LOGGER = logging.getLogger(__name__)
 
 
 class FastPathError(RuntimeError):
@@ -390,6 +402,101 @@ class T2SGraphRunner:
             out.append(s.logits[:batch].clone())
             self._replay(batch, self._bucket(length + done), False, True)
         return torch.stack(out, dim=1)  # (B, T, V)
+
+
+class PrefillGraphs:
+    """``Text2Semantic.prefill`` of one request into cache row 0, replayed from a CUDA
+    graph per prompt-length bucket (the eager prefill is ~360 launches: 11 to 15 ms for a
+    230-slot prompt on the H200).
+
+    The prompt is left-padded to a multiple of ``bucket`` slots, as a batched prefill
+    pads its shorter rows: padding slots attend only to themselves and no real slot sees
+    them, and the cache's row start skips them in every later step. The request then
+    holds the padded length's slots. Graphs are dropped when the model's cache is
+    replaced. ``use_graphs`` False runs the same padded prefill eagerly (CPU tests); a
+    capture that fails turns the graphs off for good (logged) and the prefill runs
+    eagerly.
+    """
+
+    def __init__(self, model: Text2Semantic, bucket: int = 64, use_graphs: bool = True) -> None:
+        if bucket < 1:
+            raise FastPathError(f"prefill bucket must be >= 1, got {bucket}")
+        self.model, self.bucket, self.use_graphs = model, bucket, use_graphs
+        self.failed: str | None = None  # why the graphs were turned off
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, PackedPrompt, Tensor]] = {}
+        self._cache_ptr = -1
+        if use_graphs:
+            _require_cuda(model.ar_predict_layer.weight.device)
+            self._pool = torch.cuda.graph_pool_handle()
+
+    def padded(self, length: int) -> int:
+        """The slots a prompt of ``length`` slots holds once padded to its bucket."""
+        return -(-length // self.bucket) * self.bucket
+
+    @property
+    def captured(self) -> list[int]:
+        return sorted(self._graphs)
+
+    @torch.no_grad()
+    def __call__(self, packed: PackedPrompt) -> tuple[Tensor, int]:
+        """Prefill ``packed`` (one request, on the model's device) into cache row 0; returns
+        the (1, V) next-token logits and the slots the request now holds."""
+        if packed.batch_size != 1:
+            raise FastPathError("a prefill graph serves one request")
+        length = self.padded(packed.length)
+        padded = merge_packed([packed], length)
+        if not self.use_graphs or self.failed is not None:
+            with dynamic_shape_attention():
+                return self.model.prefill(padded), length
+        entry = self._graph(length, padded)
+        if entry is None:  # the capture failed: eager from now on
+            return self(packed)
+        graph, inputs, logits = entry
+        for name, buffer in vars(inputs).items():
+            buffer.copy_(getattr(padded, name))
+        graph.replay()
+        return logits, length
+
+    def capture(self, length: int, like: PackedPrompt) -> bool:
+        """Capture the graph of ``length``'s bucket ahead of use, shaped like ``like``
+        (one request); False when graphs are off or the capture failed."""
+        if not self.use_graphs or self.failed is not None:
+            return False
+        size = self.padded(length)
+        return self._graph(size, merge_packed([like], size)) is not None
+
+    def _graph(
+        self, length: int, padded: PackedPrompt
+    ) -> tuple[torch.cuda.CUDAGraph, PackedPrompt, Tensor] | None:
+        cache = self.model.k_cache
+        ptr = -1 if cache is None else cache.data_ptr()
+        if ptr != self._cache_ptr:  # a new cache: the graphs wrote the old one
+            self._graphs.clear()
+            self._cache_ptr = ptr
+        entry = self._graphs.get(length)
+        if entry is not None:
+            return entry
+        try:
+            entry = self._graphs[length] = self._capture(padded)
+        except Exception as err:  # a driver or backend that refuses: eager prefills
+            self.failed = f"{type(err).__name__}: {err}"
+            _LOGGER.warning("prefill graphs off, capturing one failed: %s", self.failed)
+            return None
+        return entry
+
+    def _capture(self, padded: PackedPrompt) -> tuple[torch.cuda.CUDAGraph, PackedPrompt, Tensor]:
+        inputs = PackedPrompt(**{name: t.clone() for name, t in vars(padded).items()})
+        device = inputs.kind.device
+        stream = torch.cuda.Stream(device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with dynamic_shape_attention():
+            with torch.cuda.stream(stream):  # warm-up off the capture (kernel selection)
+                self.model.prefill(inputs)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+                logits = self.model.prefill(inputs)
+        return graph, inputs, logits
 
 
 @contextlib.contextmanager

@@ -1039,10 +1039,15 @@ class Pipeline:
         gpt = self._gpt(prompt.gpt)
         cap = self.cap(gpt)
         base = len(prompt.phone_ids) + len(prompt.tokens)  # the sentence's phones come on top
-        gpt_graphs = 0
+        gpt_graphs = prefills = 0
         if params.top_k <= TOP_K_CAP and self._batching:
             batcher = self._batcher(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = batcher.capture(base + WARM_UP_PHONES + cap)
+            gpt_cfg = gpt.model.config
+            like = pack_inputs([T2SInput(torch.zeros(1, dtype=torch.long),
+                                         torch.zeros(gpt_cfg.bert_dim, 1),
+                                         torch.zeros(1, dtype=torch.long))], gpt_cfg)  # fmt: skip
+            prefills = batcher.capture_prefills(like, range(base + 1, base + WARM_UP_PHONES + 1))
         elif params.top_k <= TOP_K_CAP:
             runner = self._runner(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = runner.capture(1, base + 1, cap + WARM_UP_PHONES, params.top_p < 1.0)
@@ -1057,10 +1062,11 @@ class Pipeline:
         torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         _LOGGER.info(
-            "Warm-up of voice %s: %d GPT graphs, %d SoVITS graphs (+ %d batched) captured "
-            "in %.2f s",
+            "Warm-up of voice %s: %d GPT graphs (+ %d prefill), %d SoVITS graphs (+ %d "
+            "batched) captured in %.2f s",
             prompt.voice,
             gpt_graphs,
+            prefills,
             len(graphs.captured),
             len(graphs.captured_batches),
             seconds,

@@ -219,9 +219,10 @@ def pack_inputs(inputs: Sequence[T2SInput], config: T2SConfig) -> PackedPrompt:
     return PackedPrompt(text_ids, bert, audio_ids, kind, positions)
 
 
-def merge_packed(parts: Sequence[PackedPrompt]) -> PackedPrompt:
-    """Packed batches (same device) as one, every row left-padded to the longest."""
-    total = max(p.length for p in parts)
+def merge_packed(parts: Sequence[PackedPrompt], length: int = 0) -> PackedPrompt:
+    """Packed batches (same device) as one, every row left-padded to the longest (or to
+    ``length`` slots when that is longer)."""
+    total = max(length, *(p.length for p in parts))
 
     def pad(t: Tensor, value: int) -> Tensor:
         widths = (0, 0) if t.ndim == 3 else ()
