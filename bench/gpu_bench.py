@@ -349,6 +349,34 @@ def bench_decode(
     return best_step, best_open
 
 
+def bench_prefill_graphs(model: Text2Semantic) -> None:
+    """One request's prefill (230 slots): eager (efficient SDPA) against the graph of its
+    64-slot bucket (``fast.PrefillGraphs``, what a one-row batch uses), and the logits."""
+    from wyoming_sovits.fast import PrefillGraphs
+    from wyoming_sovits.generate import dynamic_shape_attention
+
+    model.setup_caches(1, 512)
+    packed = pack_inputs(request(1), model.config).to(DEV)
+    graphs = PrefillGraphs(model, 64)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        graphs(packed)  # captures
+        torch.cuda.synchronize()
+        capture = time.perf_counter() - t0
+
+        def eager() -> None:
+            with dynamic_shape_attention():
+                model.prefill(packed)
+
+        t_e = cuda_time(eager, reps=5)
+        t_g = cuda_time(partial(graphs, packed), reps=5)
+        want = PrefillGraphs(model, 64, use_graphs=False)(packed)[0]
+        got = graphs(packed)[0]
+    row(f"GPT fp16 prefill {packed.length} slots: eager / graph", f"{1e3 * t_e:.2f} / {1e3 * t_g:.2f} ms",
+        f"capture {1e3 * capture:.0f} ms; graph vs eager padded rel {rel(got, want):.1e}; "
+        f"failed: {graphs.failed}")  # fmt: skip
+
+
 def bench_prefill_shapes(model: Text2Semantic) -> None:
     """Prefill at prompt lengths this process has not seen: the first call at each length
     against a repeat, with the default SDPA backends and with memory-efficient attention
@@ -693,6 +721,7 @@ def decode_only() -> None:
     guarded("decode tuned PDL", bench_decode, gpt, True, tuned, "Triton tuned + PDL", True)
     guarded("fused PDL check", check_pdl, gpt, tuned)
     guarded("sampler", bench_sampler, gpt)
+    guarded("prefill graphs", bench_prefill_graphs, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     print_table()
 
@@ -734,6 +763,7 @@ def main() -> None:
     )
     guarded("fused PDL check", check_pdl, gpt, tuned)
     guarded("prefill shapes", bench_prefill_shapes, gpt)
+    guarded("prefill graphs", bench_prefill_graphs, gpt)
     guarded("profile product step", profile_product_step, gpt, tuned)
     t_sov = bench_sovits(sovits, ge, "fp16")
     peak = torch.cuda.max_memory_allocated()  # before the 64-stream SoVITS batches
