@@ -21,6 +21,10 @@ convolution's input past the real length inside the graph (the vocoder itself ha
 mask; unmasked, the last ~100 ms would change). The prior noise is an input
 buffer (the caller's, or drawn from the default CUDA generator), so that re-decoding a
 growing prefix can reuse the same noise.
+
+Prefill. ``PrefillGraphs`` captures ``Text2Semantic.prefill`` of one request per prompt
+length bucket: the prompt is left-padded to the bucket, as a batched prefill pads its
+shorter rows (``batching.ContinuousBatcher`` uses it for a one-row batch).
 """
 
 from __future__ import annotations
