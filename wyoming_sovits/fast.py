@@ -461,6 +461,7 @@ class PrefillGraphs:
         graph.replay()
         return logits, length
 
+    @torch.no_grad()
     def capture(self, length: int, like: PackedPrompt) -> bool:
         """Capture the graph of ``length``'s bucket ahead of use, shaped like ``like``
         (one request); False when graphs are off or the capture failed."""
