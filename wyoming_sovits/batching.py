@@ -37,7 +37,15 @@ from .generate import (
     dynamic_shape_attention,
     next_token,
 )
-from .models.t2s import AUDIO, PackedPrompt, T2SInputError, Text2Semantic, merge_packed
+from .models.t2s import (
+    AUDIO,
+    PackedPrompt,
+    T2SInput,
+    T2SInputError,
+    Text2Semantic,
+    merge_packed,
+    pack_inputs,
+)
 
 # Prompt lengths a one-row batch's prefill graphs are bucketed by (slots).
 PREFILL_BUCKET = 64
@@ -431,14 +439,16 @@ class ContinuousBatcher:
             self._steps(kv_len, any_top_p)
         return graph
 
-    def capture_prefills(self, like: PackedPrompt, lengths: Iterable[int]) -> int:
-        """Capture the prefill graphs of the buckets of prompt ``lengths`` ahead of use,
-        shaped like ``like`` (one request; its content does not matter). Call while no
-        row is live: a capture writes row 0. Returns how many exist."""
+    def capture_prefills(self, lengths: Iterable[int]) -> int:
+        """Capture the prefill graphs of the buckets of prompt ``lengths`` ahead of use.
+        Call while no row is live: a capture writes row 0. Returns how many exist."""
         graphs = self._prefills
         if graphs is None:
             return 0
-        like = like.to(self.device)
+        # only the shapes are captured: a one-phone, one-token prompt, padded per bucket
+        item = T2SInput(torch.zeros(1, dtype=torch.long), torch.zeros(self.cfg.bert_dim, 1),
+                        torch.zeros(1, dtype=torch.long))  # fmt: skip
+        like = pack_inputs([item], self.cfg).to(self.device)
         for size in sorted({graphs.padded(n) for n in lengths}):
             if size + 1 > self.max_seq or not graphs.capture(size, like):
                 break

@@ -524,11 +524,8 @@ def _padding_masked(
     # kernels per mask saved at every other convolution)
     masks: dict[tuple[int, torch.dtype], Tensor] = {}
 
-    def new_forward(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        masks.clear()  # lengths may have changed since the last forward
-
-    def new_conv(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        masks.clear()
+    def forget(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        masks.clear()  # a new forward: lengths may have changed since the last one
 
     def zero_padding(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         x = args[0]  # (B, C, T) with T = padded * (upsampling so far)
@@ -546,10 +543,10 @@ def _padding_masked(
         if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
         and m is not getattr(vocoder, "cond", None)
     ]
-    handles = [vocoder.register_forward_pre_hook(new_forward)]
+    handles = [vocoder.register_forward_pre_hook(forget)]
     for m in convs:
         if not share:
-            handles.append(m.register_forward_pre_hook(new_conv))
+            handles.append(m.register_forward_pre_hook(forget))
         handles.append(m.register_forward_pre_hook(zero_padding))
     try:
         yield

@@ -686,34 +686,29 @@ def tune_step(
                         best_attention = (t, candidate, combine)
     assert best_attention is not None
     gemv[out_shape] = best_attention[2]
-    pdl = _tune_pdl(model, max_batch, gemv, best_attention[1], pos, timings)
-    return TuneResult(gemv, best_attention[1], timings, pdl)
+    result = TuneResult(gemv, best_attention[1], timings)
+    result.pdl = _tune_pdl(model, max_batch, result, pos)
+    return result
 
 
-def _tune_pdl(
-    model: Text2Semantic,
-    max_batch: int,
-    gemv: dict[tuple[int, int], GemvConfig],
-    attention: AttentionConfig,
-    pos: Tensor,
-    timings: list[tuple[str, str, float]],
-) -> bool:
-    """Time the whole step with and without programmatic dependent launch; True when it
-    captures, replays and is faster here (older drivers refuse it in a graph)."""
+def _tune_pdl(model: Text2Semantic, max_batch: int, tuned: TuneResult, pos: Tensor) -> bool:
+    """Time ``tuned``'s whole step with and without programmatic dependent launch (into
+    its timings); True when it captures, replays and is faster here (older drivers
+    refuse it in a graph)."""
     if pos.device.type != "cuda":
         return False  # the interpreter has no launch modes
     tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
     best: tuple[float, bool] | None = None
     for pdl in (False, True):
-        step = FusedDecodeStep(model, max_batch, gemv=gemv, attention=attention, pdl=pdl)
+        step = tuned.step(model, max_batch, pdl=pdl)
         try:
             t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
         except Exception as err:  # any refusal means: launch without it
-            timings.append(("whole step", "programmatic dependent launch", math.inf))
+            tuned.timings.append(("whole step", "programmatic dependent launch", math.inf))
             _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
             break
         label = "programmatic dependent launch" if pdl else "plain launches"
-        timings.append(("whole step", label, t))
+        tuned.timings.append(("whole step", label, t))
         if best is None or t < best[0]:
             best = (t, pdl)
     return best is not None and best[1]

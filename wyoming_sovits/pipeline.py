@@ -1043,11 +1043,7 @@ class Pipeline:
         if params.top_k <= TOP_K_CAP and self._batching:
             batcher = self._batcher(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = batcher.capture(base + WARM_UP_PHONES + cap)
-            gpt_cfg = gpt.model.config
-            like = pack_inputs([T2SInput(torch.zeros(1, dtype=torch.long),
-                                         torch.zeros(gpt_cfg.bert_dim, 1),
-                                         torch.zeros(1, dtype=torch.long))], gpt_cfg)  # fmt: skip
-            prefills = batcher.capture_prefills(like, range(base + 1, base + WARM_UP_PHONES + 1))
+            prefills = batcher.capture_prefills(range(base + 1, base + WARM_UP_PHONES + 1))
         elif params.top_k <= TOP_K_CAP:
             runner = self._runner(prompt.gpt, base + WARM_UP_PHONES + cap, cap)
             gpt_graphs = runner.capture(1, base + 1, cap + WARM_UP_PHONES, params.top_p < 1.0)
