@@ -345,7 +345,7 @@ def bench_decode(
     row(f"GPT fp16 B=1 decode only, {label}", f"{1 / best_step:,.0f} tok/s",
         f"{1e6 * best_step:.0f} us/token incl sampling + 1 host sync per 4")  # fmt: skip
     row(f"GPT fp16 B=1 prefill {PHONES + PROMPT} slots, {label}", f"{1e3 * best_open:.1f} ms",
-        "eager, once per sentence")  # fmt: skip
+        "row admission, once per sentence: the prefill's graph (64-slot buckets)")  # fmt: skip
     return best_step, best_open
 
 
@@ -618,30 +618,44 @@ def graph_kernels(graphs: SoVITSGraphs, codes: torch.Tensor, text: torch.Tensor,
 
 
 def bench_sovits_variants(ge: torch.Tensor) -> None:
-    """The SoVITS graph with its padding masks rebuilt at every convolution (the code
-    before 2026-12-02), as now (one per rate), and with channels-last vocoder weights
-    (``fast.channels_last_vocoder``, not used by the product yet): time and kernels."""
-    from wyoming_sovits.fast import channels_last_vocoder
-
+    """The SoVITS graphs capturing the plain decode against the decode compiled by
+    TorchInductor first (``SoVITSGraphs(compile=True)``, dynamic shapes): time per replay,
+    kernels per 1 s replay, the first call of each bucket (compiling and capturing), the
+    padded graph against the exact eager decode, and several streams in one replay."""
     model = sovits_model(torch.float16)
-    layout = sovits_model(torch.float16)
-    channels_last_vocoder(layout.dec)
-    variants = {
-        "a mask per conv (before)": SoVITSGraphs(model, share_masks=False),
-        "masks per rate (now)": SoVITSGraphs(model),
-        "now + channels-last vocoder": SoVITSGraphs(layout),
-    }
-    for n_tok, n_ph in ((25, 20), (250, 120)):
-        codes = torch.randint(0, 1024, (n_tok,), device=DEV)
-        text = torch.randint(0, 732, (n_ph,), device=DEV)
+    variants = {"plain": SoVITSGraphs(model), "compiled": SoVITSGraphs(model, compile=True)}
+    exact = SoVITSGraphs(model, noise_scale=0.0, compile=True)
+    codes = torch.randint(0, 1024, (90,), device=DEV)  # padded to the 100 bucket
+    text = torch.randint(0, 732, (60,), device=DEV)
+    with torch.no_grad():
+        ref = model.decode(codes[None, None], text[None], ge, noise_scale=0.0)[0, 0].float()
+    t0 = time.perf_counter()
+    err = exact.decode(codes, text, ge).float() - ref
+    first = time.perf_counter() - t0
+    snr = 10 * math.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
+    row("SoVITS compiled graph, padded vs exact eager", f"{snr:.1f} dB",
+        f"first call (compile + capture) {first:.0f} s; failed: {exact.compile_failed}")  # fmt: skip
+    for rows, n_tok, n_ph in ((1, 25, 20), (1, 250, 120), (16, 25, 20), (64, 25, 20)):
+        batch = [
+            (torch.randint(0, 1024, (n_tok,), device=DEV),
+             torch.randint(0, 732, (n_ph,), device=DEV), ge,
+             torch.randn(1, model.cfg.inter_channels, 2 * n_tok, device=DEV), 0.5)
+            for _ in range(rows)
+        ]  # fmt: skip
         for name, graphs in variants.items():
-            t = cuda_time(partial(graphs.decode, codes, text, ge), reps=10)
-            note = ""
-            if n_tok == 25:
-                count, kinds = graph_kernels(graphs, codes, text, ge)
-                layouts = sum(n for k, n in kinds.items() if "nchwToNhwc" in k or "nhwcToNchw" in k)
-                note = f"{count} kernels per replay, {layouts} layout conversions"
-            row(f"SoVITS {n_tok / 25:g} s graph, {name}", f"{1e3 * t:.2f} ms", note)
+            run = partial(graphs.decode_rows, batch)
+            t0 = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            t = cuda_time(run, reps=10)
+            note = f"first call {first:.1f} s"
+            if (rows, n_tok) == (1, 25):
+                note += f"; {graph_kernels(graphs, batch[0][0], batch[0][1], ge)[0]} kernels"
+            what = f"{n_tok / 25:g} s" if rows == 1 else f"{rows} streams x {n_tok / 25:g} s"
+            row(f"SoVITS {what} graph, {name}", f"{1e3 * t:.2f} ms", note)
+            LOG[f"sovits {what} {name}"] = t
+    print(f"compile failed: {variants['compiled'].compile_failed}", flush=True)
 
 
 def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
@@ -707,7 +721,6 @@ def sovits_only() -> None:
         ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
     bench_sovits(sovits, ge, "fp16")
     guarded("SoVITS variants", bench_sovits_variants, ge)
-    guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
     print_table()
 
 
@@ -726,7 +739,37 @@ def decode_only() -> None:
     print_table()
 
 
+def rtf_only() -> None:
+    """``python3 bench/gpu_bench.py rtf``: the product path of a 10 s utterance in one
+    process (prefill and 250 tokens in the batcher, Triton tuned + PDL; the SoVITS graph
+    plain, then compiled), about 4 minutes with the compiling."""
+    gpt = t2s_model(torch.float16)
+    tuned = guarded("tuning B=1", bench_tune, gpt, 1)
+    per_token, prefill = bench_decode(gpt, True, tuned, "Triton tuned + PDL", True)
+    sovits = sovits_model(torch.float16)
+    with torch.no_grad():
+        spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
+        ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
+    codes = torch.randint(0, 1024, (N_TOK,), device=DEV)
+    text = torch.randint(0, 732, (120,), device=DEV)
+    for name, compiled in (("plain", False), ("compiled", True)):
+        graphs = SoVITSGraphs(sovits, compile=compiled)
+        t0 = time.perf_counter()
+        graphs.decode(codes, text, ge)
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t0
+        t_s2 = cuda_time(partial(graphs.decode, codes, text, ge), reps=10)
+        total = prefill + N_TOK * per_token + t_s2
+        row(f"RTF 10 s utterance fp16, product path, SoVITS graph {name}", f"{total / 10:.4f}",
+            f"{1e3 * total:.1f} ms: prefill {1e3 * prefill:.1f} + {N_TOK} x "
+            f"{1e6 * per_token:.0f} us + SoVITS {1e3 * t_s2:.2f} ms (first call {first:.0f} s)")  # fmt: skip
+    print_table()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["rtf"]:
+        rtf_only()
+        return
     if sys.argv[1:] == ["sovits"]:
         sovits_only()
         return

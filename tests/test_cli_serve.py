@@ -40,9 +40,12 @@ def test_flags_to_settings(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["serve", "--data-dir", "/a", "--data-dir", "/b", "--zeroconf", "--no-streaming",
          "--samples-per-chunk", "2048", "--max-text-chars", "0", "--device", "cpu",
-         "--dtype", "float16", "--phrase-cache-size", "0", "--default-voice", "alice"]
+         "--dtype", "float16", "--phrase-cache-size", "0", "--default-voice", "alice",
+         "--sovits-compile"]
     )  # fmt: skip
     settings = settings_from_args(args)
+    assert settings.sovits_compile
+    assert not settings_from_args(build_parser().parse_args(["serve"])).sovits_compile
     assert settings.uri == "tcp://0.0.0.0:10200"
     assert settings.data_dirs == (Path("/a"), Path("/b"))
     assert settings.zeroconf and settings.zeroconf_name is None and not settings.streaming

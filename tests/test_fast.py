@@ -169,6 +169,32 @@ def test_sovits_graphs_decode_rows_as_each_alone_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_a_failed_capture_leaves_random_draws_working_on_gpu() -> None:
+    """A capture that raises (a host sync inside it) is reported as it was, and then
+    random draws, a graph that draws captured before and a new capture still work."""
+    from wyoming_sovits.fast import capturing
+
+    dev = torch.device("cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    x = torch.zeros(4, device=dev)
+    drawing = torch.cuda.CUDAGraph()
+    with capturing(drawing, dev, side):
+        x.add_(torch.rand(4, device=dev))
+    with pytest.raises(RuntimeError), capturing(torch.cuda.CUDAGraph(), dev, side):
+        assert (x + 1).sum().item() > 0  # a sync: the capture fails
+    torch.cuda.synchronize()
+    assert torch.randn(8, device=dev).isfinite().all()
+    drawing.replay()
+    again = torch.cuda.CUDAGraph()
+    with capturing(again, dev, side):
+        x.add_(torch.rand(4, device=dev))
+    again.replay()
+    torch.cuda.synchronize()
+    assert float(x.min()) > 0
+
+
+@pytest.mark.gpu
 def test_sovits_graphs_match_eager_on_gpu() -> None:
     model = sovits_v2proplus("cuda")
     graphs = SoVITSGraphs(model, noise_scale=0.0)

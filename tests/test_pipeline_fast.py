@@ -21,7 +21,7 @@ from tiny_frontends import make_tiny_models_dir
 import wyoming_sovits
 from wyoming_sovits import pipeline as pipeline_module
 from wyoming_sovits.engine import Engine
-from wyoming_sovits.fast import TOP_K_CAP, T2SGraphRunner, _padding_masked
+from wyoming_sovits.fast import TOP_K_CAP, T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams
 from wyoming_sovits.models.t2s import Text2Semantic, pack_inputs
 from wyoming_sovits.pipeline import STREAM_CHUNK_TOKENS, Fragment, NoiseTape, Pipeline
@@ -277,11 +277,11 @@ def test_graphs_match_eager_on_gpu(models_dir: Path, caplog: pytest.LogCaptureFi
 
 
 @pytest.mark.parametrize(("tokens", "bucket"), [(13, 16), (16, 25)])
-def test_padding_masked_vocoder_decodes_the_exact_length(
+def test_padded_decode_with_lengths_is_the_exact_length_decode(
     plain: Pipeline, tokens: int, bucket: int
 ) -> None:
-    """What ``SoVITSGraphs`` captures: padded codes and phones, masked, give the audio of
-    the exact-length decode; without the vocoder masks the end of the audio changes."""
+    """What ``SoVITSGraphs`` captures: padded codes and phones with their lengths give the
+    audio of the exact-length decode; a vocoder not told the lengths changes its end."""
     model = plain.sovits.model
     g = torch.Generator().manual_seed(tokens)
     codes = torch.randint(0, 1024, (1, 1, tokens), generator=g)
@@ -293,48 +293,30 @@ def test_padding_masked_vocoder_decodes_the_exact_length(
     samples = tokens * SAMPLES_PER_TOKEN
     with torch.no_grad():
         exact = model.decode(codes, text, ge, noise_scale=0.0)[0, 0]
-        with _padding_masked(model.dec, lengths["code_lengths"], bucket):
-            masked = model.decode(padded_codes, padded_text, ge, 0.0, **lengths)[0, 0, :samples]
-        unmasked = model.decode(padded_codes, padded_text, ge, 0.0, **lengths)[0, 0, :samples]
+        masked = model.decode(padded_codes, padded_text, ge, 0.0, **lengths)[0, 0, :samples]
+        m, _, mask = model.encode_text_semantic(padded_codes, padded_text, ge, 1.0,
+                                                   *lengths.values())  # fmt: skip
+        z = model.flow_reverse(m, mask, ge) * mask
+        unmasked = model.vocode(z, ge)[0, 0, :samples]
+        frames = torch.tensor([2 * tokens])
+        assert float((model.vocode(z, ge, frames)[0, 0, :samples] - masked).abs().max()) < 1e-6
     assert exact.shape == (samples,)
     torch.testing.assert_close(masked, exact, rtol=1e-4, atol=1e-5)
     assert float((unmasked - exact).abs().max()) > 1e-3
 
 
-def test_channels_last_vocoder_computes_the_same(plain: Pipeline) -> None:
-    """The channels-last weight layout (a GPU experiment in ``gpu_bench.py sovits``)
-    changes strides only: the same audio."""
-    import copy
-
-    from wyoming_sovits.fast import channels_last_vocoder
-
-    model = plain.sovits.model
-    vocoder = copy.deepcopy(model.dec)
-    g = torch.Generator().manual_seed(2)
-    z = torch.randn(1, model.cfg.inter_channels, 30, generator=g)
-    ge = torch.randn(1, model.cfg.gin_channels, 1, generator=g)
-    with torch.no_grad():
-        want = model.dec(z, ge)
-        convs = channels_last_vocoder(vocoder)
-        got = vocoder(z, ge)
-    weight = vocoder.conv_pre.weight
-    assert convs > 3 and weight.stride(1) == 1 and not weight.is_contiguous()
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-
-
-def test_padding_masks_follow_the_lengths_and_are_built_once_per_rate(
+def test_vocoder_masks_are_built_once_per_rate(
     plain: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inside one ``_padding_masked`` the lengths tensor may change between decodes (a
-    graph replay reads its new values): each decode is its exact-length decode. Every
-    activation rate builds its mask once per decode, not once per convolution."""
+    """Every activation rate of the vocoder builds its padding mask once per decode, not
+    once per convolution (in a graph, four kernels a mask), and two lengths in one bucket
+    are each their exact-length decode."""
     model = plain.sovits.model
     g = torch.Generator().manual_seed(5)
     bucket = 16
     codes = torch.randint(0, 1024, (1, 1, bucket), generator=g)
     text = torch.randint(0, 300, (1, 9), generator=g)
     ge = torch.randn(1, model.cfg.gin_channels, 1, generator=g)
-    lengths = torch.tensor([bucket])
     aranges = 0
     real_arange = torch.arange
 
@@ -344,28 +326,51 @@ def test_padding_masks_follow_the_lengths_and_are_built_once_per_rate(
         return real_arange(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
 
     codes[..., 11:] = 0  # the padding, as a graph's input buffer is filled
-    with torch.no_grad():
-        exact = {n: model.decode(codes[..., :n], text, ge, noise_scale=0.0)[0, 0] for n in (11, 14)}
     convs = sum(isinstance(m, torch.nn.Conv1d | torch.nn.ConvTranspose1d)
                 for m in model.dec.modules())  # fmt: skip
     rates = len(model.cfg.upsample_rates) + 1  # the latent frames, then each stage
-    with torch.no_grad(), _padding_masked(model.dec, lengths, bucket):
-        for tokens in (11, 14, 11):
-            lengths.fill_(tokens)  # in place, as a graph replay sees new lengths
+    with torch.no_grad():
+        for tokens in (11, 14):
+            exact = model.decode(codes[..., :tokens], text, ge, noise_scale=0.0)[0, 0]
             monkeypatch.setattr(torch, "arange", counting)
             aranges = 0
-            masked = model.decode(codes, text, ge, 0.0, code_lengths=lengths,
+            masked = model.decode(codes, text, ge, 0.0, code_lengths=torch.tensor([tokens]),
                                   text_lengths=torch.tensor([9]))[0, 0]  # fmt: skip
             monkeypatch.setattr(torch, "arange", real_arange)
             samples = tokens * SAMPLES_PER_TOKEN
-            torch.testing.assert_close(masked[:samples], exact[tokens], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(masked[:samples], exact, rtol=1e-4, atol=1e-5)
             assert 0 < aranges <= rates + 8 < convs  # the encoders' masks use a few too
-    # the baseline the GPU bench times: a mask at every convolution, the same audio
-    with torch.no_grad(), _padding_masked(model.dec, lengths, bucket, share=False):
-        monkeypatch.setattr(torch, "arange", counting)
-        aranges = 0
-        again = model.decode(codes, text, ge, 0.0, code_lengths=lengths,
-                             text_lengths=torch.tensor([9]))[0, 0]  # fmt: skip
-        monkeypatch.setattr(torch, "arange", real_arange)
-    assert aranges >= convs - 1  # all but the conditioning convolution
-    torch.testing.assert_close(again, masked)
+
+
+def test_the_graphs_decode_traces_whole_for_the_compiler(plain: Pipeline) -> None:
+    """``SoVITSGraphs(compile=True)`` compiles ``_decode_body`` with dynamic shapes: it traces
+    as one graph without breaks (a break would split the compiled decode), and the traced
+    decode computes the eager one for another bucket and row count too."""
+    from wyoming_sovits.fast import _decode_body
+
+    model = plain.sovits.model
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(3)
+
+    def inputs(tokens: int, phones: int, real: list[int]) -> tuple[torch.Tensor, ...]:
+        rows = len(real)
+        return (
+            torch.randint(0, 1024, (1, rows, tokens), generator=g),
+            torch.randint(0, 300, (rows, phones), generator=g),
+            torch.tensor(real),
+            torch.full((rows,), phones - 2),
+            torch.randn(rows, cfg.gin_channels, 1, generator=g),
+            torch.randn(rows, cfg.inter_channels, 2 * tokens, generator=g),
+            torch.full((rows, 1, 1), 0.5),
+        )
+
+    first = inputs(25, 32, [25, 19])
+    explained = torch._dynamo.explain(_decode_body)(model, *first)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    counter = torch._dynamo.testing.CompileCounter()
+    traced = torch.compile(_decode_body, dynamic=True, backend=counter)
+    with torch.no_grad():
+        for args in (first, inputs(50, 64, [50, 7, 33])):
+            for got, want in zip(traced(model, *args), _decode_body(model, *args), strict=True):
+                torch.testing.assert_close(got, want)
+    assert 1 <= counter.frame_count <= 2

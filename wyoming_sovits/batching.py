@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fast import TOP_K_CAP, FastPathError, PrefillGraphs, _require_cuda
+from .fast import TOP_K_CAP, FastPathError, PrefillGraphs, _require_cuda, capturing
 from .generate import (
     EOS_BLOCKED_STEPS,
     RowParams,
@@ -435,7 +435,7 @@ class ContinuousBatcher:
         for name, t in vars(self.state).items():
             t.copy_(saved[name])
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+        with capturing(graph, self.device, self._stream, self._pool):
             self._steps(kv_len, any_top_p)
         return graph
 

@@ -34,9 +34,10 @@ import logging
 import math
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .generate import (
@@ -58,6 +59,9 @@ from .models.t2s import (
     pack_inputs,
 )
 from .models.vits import SoVITS, VitsInputError
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE as _PoolHandle
 
 TOP_K_CAP = 64
 """Largest top_k a graph serves; the captured top-k keeps this many candidates per row."""
@@ -229,7 +233,7 @@ class T2SGraphRunner:
                 self._step(batch, kv_len, any_top_p, forced)
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self._stream):
+        with capturing(graph, self.device, self._stream, self._pool):
             for _ in range(steps):
                 self._step(batch, kv_len, any_top_p, forced)
         for name, t in vars(self.state).items():  # warm-up wrote the state; restore it
@@ -408,6 +412,34 @@ class T2SGraphRunner:
         return torch.stack(out, dim=1)  # (B, T, V)
 
 
+@contextlib.contextmanager
+def capturing(
+    graph: torch.cuda.CUDAGraph,
+    device: torch.device,
+    stream: torch.cuda.Stream | None = None,
+    pool: _PoolHandle | None = None,
+) -> Iterator[None]:
+    """``torch.cuda.graph`` that leaves the device usable when the capture raises.
+
+    A capture marks the default generator of its device as capturing, and only a capture
+    that ends clears the mark: after one that raised, every random draw outside a capture
+    raises ("Offset increment outside graph capture"), sampling and the replays of graphs
+    that draw included. So on a failure one tiny capture that ends runs before the error
+    goes on; it clears the mark on the generator state that earlier graphs share.
+    """
+    try:
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            yield
+    except BaseException:
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            one = torch.zeros(1, device=device)
+        with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=side):
+            one.add_(1)
+        raise
+
+
 class PrefillGraphs:
     """``Text2Semantic.prefill`` of one request into cache row 0, replayed from a CUDA
     graph per prompt-length bucket (the eager prefill is ~360 launches: 11 to 15 ms for a
@@ -476,7 +508,11 @@ class PrefillGraphs:
         cache = self.model.k_cache
         ptr = -1 if cache is None else cache.data_ptr()
         if ptr != self._cache_ptr:  # a new cache: the graphs wrote the old one
-            self._graphs.clear()
+            if self._graphs:
+                # and a new pool: once its graphs are gone, the allocator refuses to
+                # capture into the old one while their outputs are still alive
+                self._graphs.clear()
+                self._pool = torch.cuda.graph_pool_handle()
             self._cache_ptr = ptr
         entry = self._graphs.get(length)
         if entry is not None:
@@ -499,76 +535,9 @@ class PrefillGraphs:
                 self.model.prefill(inputs)
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            with capturing(graph, device, stream, self._pool):
                 logits = self.model.prefill(inputs)
         return graph, inputs, logits
-
-
-@contextlib.contextmanager
-def _padding_masked(
-    vocoder: nn.Module, lengths: Tensor, padded: int, *, share: bool = True
-) -> Iterator[None]:
-    """Zero every vocoder convolution's input past the real length while inside.
-
-    The vocoder has no mask: on padded frames its convolutions would see the activations
-    of the padding instead of the zeros they see at the end of an exact-length input, and
-    the last ~100 ms of audio would change. With each input zeroed past ``lengths`` (B,)
-    of the ``padded`` positions (tokens or frames: scaled to each input's rate), a padded
-    decode computes the exact-length one. The length-1 conditioning conv is left alone.
-    ``lengths`` is read inside the hooks, so a captured graph follows its later values.
-    ``share`` False builds a mask at every convolution (the bench's baseline).
-    """
-
-    # One mask per activation rate and dtype, built at the first convolution of each
-    # forward that meets it (about six rates, against ~100 convolutions: in a graph, four
-    # kernels per mask saved at every other convolution)
-    masks: dict[tuple[int, torch.dtype], Tensor] = {}
-
-    def forget(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        masks.clear()  # a new forward: lengths may have changed since the last one
-
-    def zero_padding(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        x = args[0]  # (B, C, T) with T = padded * (upsampling so far)
-        keep = masks.get((x.shape[-1], x.dtype))
-        if keep is None:
-            valid = lengths * (x.shape[-1] // padded)  # (B,)
-            positions = torch.arange(x.shape[-1], device=x.device)
-            keep = (positions < valid[:, None])[:, None, :].to(x.dtype)  # (B, 1, T)
-            masks[x.shape[-1], x.dtype] = keep
-        return (x * keep, *args[1:])
-
-    convs = [
-        m
-        for m in vocoder.modules()
-        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
-        and m is not getattr(vocoder, "cond", None)
-    ]
-    handles = [vocoder.register_forward_pre_hook(forget)]
-    for m in convs:
-        if not share:
-            handles.append(m.register_forward_pre_hook(forget))
-        handles.append(m.register_forward_pre_hook(zero_padding))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def channels_last_vocoder(vocoder: nn.Module) -> int:
-    """Store every vocoder convolution's weight channels-last (channels the fastest axis);
-    returns how many. The function is unchanged. On a GPU cuDNN then runs the NHWC
-    kernels it prefers on the weights as stored and keeps the activations channels-last,
-    instead of converting layouts around each convolution (262 conversion kernels in an
-    eager 1 s decode on the H200, 0.9 of its 4.7 ms). An experiment: ``gpu_bench.py
-    sovits`` times it against the default layout; the product does not use it yet."""
-    count = 0
-    for m in vocoder.modules():
-        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-            w = m.weight  # (out, in, k) or, transposed, (in, out, k)
-            w.data = w.data.transpose(1, 2).contiguous().transpose(1, 2)
-            count += 1
-    return count
 
 
 def _fill_decode_inputs(
@@ -605,11 +574,30 @@ def _fill_decode_inputs(
             io["noise"][b, :, :frames] = noise[0]
 
 
+def _decode_body(
+    model: SoVITS,
+    codes: Tensor,
+    text: Tensor,
+    code_len: Tensor,
+    text_len: Tensor,
+    ge: Tensor,
+    noise: Tensor,
+    scale: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What a ``SoVITSGraphs`` graph computes: ``SoVITS.decode`` of padded rows with their
+    lengths, the prior draw replaced by ``noise`` (R, C, T_f) times ``scale`` (R, 1, 1);
+    returns the prior mean and flow output (R, C, T_f) and the audio (R, 1, T_f * 640)."""
+    m, logs, mask = model.encode_text_semantic(codes, text, ge, 1.0, code_len, text_len)
+    z = model.flow_reverse(m + noise * torch.exp(logs) * scale, mask, ge)
+    audio = model.vocode(z * mask, ge, code_len * model.cfg.frames_per_token)
+    return m, z, audio * mask.repeat_interleave(model.cfg.upsample_factor, dim=2)
+
+
 class SoVITSGraphs:
     """``SoVITS.decode`` replayed from CUDA graphs captured per (rows, token, phone) bucket.
 
     Inputs are padded to the smallest bucket that holds them and masked by length
-    tensors (the vocoder through ``_padding_masked``), so a replay computes the
+    tensors (the vocoder through its ``lengths``), so a replay computes the
     exact-length decode of every row; the audio is cut to each row's ``T * upsample_factor``
     samples. The prior noise is an input buffer, not a draw inside the graph, so a caller
     can feed noise that stays the same across re-decodes of a growing prefix
@@ -626,19 +614,27 @@ class SoVITSGraphs:
         noise_scale: float = 0.5,
         row_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
         max_cells: int = 4096,
-        share_masks: bool = True,
+        compile: bool = False,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
         holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
-        ``share_masks`` False: the vocoder's padding mask is rebuilt at every convolution
-        (the baseline ``gpu_bench.py sovits`` times the shared masks against)."""
+
+        ``compile``: the decode the graphs capture is first compiled by TorchInductor, with
+        dynamic shapes, so one compilation serves every bucket of one row, and one every
+        bucket of several (on the H200 a 1 s decode 6.05 -> 4.57 ms, 10 s 15.53 -> 11.55 ms;
+        the first capture of each kind compiles for 1.5 to 2.5 minutes, less with the
+        compiler's disk cache warm). A failed compilation is logged (``compile_failed``) and
+        the graphs capture the plain decode from then on."""
         weight = next(model.parameters())
         _require_cuda(weight.device)
         self.model, self.device, self.dtype = model, weight.device, weight.dtype
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
         self.noise_scale = noise_scale
-        self.share_masks = share_masks
+        self.compile_failed: str | None = None
+        self._compiled: Callable[..., tuple[Tensor, Tensor, Tensor]] | None = None
+        if compile:
+            self._compiled = torch.compile(_decode_body, dynamic=True)
         self._pool = torch.cuda.graph_pool_handle()
         self._graphs: dict[
             tuple[int, int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]
@@ -687,25 +683,25 @@ class SoVITSGraphs:
         }
 
         def run() -> tuple[Tensor, Tensor, Tensor]:
-            # SoVITS.decode with lengths, its prior draw replaced by the noise buffer.
-            model = self.model
-            m, logs, mask = model.encode_text_semantic(
-                io["codes"], io["text"], io["ge"], 1.0, io["code_len"], io["text_len"]
-            )  # (R, C, T_f) x2, (R, 1, T_f)
-            z_p = m + io["noise"] * torch.exp(logs) * io["scale"]  # (R, C, T_f)
-            z = model.flow_reverse(z_p, mask, io["ge"])
-            audio = model.vocode(z * mask, io["ge"])  # (R, 1, T_f * 640)
-            return m, z, audio * mask.repeat_interleave(cfg.upsample_factor, dim=2)
+            body = self._compiled or _decode_body
+            return body(self.model, io["codes"], io["text"], io["code_len"], io["text_len"],
+                        io["ge"], io["noise"], io["scale"])  # fmt: skip
 
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
-        masked = _padding_masked(self.model.dec, io["code_len"], tokens, share=self.share_masks)
-        with masked, torch.no_grad():
-            with torch.cuda.stream(stream):
-                run()
+        with torch.no_grad():
+            with torch.cuda.stream(stream):  # warm-up off the capture: kernels, compilation
+                try:
+                    run()
+                except Exception as err:
+                    if self._compiled is None:
+                        raise
+                    self._compiled, self.compile_failed = None, f"{type(err).__name__}: {err}"
+                    _LOGGER.warning("SoVITS decode not compiled: %s", self.compile_failed)
+                    run()
             torch.cuda.current_stream(dev).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            with capturing(graph, dev, stream, self._pool):
                 io["m"], io["z"], io["audio"] = run()  # (R, C, T_f) x2, (R, 1, T_f * 640)
         return graph, io
 

@@ -47,6 +47,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from .fast import capturing
 from .models.t2s import Block, Text2Semantic
 
 _LOGGER = logging.getLogger(__name__)
@@ -565,7 +566,7 @@ def _graph_time(
         return (time.perf_counter() - t0) / 2
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with capturing(graph, device):
         for _ in range(launches):
             fn()
     graph.replay()

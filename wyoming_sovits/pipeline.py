@@ -317,9 +317,8 @@ def decode_batch(
     """Several sentences' audio in one SoVITS call (speed 1): each row is tokens (T,),
     phones (L,), ge (1, gin, 1), prior noise (1, C, 2T) or None, and its noise scale.
 
-    Rows are zero-padded to the longest and masked (the encoders and the flow see exactly
-    their own frames); the vocoder, which has no mask, sees zeros after a short row's end,
-    so only that row's last few milliseconds can differ from decoding it alone.
+    Rows are zero-padded to the longest and masked by their lengths (encoders, flow and
+    vocoder), so each row's audio is that of decoding it alone.
     """
     param = next(sovits.parameters())
     dev, dt = param.device, param.dtype
@@ -343,8 +342,9 @@ def decode_batch(
             prior[b, :, : len(tokens) * step] = noise[0].to(m.dtype)
             scale[b] = noise_scale
     z = sovits.flow_reverse(m + prior * torch.exp(logs) * scale, mask, ge)
-    audio = sovits.vocode(z * mask, ge)[:, 0].float().cpu().numpy()  # (B, T_f * 640)
-    return [audio[b, : len(r[0]) * step * up] for b, r in enumerate(rows)]
+    audio = sovits.vocode(z * mask, ge, n_tok.to(dev) * step)[:, 0]  # (B, T_f * 640)
+    samples = audio.float().cpu().numpy()
+    return [samples[b, : len(r[0]) * step * up] for b, r in enumerate(rows)]
 
 
 @dataclass(eq=False)
@@ -390,6 +390,7 @@ class Pipeline:
         fast: bool | None = None,
         gpt_kernels: str = "auto",
         max_streams: int = 1,
+        sovits_compile: bool = False,
     ) -> None:
         """Load every model in ``paths``; ``cache_dir`` None keeps prompts in memory only.
 
@@ -403,6 +404,8 @@ class Pipeline:
         ``max_streams`` > 1 (fast path only): that many sentences decode together, their
         GPT rows batched in every step (``batching.ContinuousBatcher``); the engine then
         steps that many requests at once (``max_concurrent``).
+        ``sovits_compile`` (fast path on CUDA): the SoVITS graphs capture the decode compiled
+        by TorchInductor (``SoVITSGraphs(compile=True)``; minutes of compiling at warm-up).
         """
         if max_streams < 1:
             raise ValueError(f"max_streams must be >= 1, got {max_streams}")
@@ -429,6 +432,7 @@ class Pipeline:
         # The batch serves several streams, and with the Triton kernels also a single one:
         # its per-row step lets the fused sampler replace ~40 sampling kernels with one.
         self._batching = self.fast and (self.max_streams > 1 or gpt_kernels == "triton")
+        self.sovits_compile = sovits_compile
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._pending_decodes: list[_DecodeRequest] = []
         self._gpts: dict[Path, LoadedGPT] = {}
@@ -455,6 +459,7 @@ class Pipeline:
         streaming: bool | None = None,
         gpt_kernels: str = "auto",
         max_streams: int = 1,
+        sovits_compile: bool = False,
     ) -> Pipeline:
         """Load ``version``'s weight set from ``models_dir``; prompts are cached on disk in
         ``cache_dir`` (default ``<models_dir>/prompt-cache``); the rest as in the constructor."""
@@ -474,6 +479,7 @@ class Pipeline:
             streaming=streaming,
             gpt_kernels=gpt_kernels,
             max_streams=max_streams,
+            sovits_compile=sovits_compile,
         )
 
     @property
@@ -1018,7 +1024,8 @@ class Pipeline:
         if not self.fast or self.device.type != "cuda":
             return None
         if path not in self._sovits_graphs:
-            self._sovits_graphs[path] = SoVITSGraphs(self._sovits_model(path).model)
+            model = self._sovits_model(path).model
+            self._sovits_graphs[path] = SoVITSGraphs(model, compile=self.sovits_compile)
         return self._sovits_graphs[path]
 
     def warm_up(self, prompt: object, cfg: SynthesisConfig | None = None) -> float:

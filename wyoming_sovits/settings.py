@@ -148,6 +148,8 @@ class ServerSettings:
     gpt_kernels: str = "auto"
     # Sentences decoded together on the GPU (continuous batching of the GPT step); 1: off.
     max_streams: int = 1
+    # CUDA: the SoVITS graphs capture the decode compiled by TorchInductor (slow first start).
+    sovits_compile: bool = False
     program_name: str = "GPT-SoVITS"
     # Server-wide overrides on top of each voice's defaults.
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)

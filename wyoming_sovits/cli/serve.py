@@ -105,6 +105,13 @@ def add_parser(subparsers: Any) -> None:
         "~125 MB in fp16)",
     )
     parser.add_argument(
+        "--sovits-compile",
+        action="store_true",
+        help="CUDA: compile the SoVITS decode with TorchInductor before capturing its graphs "
+        "(a 1 s decode 6.0 -> 4.6 ms on an H200; about 4 minutes of compiling at the first "
+        "start, less once the compiler's cache, TORCHINDUCTOR_CACHE_DIR, is warm)",
+    )
+    parser.add_argument(
         "--zeroconf",
         nargs="?",
         const="",
@@ -162,6 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         warm_up=not args.no_warm_up,
         gpt_kernels=args.gpt_kernels,
         max_streams=args.max_streams,
+        sovits_compile=args.sovits_compile,
     )
 
 
@@ -301,6 +309,7 @@ def load_backend(
             cache_dir=data_dir / "cache",
             gpt_kernels=settings.gpt_kernels,
             max_streams=settings.max_streams,
+            sovits_compile=settings.sovits_compile,
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ServeError(f"Loading the models from {models_dir} failed: {err}") from err

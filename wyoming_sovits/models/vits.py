@@ -423,9 +423,12 @@ class SoVITS(nn.Module):
         """Prior sample (B, inter, T_f) -> latent z (B, inter, T_f), conditioned on ge."""
         return self.flow.reverse(z_p, mask, ge)
 
-    def vocode(self, z: torch.Tensor, ge: torch.Tensor) -> torch.Tensor:
-        """Latent (B, inter, T_f) -> audio (B, 1, T_f * 640) in [-1, 1]."""
-        return self.dec(z, ge)
+    def vocode(
+        self, z: torch.Tensor, ge: torch.Tensor, frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latent (B, inter, T_f) -> audio (B, 1, T_f * 640) in [-1, 1]; ``frames`` (B,):
+        each row's real frames when rows are zero-padded (each is then decoded as alone)."""
+        return self.dec(z, ge, frames)
 
     def decode(
         self,
@@ -440,16 +443,16 @@ class SoVITS(nn.Module):
     ) -> torch.Tensor:
         """Tokens (1, B, T) + phones (B, L) + ge -> audio (B, 1, T_f * 640), float in [-1, 1].
 
-        With lengths, each item's audio past its own frames is zeroed (upstream has no batch
-        path here; items are otherwise independent except for that padding).
+        With lengths, each item is decoded as if alone, and its audio past its own frames
+        is zeroed (upstream has no batch path here).
         """
         m, logs, mask = self.encode_text_semantic(
             codes, text, ge, speed, code_lengths, text_lengths
         )
         z = self.flow_reverse(self.sample_prior(m, logs, noise_scale, generator), mask, ge)
-        audio = self.vocode(z * mask, ge)  # (B, 1, T_audio)
         if code_lengths is None:
-            return audio
+            return self.vocode(z * mask, ge)  # (B, 1, T_audio)
+        audio = self.vocode(z * mask, ge, mask[:, 0].float().sum(-1))
         sample_mask = mask.repeat_interleave(self.cfg.upsample_factor, dim=2)  # (B, 1, T_audio)
         return audio * sample_mask
 

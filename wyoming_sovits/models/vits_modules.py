@@ -379,10 +379,23 @@ class ResBlock(nn.Module):
             for _ in dilations
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, T); ``keep`` (B, 1, T) zeroes every convolution's input past each
+        row's real length (see ``Generator.forward``)."""
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
-            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            y = c1(_zero_padding(F.leaky_relu(x, LRELU_SLOPE), keep))
+            x = x + c2(_zero_padding(F.leaky_relu(y, LRELU_SLOPE), keep))
         return x
+
+
+def _zero_padding(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return x if keep is None else x * keep
+
+
+def _keep_mask(lengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) real lengths at ``like``'s rate -> (B, 1, T) of ones then zeros, ``like``'s dtype."""
+    positions = torch.arange(like.shape[-1], device=like.device)
+    return (positions < lengths[:, None])[:, None, :].to(like.dtype)
 
 
 class Generator(nn.Module):
@@ -413,17 +426,32 @@ class Generator(nn.Module):
                 self.resblocks.append(ResBlock(ch, k, d))
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=False)
         self.n_kernels = len(resblock_kernel_sizes)
+        self.upsample_rates = tuple(upsample_rates)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T), g (B, gin, 1) -> audio (B, 1, T * prod(rates)) in [-1, 1]."""
-        x = self.conv_pre(x) + self.cond(g)  # (B, U, T)
+    def forward(
+        self, x: torch.Tensor, g: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, C, T), g (B, gin, 1) -> audio (B, 1, T * prod(rates)) in [-1, 1].
+
+        ``lengths`` (B,): each row's real frames, when rows are zero-padded to T. The
+        convolutions have no mask of their own: on padded frames they would see the
+        activations of the padding instead of the zeros an exact-length input ends in, and
+        the last ~100 ms would change. With the lengths every convolution's input is zeroed
+        past them (one mask per rate), and each row is its exact-length decode.
+        """
+        keep = None if lengths is None else _keep_mask(lengths, x)
+        x = self.conv_pre(_zero_padding(x, keep)) + self.cond(g)  # (B, U, T)
+        rate = 1
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))  # (B, U / 2^(i+1), T * rates[:i+1])
+            # (B, U / 2^(i+1), T * rates[:i+1])
+            x = up(_zero_padding(F.leaky_relu(x, LRELU_SLOPE), keep))
+            rate *= self.upsample_rates[i]
+            keep = None if lengths is None else _keep_mask(lengths * rate, x)
             # Average of the parallel resblocks (one per kernel size).
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            total = blocks[0](x)
+            total = blocks[0](x, keep)
             for block in blocks[1:]:
-                total = total + block(x)
+                total = total + block(x, keep)
             x = total / self.n_kernels
         # The trained weights expect torch's default slope (0.01) here, not LRELU_SLOPE.
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))  # (B, 1, T_audio)
+        return torch.tanh(self.conv_post(_zero_padding(F.leaky_relu(x), keep)))  # (B, 1, T_audio)
