@@ -7,8 +7,11 @@ FROM python:3.11-slim-bookworm
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
+# gcc and libc6-dev stay after the build tools go: Triton and TorchInductor compile their
+# kernels' launchers with a C compiler when the server starts on a GPU.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsndfile1 build-essential cmake open-jtalk-mecab-naist-jdic \
+    && apt-get install -y --no-install-recommends libsndfile1 build-essential cmake gcc libc6-dev \
+        open-jtalk-mecab-naist-jdic \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -21,11 +24,12 @@ RUN TORCH_SPEC="torch>=2.6,<3" VENV=/app/.venv script/setup \
     && useradd --create-home --uid 1000 sovits \
     && mkdir -p /data && chown sovits:sovits /data
 
-# Triton's compiled kernels (the default GPT step on CUDA) persist in the volume: later starts
-# skip the compiles.
+# Triton's compiled kernels (the default GPT step on CUDA) and TorchInductor's
+# (--sovits-compile) persist in the volume: later starts skip the compiles.
 ENV PATH=/app/.venv/bin:$PATH \
     HF_HOME=/data/cache/huggingface \
-    TRITON_CACHE_DIR=/data/cache/triton
+    TRITON_CACHE_DIR=/data/cache/triton \
+    TORCHINDUCTOR_CACHE_DIR=/data/cache/torchinductor
 USER sovits
 VOLUME /data
 EXPOSE 10200

@@ -14,7 +14,8 @@ times ``synthesize`` sent → first ``audio-chunk`` received, and → ``audio-st
 that time / audio seconds), ``RUNS`` times per configuration. Prints one table last.
 
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
-"eager", "graphs", "graphs + Triton"; ``BENCH_CONCURRENT`` the concurrent rows as
+"eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton +
+compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), e.g.
 "4:triton,64:torch,64:triton:sync", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
 client counts whose rows also report the worker's time per kind of work ("4,64").
@@ -358,7 +359,9 @@ def run_variants(
     runs: int = RUNS,
 ) -> None:
     """Every (name, fast, gpt_kernels) variant: streaming, the stream flow, no partial audio.
-    A name ending in "(no run-ahead)" runs its batch without ``run_ahead``."""
+    A name ending in "(no run-ahead)" runs its batch without ``run_ahead``; one ending in
+    "compiled SoVITS" compiles the SoVITS decode (``--sovits-compile``; its warm-up
+    includes the compiling)."""
     for name, fast, kernels in variants:
         with in_step_batch(name.endswith("(no run-ahead)")):
             measure_variant(models, work, device, dtype, name, fast, kernels, tokens, runs)
@@ -379,9 +382,9 @@ def measure_variant(
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
     t0 = time.perf_counter()
-    pipeline = Pipeline.load(
-        models, device, dtype, cache_dir=work / "cache", fast=fast, gpt_kernels=kernels
-    )
+    pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=fast,
+                             gpt_kernels=kernels,
+                             sovits_compile=name.endswith("compiled SoVITS"))  # fmt: skip
     pipeline.max_new_tokens = tokens
     row(f"{name}: load", f"{time.perf_counter() - t0:.1f} s")
     for label, partial, flow in (
@@ -412,6 +415,7 @@ def main() -> None:
         ("graphs", True, "torch"),
         ("graphs + Triton", True, "triton"),
         ("graphs + Triton (no run-ahead)", True, "triton"),
+        ("graphs + Triton + compiled SoVITS", True, "triton"),
     ]
     wanted = os.environ.get("BENCH_VARIANTS")  # e.g. "graphs,graphs + Triton"
     if wanted:

@@ -172,6 +172,21 @@ def test_docker_image_first_start() -> None:
     assert "--test" not in dockerfile
 
 
+def test_docker_image_keeps_a_c_compiler_and_the_compile_caches() -> None:
+    """Triton (the default GPT step on CUDA) and TorchInductor build their launchers with a C
+    compiler at start: purging the build tools must not autoremove gcc, which stays only if
+    installed by name. Their caches live in the volume, so later starts skip compiling."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    installs = re.findall(r"apt-get install ([^&]*)", text)
+    purges = re.findall(r"apt-get purge ([^&]*)", text)
+    assert any({"gcc", "libc6-dev"} <= set(line.split()) for line in installs)
+    assert not any({"gcc", "libc6-dev"} & set(line.split()) for line in purges)
+    env = re.search(r"^ENV (.*)$", text, re.M)
+    assert env is not None
+    for name in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        assert re.search(rf"\b{name}=/data/", env.group(1)), name
+
+
 def test_compose_example_starts_without_enrolled_voices() -> None:
     """A --default-voice naming a voice that is not enrolled yet would stop the first start."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

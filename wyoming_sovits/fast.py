@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -431,12 +432,15 @@ def capturing(
         with torch.cuda.graph(graph, pool=pool, stream=stream):
             yield
     except BaseException:
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            one = torch.zeros(1, device=device)
-        with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=side):
-            one.add_(1)
+        try:
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                one = torch.zeros(1, device=device)
+            with torch.cuda.graph(torch.cuda.CUDAGraph(), stream=side):
+                one.add_(1)
+        except Exception as err:  # the capture's own error is the one to report
+            _LOGGER.warning("could not clear the generator after a failed capture: %s", err)
         raise
 
 
@@ -633,6 +637,7 @@ class SoVITSGraphs:
         self.noise_scale = noise_scale
         self.compile_failed: str | None = None
         self._compiled: Callable[..., tuple[Tensor, Tensor, Tensor]] | None = None
+        self._compiled_kinds: set[bool] = set()  # rows > 1 of the compilations done
         if compile:
             self._compiled = torch.compile(_decode_body, dynamic=True)
         self._pool = torch.cuda.graph_pool_handle()
@@ -691,8 +696,18 @@ class SoVITSGraphs:
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.no_grad():
             with torch.cuda.stream(stream):  # warm-up off the capture: kernels, compilation
+                first = self._compiled is not None and (rows > 1) not in self._compiled_kinds
+                if first:  # one compilation for one row, one for several
+                    _LOGGER.info("Compiling the SoVITS decode for %s (minutes on a first start)",
+                                 "several rows" if rows > 1 else "one row")  # fmt: skip
+                    self._compiled_kinds.add(rows > 1)
                 try:
+                    started = time.perf_counter()
                     run()
+                    if first:
+                        _LOGGER.info(
+                            "SoVITS decode compiled in %.0f s", time.perf_counter() - started
+                        )
                 except Exception as err:
                     if self._compiled is None:
                         raise
