@@ -28,9 +28,11 @@ def voices_dir(tmp_path: Path) -> Path:
     return tmp_path / "voices"
 
 
-async def ha_get_tts_audio(port: int, text: str, voice: str) -> bytes | None:
+async def ha_get_tts_audio(
+    port: int, text: str, voice: str, read_timeout: float = 10
+) -> bytes | None:
     """``async_get_tts_audio``: WAV from the first chunk's format, stop at the first audio-stop."""
-    async with AsyncTcpClient("127.0.0.1", port, read_timeout=10) as client:
+    async with AsyncTcpClient("127.0.0.1", port, read_timeout=read_timeout) as client:
         await client.write_event(Synthesize(text, voice=SynthesizeVoice(name=voice)).event())
         with io.BytesIO() as wav_io:
             wav_writer: wave.Wave_write | None = None

@@ -11,6 +11,7 @@ cap, and every intermediate is compared: ids and tokens exactly, floats by relat
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import time
@@ -22,7 +23,10 @@ import pytest
 import soundfile as sf
 import torch
 from contract import fill, manifest
+from dtw import mfcc_dtw
+from fake_backend import running_server
 from pretrained import BERT, HUBERT, pretrained_dir
+from test_handler_ha import ha_get_tts_audio
 
 from wyoming_sovits.audio import linear_spectrogram
 from wyoming_sovits.checkpoints import write_checkpoint
@@ -213,3 +217,52 @@ def _check_fragment(fragment: Fragment, case: dict[str, Any], prefix: str) -> di
     else:
         assert not fragment.features.bert.any()
     return errors
+
+
+# The quality-regression bar of the server test below: MFCC-DTW distance of what Home
+# Assistant receives to the reference's golden audio. Measured: int16 rounding of the
+# golden 0.0002, the golden delayed by 20 ms 0.03; another case's golden audio 6.6.
+DTW_BAR = 0.5
+
+
+async def test_server_audio_is_the_reference_golden_audio(
+    pipeline: Pipeline, case_a: dict[str, Any], tmp_path: Path
+) -> None:
+    """WYOMING.md's quality regression, through the real server as Home Assistant reads
+    it: the WAV of a ``synthesize`` of case a's text (greedy, no prior noise, the
+    reference's pause; the voice folder holds the case's clip and transcript) against the
+    reference's golden audio of that run (cut5): length within 20 % and MFCC-DTW distance
+    under ``DTW_BAR``, where another case's golden audio is far above it. The fill()
+    weights are deterministic, so it must also be the golden to int16 rounding."""
+    golden = case_a["split__audio"]
+    folder = tmp_path / "voices" / "golden"
+    folder.mkdir(parents=True)
+    shutil.copy(case_a["clip"], folder / "reference.wav")
+    (folder / "voice.yaml").write_text(
+        json.dumps(
+            {
+                "display_name": "Golden",
+                "languages": ["en_US"],
+                "text_language": str(case_a["text_lang"]),
+                "reference": {
+                    "audio": "reference.wav",
+                    "text": str(case_a["prompt_text"]),
+                    "language": str(case_a["prompt_lang"]),
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    async with running_server(tmp_path / "voices", pipeline, synthesis=GREEDY) as server:  # type: ignore[arg-type]
+        wav = await ha_get_tts_audio(server.port, str(case_a["text"]), "golden", read_timeout=120)
+    assert wav is not None
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    assert rate == 32000 and audio.ndim == 1
+    assert 0.8 <= len(audio) / len(golden) <= 1.2
+    distance = mfcc_dtw(audio, golden, rate)
+    other = mfcc_dtw(np.load(PIPELINE_DIR / "case_b.npz")["split__audio"], golden, rate)
+    print(f"\nserver audio vs golden: MFCC-DTW {distance:.4f} (another case: {other:.2f})")
+    assert distance < DTW_BAR < other / 10
+    assert len(audio) == len(golden)
+    snr = 10 * np.log10(np.sum(golden**2) / np.sum((audio - golden) ** 2))
+    assert snr > 60, snr
