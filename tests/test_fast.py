@@ -270,3 +270,37 @@ def test_graph_inputs_filled_per_row_with_spare_rows_silent() -> None:
         float(io["noise"][1, :, :24].std()) > 0.5 and int(io["noise"][1, :, 24:].abs().sum()) == 0
     )
     assert int(io["noise"][2:].abs().sum()) == 0
+
+
+def test_a_failed_compilation_falls_back_to_the_plain_decode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``SoVITSGraphs(compile=True)``: the warm-up before a bucket's capture compiles once
+    for one row and once for several (logged), and a compilation that fails is logged and
+    the plain decode is warmed up and captured instead, from then on."""
+    graphs = _buckets_only()
+    calls: list[str] = []
+
+    def compiled(*args: object) -> None:
+        calls.append("compiled")
+
+    graphs._compiled, graphs._compiled_kinds, graphs.compile_failed = compiled, set(), None
+
+    def run() -> None:
+        (graphs._compiled or (lambda: calls.append("plain")))()
+
+    with caplog.at_level("INFO", logger="wyoming_sovits.fast"):
+        for rows in (1, 1, 4, 2):
+            graphs._warm_up(run, rows)
+    assert calls == ["compiled"] * 4
+    assert sum("Compiling the SoVITS decode" in r.message for r in caplog.records) == 2
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no compiler here")
+
+    graphs._compiled, graphs._compiled_kinds, calls[:] = broken, set(), []
+    graphs._warm_up(run, 1)
+    assert calls == ["plain"] and graphs._compiled is None
+    assert graphs.compile_failed == "RuntimeError: no compiler here"
+    graphs._warm_up(run, 4)
+    assert calls == ["plain", "plain"]

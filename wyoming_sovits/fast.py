@@ -696,29 +696,35 @@ class SoVITSGraphs:
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.no_grad():
             with torch.cuda.stream(stream):  # warm-up off the capture: kernels, compilation
-                first = self._compiled is not None and (rows > 1) not in self._compiled_kinds
-                if first:  # one compilation for one row, one for several
-                    _LOGGER.info("Compiling the SoVITS decode for %s (minutes on a first start)",
-                                 "several rows" if rows > 1 else "one row")  # fmt: skip
-                    self._compiled_kinds.add(rows > 1)
-                try:
-                    started = time.perf_counter()
-                    run()
-                    if first:
-                        _LOGGER.info(
-                            "SoVITS decode compiled in %.0f s", time.perf_counter() - started
-                        )
-                except Exception as err:
-                    if self._compiled is None:
-                        raise
-                    self._compiled, self.compile_failed = None, f"{type(err).__name__}: {err}"
-                    _LOGGER.warning("SoVITS decode not compiled: %s", self.compile_failed)
-                    run()
+                self._warm_up(run, rows)
             torch.cuda.current_stream(dev).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with capturing(graph, dev, stream, self._pool):
                 io["m"], io["z"], io["audio"] = run()  # (R, C, T_f) x2, (R, 1, T_f * 640)
         return graph, io
+
+    def _warm_up(self, run: Callable[[], object], rows: int) -> None:
+        """Run a bucket's decode once before its capture; with ``compile``, that is where
+        the compiling happens (once for one row, once for several), and where a failed
+        compilation falls back to the plain decode."""
+        if self._compiled is None:
+            run()
+            return
+        first = (rows > 1) not in self._compiled_kinds
+        if first:
+            self._compiled_kinds.add(rows > 1)
+            _LOGGER.info("Compiling the SoVITS decode for %s (minutes on a first start)",
+                         "several rows" if rows > 1 else "one row")  # fmt: skip
+        started = time.perf_counter()
+        try:
+            run()
+        except Exception as err:
+            self._compiled, self.compile_failed = None, f"{type(err).__name__}: {err}"
+            _LOGGER.warning("SoVITS decode not compiled: %s", self.compile_failed)
+            run()
+            return
+        if first:
+            _LOGGER.info("SoVITS decode compiled in %.0f s", time.perf_counter() - started)
 
     def capture(self, tokens: int, phones: int, rows: int = 1) -> None:
         """Capture the graph serving ``rows`` x ``tokens`` codes and ``phones`` phones."""
