@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scratch import scratch
 from test_pipeline_fast import GREEDY, MAX_TOKENS, make_voice
 from test_t2s import TINY, request, tiny_model
 from tiny_frontends import make_tiny_models_dir
@@ -149,8 +150,9 @@ def test_requests_beyond_the_rows_are_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_models_dir(tmp_path_factory.mktemp("models"))
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with scratch(tmp_path_factory, "models") as folder:
+        yield make_tiny_models_dir(folder)
 
 
 def load(models_dir: Path, streams: int) -> Pipeline:

@@ -13,7 +13,7 @@ import os
 import pickle
 import subprocess
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 import torch
 from contract import filled_state_dict, fold_weight_norm, manifest
 from make_tiny_models import TINY_S1_CONFIG, make_tiny_models
+from scratch import scratch
 
 from wyoming_sovits import checkpoints as ckpt
 from wyoming_sovits.checkpoints import (
@@ -63,8 +64,9 @@ def _official_object(family: str, weights: dict[str, torch.Tensor]) -> Any:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_tiny_models(tmp_path_factory.mktemp("tiny"))
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    with scratch(tmp_path_factory, "tiny") as folder:
+        yield make_tiny_models(folder)
 
 
 def _expected_ours(family: str, stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

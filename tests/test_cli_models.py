@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from make_tiny_models import make_tiny_models
+from scratch import scratch
 
 from wyoming_sovits.__main__ import main
 from wyoming_sovits.checkpoints import write_checkpoint
@@ -19,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_tiny_models(tmp_path_factory.mktemp("tiny"))
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    with scratch(tmp_path_factory, "tiny") as folder:
+        yield make_tiny_models(folder)
 
 
 def _inspect(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

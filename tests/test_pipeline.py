@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import shutil
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from scratch import scratch
 from tiny_frontends import make_tiny_models_dir
 
 from wyoming_sovits.__main__ import main
@@ -51,8 +53,9 @@ def make_voice(audio: Path, name: str = "austen", **kwargs: object) -> VoiceProf
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_models_dir(tmp_path_factory.mktemp("models"))
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with scratch(tmp_path_factory, "models") as folder:
+        yield make_tiny_models_dir(folder)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,14 @@ with graphs on CUDA (deselected in CI). Models are the tiny random ones of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fake_backend import FakeBackend, write_voice
+from scratch import scratch
 from test_t2s import request, tiny_model
 from tiny_frontends import make_tiny_models_dir
 
@@ -66,8 +68,9 @@ def load(models_dir: Path, device: str, fast: bool | None) -> Pipeline:
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_models_dir(tmp_path_factory.mktemp("models"))
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with scratch(tmp_path_factory, "models") as folder:
+        yield make_tiny_models_dir(folder)
 
 
 @pytest.fixture(scope="module")

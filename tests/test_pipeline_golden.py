@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from contract import fill, manifest
 from dtw import mfcc_dtw
 from fake_backend import running_server
 from pretrained import BERT, HUBERT, pretrained_dir
+from scratch import scratch
 from test_handler_ha import ha_get_tts_audio
 
 from wyoming_sovits.audio import linear_spectrogram
@@ -105,16 +107,18 @@ def build_models(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     start = time.perf_counter()
-    models = build_models(tmp_path_factory.mktemp("fill-models"))
-    built = time.perf_counter()
-    loaded = Pipeline.load(models, "cpu", "float32", cache_dir=tmp_path_factory.mktemp("cache"))
-    loaded.max_new_tokens = 75  # README §2: early_stop_num = 50 * 1.5 on the batched path
-    print(
-        f"\nfill() models built in {built - start:.1f} s, loaded in {time.perf_counter() - built:.1f} s"
-    )
-    return loaded
+    with scratch(tmp_path_factory, "fill-models") as folder:
+        models = build_models(folder)
+        built = time.perf_counter()
+        loaded = Pipeline.load(models, "cpu", "float32", cache_dir=folder / "cache")
+        loaded.max_new_tokens = 75  # README §2: early_stop_num = 50 * 1.5 on the batched path
+        print(
+            f"\nfill() models built in {built - start:.1f} s, "
+            f"loaded in {time.perf_counter() - built:.1f} s"
+        )
+        yield loaded
 
 
 @pytest.fixture(scope="module", params=CASES)

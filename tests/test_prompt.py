@@ -7,6 +7,7 @@ Debian's ``pocketsphinx-testdata``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from make_tiny_models import make_tiny_models
+from scratch import scratch
 
 from wyoming_sovits.audio import linear_spectrogram
 from wyoming_sovits.checkpoints import load_sovits, load_sv
@@ -29,8 +31,9 @@ AUX = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930.wav"  # 3.3 s
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_tiny_models(tmp_path_factory.mktemp("tiny"))
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    with scratch(tmp_path_factory, "tiny") as folder:
+        yield make_tiny_models(folder)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,9 @@ def test_ci_runs_the_docker_install_path_and_the_installed_cli() -> None:
     """After the README command: a non-editable `script/setup` into a fresh venv, then smoke."""
     lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     readme_at = lines.index(README_TEST_COMMAND)
-    fresh = lines.index('fresh_venv="$(mktemp -d)/venv"')
+    fresh = lines.index('fresh_venv="$fresh_dir/venv"')
+    # the second venv is not left on disk
+    assert lines.index("trap 'rm -rf \"$fresh_dir\"' EXIT") < fresh
     setup = lines.index('VENV="$fresh_venv" script/setup')  # no --test: `pip install .`
     smoke = lines.index('script/smoke "$fresh_venv"')
     assert readme_at < fresh < setup < smoke

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_backend import read_until
+from scratch import scratch
 from tiny_frontends import make_tiny_models_dir
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
@@ -61,7 +62,11 @@ class Loaded:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     """Models loaded and the voice warmed up once for the module, as ``serve`` does."""
-    root = tmp_path_factory.mktemp("pipeline-server")
+    with scratch(tmp_path_factory, "pipeline-server") as root:
+        yield from _load(root)
+
+
+def _load(root: Path) -> Iterator[Loaded]:
     make_tiny_models_dir(root / "data" / "models")
     shutil.copytree(VOICE_DIR, root / "voices" / "austen")
     settings = ServerSettings(
