@@ -25,7 +25,13 @@ from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
 from wyoming_sovits.engine import Engine
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
 from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
-from wyoming_sovits.pipeline import NoiseTape, Pipeline, decode_batch, decode_latents
+from wyoming_sovits.pipeline import (
+    NoiseTape,
+    Pipeline,
+    decode_batch,
+    decode_latents,
+    vocode_windows,
+)
 from wyoming_sovits.settings import ServerSettings, SettingsError, SynthesisConfig
 from wyoming_sovits.voices import VoiceProfile, VoiceRegistry
 
@@ -325,9 +331,9 @@ def test_streams_decode_together(
     calls: list[int] = []
     real = pipeline_module.decode_batch
 
-    def counting(sovits: object, rows: list) -> list[np.ndarray]:  # type: ignore[type-arg]
+    def counting(sovits: object, rows: list, *args: object) -> list[np.ndarray]:  # type: ignore[type-arg]
         calls.append(len(rows))
-        return real(sovits, rows)  # type: ignore[arg-type]
+        return real(sovits, rows, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline_module, "decode_batch", counting)
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
@@ -446,3 +452,22 @@ def test_streams_batched_on_gpu(
         audio = np.concatenate(chunks)
         assert audio.shape == w.shape
         assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+
+
+def test_vocode_windows_match_the_whole_vocode(single: Pipeline) -> None:
+    """Rows of different lengths, each vocoded from its start (with the vocoder's reach
+    of context), give the samples of vocoding all its frames alone."""
+    sovits = single.sovits.model
+    up, reach = sovits.cfg.upsample_factor, sovits.cfg.vocoder_reach_frames
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(3, sovits.cfg.inter_channels, 40, generator=g) * 0.1
+    ge = single.prepare_prompt(make_voice()).ge.expand(3, -1, -1)
+    frames, starts = [40, 25, 31], [0, 20, reach + 3]
+    with torch.inference_mode():
+        got = vocode_windows(sovits, z, ge, frames, starts)
+        for b, (n, s) in enumerate(zip(frames, starts, strict=True)):
+            whole = sovits.vocode(z[b : b + 1, :, :n], ge[b : b + 1])[0, 0]
+            assert got[b].shape == ((n - s) * up,)
+            torch.testing.assert_close(got[b], whole[s * up :], rtol=0, atol=1e-5)
+        (empty,) = vocode_windows(sovits, z[:1], ge[:1], [40], [40])
+    assert empty.shape == (0,)

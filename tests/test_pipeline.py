@@ -22,7 +22,7 @@ from scratch import scratch
 from tiny_frontends import make_tiny_models_dir
 
 from wyoming_sovits.__main__ import main
-from wyoming_sovits.pipeline import ModelsNotFoundError, Pipeline
+from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS, ModelsNotFoundError, Pipeline
 from wyoming_sovits.prompt import PromptStore, ReferenceAudioError
 from wyoming_sovits.settings import SynthesisConfig
 from wyoming_sovits.voices import ReferenceClip, VoiceProfile
@@ -154,9 +154,40 @@ def test_streaming_pieces_end_like_the_whole(pipeline: Pipeline) -> None:
     assert len(pieces) >= 3 and np.all(pieces[-1] == 0)  # first audio, the rest, the pause
     streamed = np.concatenate(pieces)
     assert len(streamed) == len(whole[0])
-    # The held-back tail is decoded with every token, exactly as the whole sentence.
+    # The held-back tail is decoded with every token, as the whole sentence (its vocoder
+    # window starts later: rounding only).
     tail = len(pieces[-2])
-    np.testing.assert_array_equal(streamed[-PAUSE - tail :], whole[0][-PAUSE - tail :])
+    np.testing.assert_allclose(streamed[-PAUSE - tail :], whole[0][-PAUSE - tail :], atol=1e-6)
+
+
+def test_streaming_vocodes_only_the_audio_not_yet_sent(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each decode after the first vocodes from the first unsent frame (less the vocoder's
+    reach), not the whole prefix; the text encoder and flow still see every token."""
+    sovits = pipeline.sovits.model
+    vocoded, flowed = [], []
+    vocode, flow = sovits.dec.forward, sovits.flow_reverse
+
+    def spy_vocode(x: torch.Tensor, g: torch.Tensor, lengths: object = None) -> torch.Tensor:
+        vocoded.append(x.shape[2])
+        return vocode(x, g, lengths)  # type: ignore[arg-type]
+
+    def spy_flow(z: torch.Tensor, *args: object) -> torch.Tensor:
+        flowed.append(z.shape[2])
+        return flow(z, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sovits.dec, "forward", spy_vocode)
+    monkeypatch.setattr(sovits, "flow_reverse", spy_flow)
+    prompt = pipeline.prepare_prompt(make_voice(CLIP))
+    pieces = list(
+        pipeline.synthesize("Good morning!", prompt, SynthesisConfig(seed=3), stream=True)
+    )
+    assert sum(len(p) for p in pieces) > PAUSE
+    reach, per_token = sovits.cfg.vocoder_reach_frames, sovits.cfg.frames_per_token
+    assert len(flowed) == len(vocoded) >= 2 and vocoded[0] == flowed[0]
+    sent = (flowed[0] // per_token - STREAM_HOLD_TOKENS) * per_token  # frames sent after one
+    assert vocoded[1] == flowed[1] - (sent - reach)
 
 
 def test_voice_with_own_weights(pipeline: Pipeline, models_dir: Path, tmp_path: Path) -> None:

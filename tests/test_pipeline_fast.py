@@ -153,7 +153,8 @@ def test_streamed_sentence_ends_like_the_whole_with_noise(
     pipeline_name: str, request: pytest.FixtureRequest, prompt: Prompt
 ) -> None:
     """Sampled tokens do not depend on the noise draws, and the noise tape grows in
-    blocks: the last streamed piece is exactly the whole sentence's tail."""
+    blocks: the last streamed piece is the whole sentence's tail (its vocoder window
+    starts later: rounding only)."""
     pipeline: Pipeline = request.getfixturevalue(pipeline_name)
     cfg = SynthesisConfig(seed=11, top_k=20, noise_scale=0.7, fragment_pause=0.1)
     (whole,) = list(pipeline.synthesize("Good morning!", prompt, cfg))
@@ -161,7 +162,7 @@ def test_streamed_sentence_ends_like_the_whole_with_noise(
     streamed = np.concatenate(pieces)
     assert len(streamed) == len(whole)
     tail = len(pieces[-1]) + len(pieces[-2])  # pause + the audio decoded with every token
-    np.testing.assert_array_equal(streamed[-tail:], whole[-tail:])
+    np.testing.assert_allclose(streamed[-tail:], whole[-tail:], atol=1e-6)
 
 
 def test_noise_tape_does_not_depend_on_how_it_is_taken() -> None:

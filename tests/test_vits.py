@@ -16,6 +16,7 @@ from wyoming_sovits.models.vits import (
     VitsInputError,
     is_training_only,
 )
+from wyoming_sovits.models.vits_modules import Generator
 
 ALL_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
 # Measured ~1.4e-6 on CPU float32; the contract allows 1e-4.
@@ -220,3 +221,31 @@ def test_latent_round_trip_picks_nearest_code() -> None:
         ssl[0, :, ::2] = frames
         codes = model.extract_latent(ssl)
     assert torch.equal(codes, want.unsqueeze(0))
+
+
+@pytest.mark.parametrize("version", ["v2", "v2ProPlus"])
+def test_vocoder_reach_is_its_receptive_field(version: str) -> None:
+    """``vocoder_reach_frames`` (12 for the official kernels): the audio from a frame on
+    does not depend on the frames the reach or more before it, and does on the one two
+    frames closer (float64: 2e-9; the frame between is at rounding level, 1e-13)."""
+    cfg = VitsConfig.from_hparams(manifest(f"s2_{version}")["config"], version)
+    reach, up, start = cfg.vocoder_reach_frames, cfg.upsample_factor, 30
+    assert reach == 12
+    torch.manual_seed(0)
+    vocoder = Generator(
+        8,
+        cfg.resblock_kernel_sizes,
+        cfg.resblock_dilation_sizes,
+        cfg.upsample_rates,
+        64,  # narrow: the receptive field depends on kernels, rates and dilations only
+        cfg.upsample_kernel_sizes,
+        4,
+    ).double()  # the influence near the edge of the field is below float32's rounding
+    z, g = torch.randn(1, 8, 40, dtype=torch.float64), torch.randn(1, 4, 1, dtype=torch.float64)
+    far, near = z.clone(), z.clone()
+    far[..., : start - reach + 1] = torch.randn_like(far[..., : start - reach + 1]) * 10
+    near[..., start - reach + 2] += 1.0
+    with torch.no_grad():
+        base = vocoder(z, g)[..., start * up :]
+        torch.testing.assert_close(vocoder(far, g)[..., start * up :], base, rtol=0, atol=1e-12)
+        assert (vocoder(near, g)[..., start * up :] - base).abs().max() > 1e-10

@@ -10,7 +10,10 @@ Request text is cut into sentences with upstream's ``cut5`` (after every , . ; ?
 their full-width forms): it is what upstream's HTTP API uses, and short fragments give
 the first audio soonest and keep the GPT on track (long fragments drift or loop). Each
 sentence is one GPT run (prompt phones + sentence phones, prompt tokens first) and one
-SoVITS decode of the sentence's phones alone, against the voice's ``ge``.
+SoVITS decode of the sentence's phones alone, against the voice's ``ge``. Streaming
+decodes the growing token prefix at chunk boundaries (``next_decode_at``): the text
+encoder and the flow see the whole prefix each time, and the eager decode vocodes only
+the frames not yet sent (``vocode_windows``; the SoVITS graphs still vocode all of them).
 
 Fast path (``fast``, on by default on CUDA): the GPT decodes through a
 ``fast.T2SGraphRunner`` (decode step and sampling replayed from CUDA graphs, a host sync
@@ -244,7 +247,8 @@ class RequestRandom:
 def next_decode_at(decoded: int) -> int:
     """Token count of the streamed decode after one of ``decoded`` tokens.
 
-    Each decode re-runs the whole prefix, so chunks grow: the first after
+    Each decode re-runs the text encoder and flow over the whole prefix (eagerly, the
+    vocoder only over the unsent frames: ``vocode_windows``), so chunks grow: the first after
     ``STREAM_FIRST_TOKENS``, then at least ``STREAM_NEXT_TOKENS`` more and otherwise as many
     as were decoded (12, 36, 72, 144, 240, ...), capped at ``STREAM_MAX_CHUNK_TOKENS``. A
     10 s sentence costs 5 decodes instead of 10, which matters when many streams share
@@ -285,6 +289,37 @@ def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
     return np.concatenate([audio.astype(np.float32), pause])
 
 
+def vocode_windows(
+    sovits: SoVITS, z: Tensor, ge: Tensor, frames: Sequence[int], starts: Sequence[int]
+) -> list[Tensor]:
+    """Each row's audio of latent frames ``starts[b]`` to ``frames[b]`` of ``z`` (B, C, T_f)
+    ((frames - start)·640 samples), the same as vocoding all its frames gives.
+
+    Streaming needs only the audio it has not sent, and the text encoder and flow must see
+    the whole prefix, but the vocoder does not: it runs from the vocoder's reach
+    (``VitsConfig.vocoder_reach_frames``) before each start. Windows are zero-padded to the
+    longest and masked by their lengths, so each row's samples are those of its own window.
+    """
+    up, reach = sovits.cfg.upsample_factor, sovits.cfg.vocoder_reach_frames
+    starts = [min(max(0, s), f) for s, f in zip(starts, frames, strict=True)]
+    lows = [max(0, s - reach) for s in starts]
+    widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
+    width = max(widths)
+    if all(lo == 0 for lo in lows):
+        window = z[:, :, :width]
+    else:
+        window = z.new_zeros(z.shape[0], z.shape[1], width)
+        for b, (lo, w) in enumerate(zip(lows, widths, strict=True)):
+            window[b, :, :w] = z[b, :, lo : lo + w]
+    padded = any(w != width for w in widths)
+    lengths = torch.tensor(widths, device=z.device) if padded else None
+    audio = sovits.vocode(window, ge, lengths)  # (B, 1, width·640)
+    return [
+        audio[b, 0, (s - lo) * up : w * up]
+        for b, (s, lo, w) in enumerate(zip(starts, lows, widths, strict=True))
+    ]
+
+
 @torch.inference_mode()
 def decode_latents(
     sovits: SoVITS,
@@ -294,8 +329,10 @@ def decode_latents(
     speed: float,
     noise_scale: float,
     noise: NoiseTape | None,
+    from_frame: int = 0,
 ) -> tuple[Tensor, Tensor, np.ndarray]:
-    """Tokens (T,) + phones (L,) -> prior mean, flow output (1, C, T_f) and audio (T_f·640,)."""
+    """Tokens (T,) + phones (L,) -> prior mean, flow output (1, C, T_f) and the audio of
+    latent frames ``from_frame`` on ((T_f - from_frame)·640,; see ``vocode_windows``)."""
     param = next(sovits.parameters())
     codes = tokens.to(param.device)[None, None]  # (1, 1, T)
     text = phone_ids.to(param.device)[None]  # (1, L)
@@ -305,7 +342,7 @@ def decode_latents(
     if noise_scale > 0 and noise is not None:
         z_p = m + noise.take(m.shape[2]).to(m.dtype) * torch.exp(logs) * noise_scale
     z = sovits.flow_reverse(z_p, mask, ge)  # (1, C, T_f)
-    audio = sovits.vocode(z * mask, ge)[0, 0]  # (T_f * 640,)
+    (audio,) = vocode_windows(sovits, z * mask, ge, [z.shape[2]], [from_frame])
     return m, z, audio.float().cpu().numpy()
 
 
@@ -313,16 +350,18 @@ def decode_latents(
 def decode_batch(
     sovits: SoVITS,
     rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+    from_frames: Sequence[int] | None = None,
 ) -> list[np.ndarray]:
     """Several sentences' audio in one SoVITS call (speed 1): each row is tokens (T,),
     phones (L,), ge (1, gin, 1), prior noise (1, C, 2T) or None, and its noise scale.
 
     Rows are zero-padded to the longest and masked by their lengths (encoders, flow and
-    vocoder), so each row's audio is that of decoding it alone.
+    vocoder), so each row's audio is that of decoding it alone. With ``from_frames``, row
+    ``b``'s audio starts at latent frame ``from_frames[b]`` (``vocode_windows``).
     """
     param = next(sovits.parameters())
     dev, dt = param.device, param.dtype
-    step, up = sovits.cfg.frames_per_token, sovits.cfg.upsample_factor
+    step = sovits.cfg.frames_per_token
     batch = len(rows)
     n_tok = torch.tensor([len(r[0]) for r in rows])
     n_ph = torch.tensor([len(r[1]) for r in rows])
@@ -342,9 +381,10 @@ def decode_batch(
             prior[b, :, : len(tokens) * step] = noise[0].to(m.dtype)
             scale[b] = noise_scale
     z = sovits.flow_reverse(m + prior * torch.exp(logs) * scale, mask, ge)
-    audio = sovits.vocode(z * mask, ge, n_tok.to(dev) * step)[:, 0]  # (B, T_f * 640)
-    samples = audio.float().cpu().numpy()
-    return [samples[b, : len(r[0]) * step * up] for b, r in enumerate(rows)]
+    frames = [len(r[0]) * step for r in rows]
+    starts = from_frames if from_frames is not None else [0] * batch
+    audio = vocode_windows(sovits, z * mask, ge, frames, starts)
+    return [a.float().cpu().numpy() for a in audio]
 
 
 @dataclass(eq=False)
@@ -356,6 +396,7 @@ class _DecodeRequest:
     feats: TextFeatures
     cfg: SynthesisConfig
     noise: NoiseTape
+    from_frame: int = 0  # the audio wanted starts at this latent frame
     audio: np.ndarray | None = None
     error: Exception | None = None
 
@@ -396,8 +437,10 @@ class Pipeline:
 
         ``fast`` None: the fast path (see the module docstring) when the device is CUDA.
         True on a CPU runs the GPT runner's step eagerly (tests); SoVITS graphs need CUDA.
-        ``streaming`` None: partial sentences are sent when the fast path runs on CUDA (on
-        a CPU re-decoding the growing prefix costs more than it gains).
+        ``streaming`` None: partial sentences are sent when the fast path runs on CUDA. A
+        CPU works near real time, and the re-decodes of the growing prefix (with the
+        vocoder windowed, 1.3x the SoVITS time of one whole decode) would make it fall
+        behind the playback.
         ``gpt_kernels`` "triton": the fast path's GPT step is ``kernels.FusedDecodeStep``
         (five Triton launches per layer) instead of the module's own forward; "auto" (the
         default): "triton" for the fast path on CUDA when Triton is installed, else "torch".
@@ -650,13 +693,18 @@ class Pipeline:
         self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
     ) -> Iterator[np.ndarray]:
         """Re-decode the growing token prefix at each chunk boundary and send the audio that
-        later tokens no longer change much (all but the last few tokens' worth)."""
+        later tokens no longer change much (all but the last few tokens' worth).
+
+        Each decode vocodes only from the first unsent latent frame (with context): its
+        audio starts at sample ``offset``, that frame's first.
+        """
         sovits = self._sovits_model(prompt.sovits).model
         noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
         tokens: list[Tensor] = []
         sent, decoded, target = 0, 0, next_decode_at(0)
-        audio = np.zeros(0, dtype=np.float32)
-        per_token = sovits.cfg.upsample_factor * sovits.cfg.frames_per_token / _f(cfg.speed)
+        audio, offset = np.zeros(0, dtype=np.float32), 0
+        up = sovits.cfg.upsample_factor
+        per_token = up * sovits.cfg.frames_per_token / _f(cfg.speed)
         for chunk in self._token_chunks(prompt, feats, cfg, rng):
             if len(chunk) == 0:  # the row waits for its (batched) prefill: step the others
                 yield np.zeros(0, dtype=np.float32)
@@ -666,16 +714,18 @@ class Pipeline:
             if n < target:
                 continue
             target = next_decode_at(n)
-            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise)
+            offset = sent // up * up
+            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise, sent // up)
             decoded = n
             ready = int((n - STREAM_HOLD_TOKENS) * per_token)
             if ready > sent:
-                yield np.clip(audio[sent:ready], -1.0, 1.0)
+                yield np.clip(audio[sent - offset : ready - offset], -1.0, 1.0)
                 sent = ready
         if decoded != sum(len(t) for t in tokens):
-            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise)
-        if len(audio) > sent:
-            yield np.clip(audio[sent:], -1.0, 1.0)
+            offset = sent // up * up
+            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise, sent // up)
+        if offset + len(audio) > sent:
+            yield np.clip(audio[sent - offset :], -1.0, 1.0)
 
     def _decode_soon(
         self,
@@ -684,16 +734,18 @@ class Pipeline:
         feats: TextFeatures,
         cfg: SynthesisConfig,
         noise: NoiseTape,
+        from_frame: int,
     ) -> Generator[np.ndarray, None, np.ndarray]:
-        """The prefix's audio, decoded together with other streams' pending decodes.
+        """The prefix's audio from latent frame ``from_frame`` on, decoded together with
+        other streams' pending decodes.
 
         With one stream (``max_streams`` 1) this is ``_decode_all``. Otherwise the decode is
         queued and an empty chunk is yielded: the engine then steps the other streams, which
         queue theirs, and the first of them to come back decodes the whole queue at once.
         """
         if self.max_streams <= 1:
-            return self._decode_all(tokens, prompt, feats, cfg, noise)
-        request = _DecodeRequest(prompt, torch.cat(tokens), feats, cfg, noise)
+            return self._decode_all(tokens, prompt, feats, cfg, noise, from_frame)
+        request = _DecodeRequest(prompt, torch.cat(tokens), feats, cfg, noise, from_frame)
         self._pending_decodes.append(request)
         try:
             yield np.zeros(0, dtype=np.float32)
@@ -732,7 +784,12 @@ class Pipeline:
         for request in alone:
             try:
                 request.audio = self._decode_all(
-                    [request.tokens], request.prompt, request.feats, request.cfg, request.noise
+                    [request.tokens],
+                    request.prompt,
+                    request.feats,
+                    request.cfg,
+                    request.noise,
+                    request.from_frame,
                 )
             except Exception as err:  # raised in the request's own stream
                 request.error = err
@@ -755,10 +812,15 @@ class Pipeline:
             rows.append((r.tokens, r.feats.ids, r.prompt.ge, r.noise.take(frames), scale))
         graphs = self._graphs_for(path)
         try:
+            starts = [r.from_frame for r in batch]
             if graphs is not None and self._batch_fits(path, batch):
-                audios = [a.float().cpu().numpy() for a in graphs.decode_rows(rows)]
+                up = sovits.cfg.upsample_factor
+                decoded = graphs.decode_rows(rows)  # the whole prefixes' audio
+                audios = [
+                    a[s * up :].float().cpu().numpy() for a, s in zip(decoded, starts, strict=True)
+                ]
             else:
-                audios = decode_batch(sovits, rows)
+                audios = decode_batch(sovits, rows, starts)
             for request, audio in zip(batch, audios, strict=True):
                 request.audio = audio
         except Exception as err:  # raised in each request's own stream
@@ -772,11 +834,12 @@ class Pipeline:
         feats: TextFeatures,
         cfg: SynthesisConfig,
         noise: NoiseTape,
+        from_frame: int = 0,
     ) -> np.ndarray:
         all_tokens = torch.cat(tokens) if tokens else torch.zeros(0, dtype=torch.long)
         if len(all_tokens) == 0:
             return np.zeros(0, dtype=np.float32)
-        return self._decode(prompt, all_tokens, feats, cfg, noise)[2]
+        return self._decode(prompt, all_tokens, feats, cfg, noise, from_frame)[2]
 
     def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
         """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable."""
@@ -855,14 +918,18 @@ class Pipeline:
         feats: TextFeatures,
         cfg: SynthesisConfig,
         noise: NoiseTape,
+        from_frame: int = 0,
     ) -> tuple[Tensor, Tensor, np.ndarray]:
-        """Prior mean, flow output (1, C, T_f) and audio (T_f·640,): graphs when they serve
-        the request (speed 1, lengths within the buckets), else eager."""
+        """Prior mean, flow output (1, C, T_f) and the audio of latent frames ``from_frame``
+        on ((T_f - from_frame)·640,): graphs when they serve the request (speed 1, lengths
+        within the buckets; they vocode the whole prefix), else eager."""
         sovits = self._sovits_model(prompt.sovits).model
         speed, scale = _f(cfg.speed), _f(cfg.noise_scale)
         graphs = self._graphs_for(prompt.sovits)
         if graphs is None or speed != 1.0 or not graphs.fits(len(tokens), len(feats.ids)):
-            return decode_latents(sovits, tokens, feats.ids, prompt.ge, speed, scale, noise)
+            return decode_latents(
+                sovits, tokens, feats.ids, prompt.ge, speed, scale, noise, from_frame
+            )
         frames = len(tokens) * sovits.cfg.frames_per_token
         prior = (
             noise.take(frames)
@@ -870,7 +937,8 @@ class Pipeline:
             else torch.zeros(1, sovits.cfg.inter_channels, frames, device=self.device)
         )  # (1, C, T_f)
         m, z, audio = graphs.decode_latents(tokens, feats.ids, prompt.ge, prior, scale)
-        return m, z, audio.float().cpu().numpy()
+        start = min(from_frame, z.shape[2]) * sovits.cfg.upsample_factor
+        return m, z, audio[start:].float().cpu().numpy()
 
     def _random(self, seed: int | None, sampling: torch.Generator | None = None) -> RequestRandom:
         """A request's generators: a fixed seed gives the same audio for the same text.

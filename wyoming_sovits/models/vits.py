@@ -110,6 +110,29 @@ class VitsConfig:
         return math.prod(self.upsample_rates)
 
     @property
+    def vocoder_reach_frames(self) -> int:
+        """How many latent frames before an output sample the vocoder reads (the left half
+        of its receptive field, rounded up; 12 for the official models). Vocoding from this
+        many frames before a frame gives that frame's audio as vocoding everything does.
+
+        The reach adds up along the vocoder: ``conv_pre`` and ``conv_post`` (kernel 7), each
+        transposed convolution ((kernel - 1 - padding) / rate input steps), and at each
+        stage the widest residual block, two convolutions per dilation.
+        """
+        block = max(
+            sum((d + 1) * (k - 1) // 2 for d in dilations)
+            for k, dilations in zip(
+                self.resblock_kernel_sizes, self.resblock_dilation_sizes, strict=True
+            )
+        )
+        reach, rate = 3.0, 1  # conv_pre
+        for up, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
+            reach += (kernel - 1 - (kernel - up) // 2) / up / rate
+            rate *= up
+            reach += block / rate
+        return math.ceil(reach + 3 / rate)  # conv_post
+
+    @property
     def frames_per_token(self) -> int:
         return 2 if self.semantic_frame_rate == "25hz" else 1
 
