@@ -713,6 +713,46 @@ def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
     LOG["sovits_1s_kernels"] = by_kind
 
 
+def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
+    """Streamed decodes of many rows at once, as ``pipeline`` queues them: every row at the
+    same streamed decode point (36, 72 or 144 tokens, the audio of the decode before it
+    sent), decoded whole (``decode_rows``, then cut) against only the unsent frames
+    (``decode_windows``): time per call, the first call (captures), and the SNR of the
+    windowed samples against the whole decode's."""
+    from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS
+
+    graphs = SoVITSGraphs(model, noise_scale=0.5)
+    for rows, n_tok, before in ((64, 36, 12), (16, 72, 36), (32, 72, 36), (16, 144, 72)):
+        start = (before - STREAM_HOLD_TOKENS) * model.cfg.frames_per_token
+        batch = [
+            (torch.randint(0, 1024, (n_tok,), device=DEV),
+             torch.randint(0, 732, (40,), device=DEV), ge,
+             torch.randn(1, model.cfg.inter_channels, 2 * n_tok, device=DEV), 0.5)
+            for _ in range(rows)
+        ]  # fmt: skip
+        if not graphs.fits(n_tok, 40, rows):
+            row(f"SoVITS {rows} streams at {n_tok} tokens: windows", "no bucket", "")
+            continue
+        starts = [start] * rows
+        whole = partial(graphs.decode_rows, batch)
+        windows = partial(graphs.decode_windows, batch, starts)
+        firsts = []
+        for run in (whole, windows):
+            t0 = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            firsts.append(time.perf_counter() - t0)
+        t_whole, t_win = cuda_time(whole, reps=5), cuda_time(windows, reps=5)
+        up = model.cfg.upsample_factor
+        ref = torch.cat([a[start * up :] for a in whole()]).float()
+        err = torch.cat(windows()).float() - ref
+        snr = 10 * math.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
+        row(f"SoVITS {rows} streams at {n_tok} tokens: whole / windows", f"{1e3 * t_whole:.1f} / "
+            f"{1e3 * t_win:.1f} ms", f"x{t_whole / t_win:.2f}; windows vs whole {snr:.1f} dB; "
+            f"first calls {firsts[0]:.2f} / {firsts[1]:.2f} s; off: {graphs.windows_failed}")  # fmt: skip
+        LOG[f"sovits windows {rows}x{n_tok}"] = (t_whole, t_win, snr)
+
+
 def sovits_only() -> None:
     """``python3 bench/gpu_bench.py sovits``: the SoVITS rows only (a short device run)."""
     sovits = sovits_model(torch.float16)
@@ -720,7 +760,18 @@ def sovits_only() -> None:
         spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
         ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
     bench_sovits(sovits, ge, "fp16")
+    guarded("SoVITS windows", bench_sovits_windows, sovits, ge)
     guarded("SoVITS variants", bench_sovits_variants, ge)
+    print_table()
+
+
+def windows_only() -> None:
+    """``python3 bench/gpu_bench.py windows``: the windowed streamed decodes only."""
+    sovits = sovits_model(torch.float16)
+    with torch.no_grad():
+        spec = torch.rand(1, 1025, 200, device=DEV, dtype=torch.float16)
+        ge = sovits.encode_reference(spec, torch.randn(1, 20480, device=DEV, dtype=torch.float16))
+    guarded("SoVITS windows", bench_sovits_windows, sovits, ge)
     print_table()
 
 
@@ -776,6 +827,9 @@ def main() -> None:
     if sys.argv[1:] == ["decode"]:
         decode_only()
         return
+    if sys.argv[1:] == ["windows"]:
+        windows_only()
+        return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
@@ -814,6 +868,7 @@ def main() -> None:
         f"weights {loaded / 2**30:.2f} GiB; + B=1 cache, graphs, SoVITS 10 s")  # fmt: skip
     guarded("SoVITS variants", bench_sovits_variants, ge)
     guarded("SoVITS batched", bench_sovits_batch, sovits, ge)
+    guarded("SoVITS windows", bench_sovits_windows, sovits, ge)
     for name, t_gpt, t_s2 in (
         ("eager", gpt_e, t_sov[250][0]),
         ("graphs", gpt_g, t_sov[250][1]),

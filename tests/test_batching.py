@@ -23,8 +23,10 @@ from tiny_frontends import make_tiny_models_dir
 
 from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
 from wyoming_sovits.engine import Engine
+from wyoming_sovits.fast import FastPathError, SoVITSGraphs
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
 from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
+from wyoming_sovits.models.vits import SoVITS, VitsInputError
 from wyoming_sovits.pipeline import (
     NoiseTape,
     Pipeline,
@@ -352,16 +354,18 @@ class _TwoRowBuckets:
     """Stands in for ``SoVITSGraphs`` (CUDA only; ``decode_rows`` is tested on the GPU in
     test_fast.py): buckets of at most two rows, decoded by the eager batched call."""
 
-    def __init__(self, sovits: object) -> None:
-        self.sovits = sovits
+    def __init__(self, sovits: SoVITS) -> None:
+        self.model = sovits
         self.calls: list[int] = []
 
     def fits(self, tokens: int, phones: int, rows: int = 1) -> bool:
         return rows == 2  # one sentence alone keeps the eager path here
 
+    windows_failed = "not this stand-in"  # decode_windows: tested with SoVITSGraphs below
+
     def decode_rows(self, rows: list) -> list[torch.Tensor]:  # type: ignore[type-arg]
         self.calls.append(len(rows))
-        return [torch.from_numpy(a) for a in decode_batch(self.sovits, rows)]  # type: ignore[arg-type]
+        return [torch.from_numpy(a) for a in decode_batch(self.model, rows)]
 
 
 def test_queued_decodes_split_into_graph_buckets(
@@ -471,3 +475,121 @@ def test_vocode_windows_match_the_whole_vocode(single: Pipeline) -> None:
             torch.testing.assert_close(got[b], whole[s * up :], rtol=0, atol=1e-5)
         (empty,) = vocode_windows(sovits, z[:1], ge[:1], [40], [40])
     assert empty.shape == (0,)
+
+
+def _window_rows(
+    single: Pipeline, specs: list[tuple[int, int, int]]
+) -> tuple[
+    list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]],
+    list[int],
+    list[np.ndarray],
+]:
+    """Rows (tokens, phones, ge, noise, scale) of (tokens, phones, start frame) specs, their
+    starts, and each row's audio from its start decoded alone, eagerly."""
+    sovits = single.sovits.model
+    ge = single.prepare_prompt(make_voice()).ge
+    g = torch.Generator().manual_seed(1)
+    rows, starts, want = [], [], []
+    for n, length, start in specs:
+        tokens = torch.randint(0, 1024, (n,), generator=g)
+        phones = torch.randint(1, 60, (length,), generator=g)
+        tape = NoiseTape(
+            sovits.cfg.inter_channels, torch.Generator().manual_seed(n), torch.device("cpu")
+        )
+        want.append(decode_latents(sovits, tokens, phones, ge, 1.0, 0.5, tape, start)[2])
+        rows.append((tokens, phones, ge, tape.take(2 * n), 0.5))
+        starts.append(start)
+    return rows, starts, want
+
+
+def _close(got: torch.Tensor | np.ndarray, want: np.ndarray) -> None:
+    got = got.numpy() if isinstance(got, torch.Tensor) else got
+    assert got.shape == want.shape
+    assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
+
+
+def test_graph_buckets_decode_windows_as_each_row_alone(single: Pipeline) -> None:
+    """``SoVITSGraphs`` on its padded buffers, run eagerly (``use_graphs=False``; on the GPU
+    the same buffers are replayed): ``decode_windows`` gives each row's audio from its
+    start frame, as decoding it alone does, from one latents and one vocoder bucket."""
+    sovits = single.sovits.model
+    graphs = SoVITSGraphs(sovits, use_graphs=False, window_buckets=(32, 64, 128))
+    specs = [(30, 12, 20), (17, 20, 0), (45, 7, 70), (24, 9, 48)]
+    rows, starts, want = _window_rows(single, specs)
+    got = graphs.decode_windows(rows, starts)
+    reach = sovits.cfg.vocoder_reach_frames
+    widest = max(2 * n - max(0, s - reach) for n, _, s in specs)  # the 17-token row, 34
+    assert graphs.captured_windows == [(4, graphs.window_width(widest))] == [(4, 64)]
+    for a, w in zip(got, want, strict=True):
+        _close(a, w)
+    for a, w in zip(
+        graphs.decode_rows(rows),
+        _window_rows(single, [(n, p, 0) for n, p, _ in specs])[2],
+        strict=True,
+    ):
+        _close(a, w)  # the whole decode of the same buffers
+    with pytest.raises(VitsInputError, match="starts"):
+        graphs.decode_windows(rows, starts[:2])
+    with pytest.raises(FastPathError, match="no graph bucket"):
+        graphs.decode_windows(rows * 17, starts * 17)  # 68 rows
+
+
+def test_windowed_graphs_that_fail_to_capture_leave_whole_decodes(
+    single: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A windowed capture that fails turns the windowed graphs off (logged, once); the
+    pipeline then decodes the whole prefixes from their bucket and cuts them."""
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False)
+
+    def refuse(*args: object) -> None:
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(graphs, "_captured", refuse)
+    rows, starts, want = _window_rows(single, [(30, 12, 20), (17, 20, 8)])
+    with caplog.at_level("WARNING", logger="wyoming_sovits.fast"):
+        assert not graphs.capture_windows(30, 20, 2, 60)
+        assert not graphs.capture_windows(30, 20, 2, 60)
+    assert graphs.windows_failed == "RuntimeError: capture refused"
+    assert sum("windowed SoVITS graphs off" in r.message for r in caplog.records) == 1
+    with pytest.raises(FastPathError, match="off"):
+        graphs.decode_windows(rows, starts)
+    for a, w in zip(Pipeline._graph_rows(graphs, rows, starts), want, strict=True):
+        _close(a, w)
+    assert graphs.captured_batches == [(2, 50, 32)] and graphs.captured_windows == []
+
+
+def test_streams_decode_windowed_graph_buckets(
+    single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SoVITS graphs, queued decodes after a stream's first vocode only its unsent
+    frames (``decode_windows``), and every stream gets the audio it gets alone."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    graphs = SoVITSGraphs(batched.sovits.model, use_graphs=False)
+    windows: list[list[int]] = []
+    real = graphs.decode_windows
+
+    def spy(rows: list, starts: list[int]) -> list[torch.Tensor]:  # type: ignore[type-arg]
+        windows.append(list(starts))
+        return real(rows, starts)
+
+    monkeypatch.setattr(graphs, "decode_windows", spy)
+    monkeypatch.setattr(batched, "_graphs_for", lambda path: graphs)
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert windows and all(any(s > 0 for s in starts) for starts in windows)
+    assert graphs.captured_windows
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+
+
+def test_stream_window_frames_follow_the_schedule() -> None:
+    """The window of each streamed decode: 12, 36, 72, 144, 240 tokens, 4 held back."""
+    from wyoming_sovits.pipeline import stream_window_frames
+
+    got = [stream_window_frames(n, 2, 12) for n in (12, 36, 72, 144, 240)]
+    assert got == [24, 72 - (16 - 12), 144 - (64 - 12), 288 - (136 - 12), 480 - (280 - 12)]

@@ -169,6 +169,36 @@ def test_sovits_graphs_decode_rows_as_each_alone_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
+    """Streamed decodes of four rows, each from its own start frame: the windowed graphs
+    (latents, then the vocoder over the windows) give the whole decode's samples from
+    there, and a 64-row batch of 1 s windows replays them too."""
+    model = sovits_v2proplus("cuda")
+    graphs = SoVITSGraphs(model, noise_scale=0.0)
+    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
+    specs = [(72, 30, 64), (36, 9, 16), (40, 20, 0), (144, 40, 136)]
+    rows = [
+        (
+            torch.randint(0, 1024, (n,), device="cuda"),
+            torch.randint(0, 732, (p,), device="cuda"),
+            ge * (1 + k),
+            torch.randn(1, model.cfg.inter_channels, 2 * n, device="cuda"),
+            0.5,
+        )
+        for k, (n, p, _) in enumerate(specs)
+    ]
+    starts = [s for _, _, s in specs]
+    got = graphs.decode_windows(rows, starts)
+    assert graphs.windows_failed is None and graphs.captured_windows == [(4, 192)]
+    for audio, whole, start in zip(got, graphs.decode_rows(rows), starts, strict=True):
+        want = whole[start * 1280 // 2 :]
+        assert audio.shape == want.shape
+        assert float((audio - want).norm() / want.norm()) < 1e-3
+    wide = [(r[0][:50], r[1], r[2], r[3][:, :, :100], 0.5) for r in rows] * 16
+    assert len(graphs.decode_windows(wide, [76] * 64)) == 64
+
+
+@pytest.mark.gpu
 def test_a_failed_capture_leaves_random_draws_working_on_gpu() -> None:
     """A capture that raises (a host sync inside it) is reported as it was, and then
     random draws, a graph that draws captured before and a new capture still work."""

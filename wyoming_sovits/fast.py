@@ -20,7 +20,9 @@ are exact (masked attention); padded codes are made exact by zeroing every vocod
 convolution's input past the real length inside the graph (the vocoder itself has no
 mask; unmasked, the last ~100 ms would change). The prior noise is an input
 buffer (the caller's, or drawn from the default CUDA generator), so that re-decoding a
-growing prefix can reuse the same noise.
+growing prefix can reuse the same noise. ``SoVITSGraphs.decode_windows`` serves streamed
+decodes of several rows: the text encoder and flow of the whole prefixes in one graph,
+then the vocoder only over each row's unsent frames in another.
 
 Prefill. ``PrefillGraphs`` captures ``Text2Semantic.prefill`` of one request per prompt
 length bucket: the prompt is left-padded to the bucket, as a batched prefill pads its
@@ -597,6 +599,40 @@ def _decode_body(
     return m, z, audio * mask.repeat_interleave(model.cfg.upsample_factor, dim=2)
 
 
+def _latents_body(
+    model: SoVITS,
+    codes: Tensor,
+    text: Tensor,
+    code_len: Tensor,
+    text_len: Tensor,
+    ge: Tensor,
+    noise: Tensor,
+    scale: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The first graph of ``SoVITSGraphs.decode_windows``: ``_decode_body`` up to the
+    vocoder; the prior mean and the flow output zeroed past each row's frames (R, C, T_f)."""
+    m, logs, mask = model.encode_text_semantic(codes, text, ge, 1.0, code_len, text_len)
+    z = model.flow_reverse(m + noise * torch.exp(logs) * scale, mask, ge)
+    return m, z * mask
+
+
+def _window_index(
+    starts: Sequence[int], frames: Sequence[int], reach: int, rows: int, width: int
+) -> tuple[list[int], list[int], Tensor, Tensor]:
+    """Where each row's vocoder window lies in the flow output: its first frame (``reach``
+    before the row's start) and width, and the gather index (rows, 1, width) and lengths
+    (rows,) of a window bucket; spare rows read frame 0 with length 1."""
+    lows = [max(0, min(s, f) - reach) for s, f in zip(starts, frames, strict=True)]
+    widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
+    first = torch.zeros(rows, 1, 1, dtype=torch.long)
+    first[: len(lows), 0, 0] = torch.tensor(lows, dtype=torch.long)
+    lengths = torch.ones(rows, dtype=torch.long)
+    lengths[: len(widths)] = torch.tensor(widths, dtype=torch.long)
+    index = first + torch.arange(width).view(1, 1, width)
+    index = torch.minimum(index, (first + lengths.view(rows, 1, 1) - 1).clamp(min=0))
+    return lows, widths, index, lengths
+
+
 class SoVITSGraphs:
     """``SoVITS.decode`` replayed from CUDA graphs captured per (rows, token, phone) bucket.
 
@@ -608,6 +644,17 @@ class SoVITSGraphs:
     (``pipeline.NoiseTape``); without it, ``decode`` draws fresh noise from the default
     CUDA generator. Speed is always 1. ``decode_rows`` serves several sentences in one
     replay (the streams of ``pipeline`` that reach a decode together).
+
+    ``decode_windows`` serves such rows when each needs only the audio from a latent frame
+    on (a streamed decode sends only what it has not sent): one replay of the text encoder
+    and flow of the whole prefixes (per rows, token, phone bucket), a gather of each row's
+    window (from the vocoder's reach before its start), one replay of the vocoder over the
+    windows (per rows, window bucket). These graphs capture the plain decode, compiled or
+    not. A capture that fails turns them off (``windows_failed``, logged) and
+    ``decode_windows`` raises ``FastPathError``: decode the whole prefixes instead.
+
+    ``use_graphs`` False runs every bucket's decode eagerly on the same padded buffers
+    (CPU tests of the padding, windows and slicing).
     """
 
     def __init__(
@@ -619,6 +666,8 @@ class SoVITSGraphs:
         row_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
         max_cells: int = 4096,
         compile: bool = False,
+        window_buckets: Sequence[int] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+        use_graphs: bool = True,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
         holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
@@ -630,20 +679,25 @@ class SoVITSGraphs:
         compiler's disk cache warm). A failed compilation is logged (``compile_failed``) and
         the graphs capture the plain decode from then on."""
         weight = next(model.parameters())
-        _require_cuda(weight.device)
+        if use_graphs:
+            _require_cuda(weight.device)
         self.model, self.device, self.dtype = model, weight.device, weight.dtype
+        self.use_graphs = use_graphs
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
+        self.window_buckets = sorted(window_buckets)
         self.noise_scale = noise_scale
         self.compile_failed: str | None = None
+        self.windows_failed: str | None = None  # why decode_windows is off
         self._compiled: Callable[..., tuple[Tensor, Tensor, Tensor]] | None = None
         self._compiled_kinds: set[bool] = set()  # rows > 1 of the compilations done
-        if compile:
+        if compile and use_graphs:
             self._compiled = torch.compile(_decode_body, dynamic=True)
-        self._pool = torch.cuda.graph_pool_handle()
-        self._graphs: dict[
-            tuple[int, int, int], tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]
-        ] = {}
+        self._pool = torch.cuda.graph_pool_handle() if use_graphs else None
+        # bucket -> (replay, its buffers); the latents and vocoder graphs of decode_windows
+        self._graphs: dict[tuple[int, int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
+        self._latents: dict[tuple[int, int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
+        self._vocoders: dict[tuple[int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
 
     @staticmethod
     def _pick(buckets: Sequence[int], n: int, what: str) -> int:
@@ -672,12 +726,11 @@ class SoVITSGraphs:
             self._pick(self.phone_buckets, phones, "phones"),
         )
 
-    def _capture(
-        self, rows: int, tokens: int, phones: int
-    ) -> tuple[torch.cuda.CUDAGraph, dict[str, Tensor]]:
+    def _decode_inputs(self, rows: int, tokens: int, phones: int) -> dict[str, Tensor]:
+        """The input buffers of a (rows, tokens, phones) bucket."""
         dev, cfg = self.device, self.model.cfg
         frames = tokens * cfg.frames_per_token
-        io = {
+        return {
             "codes": torch.zeros(1, rows, tokens, dtype=torch.long, device=dev),
             "text": torch.zeros(rows, phones, dtype=torch.long, device=dev),
             "code_len": torch.full((rows,), tokens, dtype=torch.long, device=dev),
@@ -687,11 +740,19 @@ class SoVITSGraphs:
             "scale": torch.zeros(rows, 1, 1, dtype=self.dtype, device=dev),
         }
 
+    def _capture(
+        self, rows: int, tokens: int, phones: int
+    ) -> tuple[Callable[[], None], dict[str, Tensor]]:
+        dev = self.device
+        io = self._decode_inputs(rows, tokens, phones)
+
         def run() -> tuple[Tensor, Tensor, Tensor]:
             body = self._compiled or _decode_body
             return body(self.model, io["codes"], io["text"], io["code_len"], io["text_len"],
                         io["ge"], io["noise"], io["scale"])  # fmt: skip
 
+        if not self.use_graphs:
+            return lambda: io.update(zip(("m", "z", "audio"), run(), strict=True)), io
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.no_grad():
@@ -701,7 +762,56 @@ class SoVITSGraphs:
             graph = torch.cuda.CUDAGraph()
             with capturing(graph, dev, stream, self._pool):
                 io["m"], io["z"], io["audio"] = run()  # (R, C, T_f) x2, (R, 1, T_f * 640)
-        return graph, io
+        return graph.replay, io
+
+    def _captured(
+        self, run: Callable[[], dict[str, Tensor]], io: dict[str, Tensor]
+    ) -> Callable[[], None]:
+        """The replay of ``run`` (plain, warmed up once off the capture), which writes its
+        outputs into ``io``; ``run`` itself without graphs."""
+        if not self.use_graphs:
+            return lambda: io.update(run())
+        stream = torch.cuda.Stream(device=self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.no_grad():
+            with torch.cuda.stream(stream):
+                run()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with capturing(graph, self.device, stream, self._pool):
+                io.update(run())
+        return graph.replay
+
+    def _latents_graph(
+        self, rows: int, tokens: int, phones: int
+    ) -> tuple[Callable[[], None], dict[str, Tensor]]:
+        key = (rows, tokens, phones)
+        if key not in self._latents:
+            io = self._decode_inputs(rows, tokens, phones)
+
+            def run() -> dict[str, Tensor]:
+                m, z = _latents_body(self.model, io["codes"], io["text"], io["code_len"],
+                                     io["text_len"], io["ge"], io["noise"], io["scale"])  # fmt: skip
+                return {"m": m, "z": z}
+
+            self._latents[key] = (self._captured(run, io), io)
+        return self._latents[key]
+
+    def _vocoder_graph(self, rows: int, width: int) -> tuple[Callable[[], None], dict[str, Tensor]]:
+        key = (rows, width)
+        if key not in self._vocoders:
+            dev, cfg = self.device, self.model.cfg
+            io = {
+                "z": torch.zeros(rows, cfg.inter_channels, width, dtype=self.dtype, device=dev),
+                "ge": torch.zeros(rows, cfg.gin_channels, 1, dtype=self.dtype, device=dev),
+                "lengths": torch.full((rows,), width, dtype=torch.long, device=dev),
+            }
+
+            def run() -> dict[str, Tensor]:
+                return {"audio": self.model.vocode(io["z"], io["ge"], io["lengths"])}
+
+            self._vocoders[key] = (self._captured(run, io), io)
+        return self._vocoders[key]
 
     def _warm_up(self, run: Callable[[], object], rows: int) -> None:
         """Run a bucket's decode once before its capture; with ``compile``, that is where
@@ -731,6 +841,33 @@ class SoVITSGraphs:
         key = self._key(tokens, phones, rows)
         if key not in self._graphs:
             self._graphs[key] = self._capture(*key)
+
+    def window_width(self, frames: int) -> int:
+        """The window bucket of a vocoder window of ``frames`` latent frames."""
+        return self._pick(self.window_buckets, frames, "window frames")
+
+    def capture_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
+        """Capture the two graphs ``decode_windows`` replays for ``rows`` prefixes of at
+        most ``tokens`` codes and ``phones`` phones and windows of ``window`` frames; False
+        when they are off (a capture failed)."""
+        if self.windows_failed is not None:
+            return False
+        key = self._key(tokens, phones, rows)
+        try:
+            self._latents_graph(*key)
+            self._vocoder_graph(key[0], self.window_width(window))
+        except FastPathError:
+            raise
+        except Exception as err:  # a driver or backend that refuses: whole decodes
+            self.windows_failed = f"{type(err).__name__}: {err}"
+            _LOGGER.warning("windowed SoVITS graphs off, a capture failed: %s", self.windows_failed)
+            return False
+        return True
+
+    @property
+    def captured_windows(self) -> list[tuple[int, int]]:
+        """The (rows, window) vocoder buckets captured for ``decode_windows``."""
+        return sorted(self._vocoders)
 
     @property
     def captured(self) -> list[tuple[int, int]]:
@@ -794,6 +931,48 @@ class SoVITSGraphs:
         per_token = self.model.cfg.frames_per_token * self.model.cfg.upsample_factor
         return [io["audio"][b, 0, : len(r[0]) * per_token].clone() for b, r in enumerate(rows)]
 
+    @torch.no_grad()
+    def decode_windows(
+        self,
+        rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+        starts: Sequence[int],
+    ) -> list[Tensor]:
+        """``decode_rows``, each row's audio only from latent frame ``starts[b]`` on
+        ((frames - start) * 640 samples): the same samples, the vocoder run over windows
+        from ``VitsConfig.vocoder_reach_frames`` before each start. Raises ``FastPathError``
+        when the rows exceed the buckets or the windowed graphs are off."""
+        if not rows or any(r[0].ndim != 1 or r[1].ndim != 1 for r in rows):
+            raise VitsInputError("decode_windows needs rows of 1-D codes and text")
+        if len(starts) != len(rows):
+            raise VitsInputError(f"{len(starts)} starts for {len(rows)} rows")
+        n_tok, n_ph = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+        if not self.fits(n_tok, n_ph, len(rows)):
+            raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
+        cfg = self.model.cfg
+        frames = [len(r[0]) * cfg.frames_per_token for r in rows]
+        reach = cfg.vocoder_reach_frames
+        widest = max(f - max(0, min(s, f) - reach) for s, f in zip(starts, frames, strict=True))
+        key = self._key(n_tok, n_ph, len(rows))
+        width = self.window_width(widest)
+        if not self.capture_windows(n_tok, n_ph, len(rows), widest):
+            raise FastPathError(f"windowed SoVITS graphs are off: {self.windows_failed}")
+        replay_latents, latents = self._latents[key]
+        replay_vocoder, vocoder = self._vocoders[(key[0], width)]
+        _fill_decode_inputs(latents, rows, cfg.frames_per_token)
+        replay_latents()
+        lows, widths, index, lengths = _window_index(starts, frames, reach, key[0], width)
+        index = index.to(self.device).expand(-1, cfg.inter_channels, -1)
+        torch.gather(latents["z"], 2, index, out=vocoder["z"])
+        vocoder["lengths"].copy_(lengths)
+        vocoder["ge"].copy_(latents["ge"])
+        replay_vocoder()
+        up = cfg.upsample_factor
+        audio = vocoder["audio"]
+        return [
+            audio[b, 0, (min(s, f) - lo) * up : w * up].clone()
+            for b, (s, f, lo, w) in enumerate(zip(starts, frames, lows, widths, strict=True))
+        ]
+
     def _replay(
         self, rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]
     ) -> dict[str, Tensor]:
@@ -805,7 +984,7 @@ class SoVITSGraphs:
             raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
         key = self._key(n_tok, n_ph, len(rows))
         self.capture(n_tok, n_ph, len(rows))
-        graph, io = self._graphs[key]
+        replay, io = self._graphs[key]
         _fill_decode_inputs(io, rows, self.model.cfg.frames_per_token)
-        graph.replay()
+        replay()
         return io

@@ -260,6 +260,15 @@ def next_decode_at(decoded: int) -> int:
     return decoded + min(STREAM_MAX_CHUNK_TOKENS, max(STREAM_NEXT_TOKENS, decoded))
 
 
+def stream_window_frames(tokens: int, frames_per_token: int, reach: int) -> int:
+    """Latent frames a streamed decode at ``tokens`` tokens vocodes (speed 1): from the
+    vocoder's ``reach`` before the first frame the decode before it did not send."""
+    sent, decoded = 0, 0
+    while (point := next_decode_at(decoded)) < tokens:
+        sent, decoded = max(0, point - STREAM_HOLD_TOKENS) * frames_per_token, point
+    return tokens * frames_per_token - max(0, sent - reach)
+
+
 def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[int, int, int]]:
     """(tokens, phones, rows) of the batched SoVITS graphs warm-up captures: the first
     ``WARM_UP_BATCH_DECODES`` streamed decode points, the phone buckets up to
@@ -814,11 +823,7 @@ class Pipeline:
         try:
             starts = [r.from_frame for r in batch]
             if graphs is not None and self._batch_fits(path, batch):
-                up = sovits.cfg.upsample_factor
-                decoded = graphs.decode_rows(rows)  # the whole prefixes' audio
-                audios = [
-                    a[s * up :].float().cpu().numpy() for a, s in zip(decoded, starts, strict=True)
-                ]
+                audios = [a.float().cpu().numpy() for a in self._graph_rows(graphs, rows, starts)]
             else:
                 audios = decode_batch(sovits, rows, starts)
             for request, audio in zip(batch, audios, strict=True):
@@ -826,6 +831,23 @@ class Pipeline:
         except Exception as err:  # raised in each request's own stream
             for request in batch:
                 request.error = err
+
+    @staticmethod
+    def _graph_rows(
+        graphs: SoVITSGraphs,
+        rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
+        starts: list[int],
+    ) -> list[Tensor]:
+        """Rows' audio from their start frames, from one bucket's graphs: the windowed
+        graphs once a row has sent audio (the vocoder skips what was sent), else (and when
+        the windowed graphs are off) the whole decode, cut."""
+        if any(starts) and graphs.windows_failed is None:
+            try:
+                return graphs.decode_windows(rows, starts)
+            except FastPathError as err:
+                _LOGGER.debug("whole SoVITS decodes: %s", err)
+        up = graphs.model.cfg.upsample_factor
+        return [a[s * up :] for a, s in zip(graphs.decode_rows(rows), starts, strict=True)]
 
     def _decode_all(
         self,
@@ -1128,18 +1150,27 @@ class Pipeline:
             for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
                 graphs.capture(tokens, phones)
         if self.max_streams > 1 and _f(merged.speed) == 1.0:
+            vits = graphs.model.cfg
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
-                graphs.capture(tokens, phones, rows)
+                if tokens <= STREAM_FIRST_TOKENS:  # the first decode sent nothing: whole
+                    graphs.capture(tokens, phones, rows)
+                    continue
+                window = stream_window_frames(
+                    tokens, vits.frames_per_token, vits.vocoder_reach_frames
+                )
+                if not graphs.capture_windows(tokens, phones, rows, window):
+                    graphs.capture(tokens, phones, rows)
         torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
         _LOGGER.info(
             "Warm-up of voice %s: %d GPT graphs (+ %d prefill), %d SoVITS graphs (+ %d "
-            "batched) captured in %.2f s",
+            "batched, %d windowed) captured in %.2f s",
             prompt.voice,
             gpt_graphs,
             prefills,
             len(graphs.captured),
             len(graphs.captured_batches),
+            len(graphs.captured_windows),
             seconds,
         )
         return seconds
