@@ -142,23 +142,31 @@ def test_prefill_graphs_replay_the_eager_prefill_on_gpu() -> None:
     assert tokens == golden["tokens"][0][30:].tolist()
 
 
+def _gpu_rows(
+    model: SoVITS, sizes: list[tuple[int, int]]
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    """Decode rows of (tokens, phones) on the GPU: random codes, phones and noise, each
+    row its own ge."""
+    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
+    return [
+        (
+            torch.randint(0, 1024, (n,), device="cuda"),
+            torch.randint(0, 732, (p,), device="cuda"),
+            ge * (1 + k % 4),
+            torch.randn(1, model.cfg.inter_channels, 2 * n, device="cuda"),
+            0.5,
+        )
+        for k, (n, p) in enumerate(sizes)
+    ]
+
+
 @pytest.mark.gpu
 def test_sovits_graphs_decode_rows_as_each_alone_on_gpu() -> None:
     """Three sentences of different lengths in one replay: each row's audio is its own
     single-sentence replay (the vocoder masks make padding invisible)."""
     model = sovits_v2proplus("cuda")
     graphs = SoVITSGraphs(model, noise_scale=0.0)
-    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
-    rows = [
-        (
-            torch.randint(0, 1024, (n,), device="cuda"),
-            torch.randint(0, 732, (p,), device="cuda"),
-            ge * (1 + k),
-            torch.randn(1, model.cfg.inter_channels, 2 * n, device="cuda"),
-            0.5,
-        )
-        for k, (n, p) in enumerate([(40, 30), (13, 9), (25, 20)])
-    ]
+    rows = _gpu_rows(model, [(40, 30), (13, 9), (25, 20)])
     got = graphs.decode_rows(rows)
     assert graphs.captured_batches == [(4, 50, 32)]
     for (codes, text, g, noise, scale), audio in zip(rows, got, strict=True):
@@ -175,18 +183,8 @@ def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
     there, and a 64-row batch of 1 s windows replays them too."""
     model = sovits_v2proplus("cuda")
     graphs = SoVITSGraphs(model, noise_scale=0.0)
-    ge = torch.randn(1, model.cfg.gin_channels, 1, device="cuda")
     specs = [(72, 30, 64), (36, 9, 16), (40, 20, 0), (144, 40, 136)]
-    rows = [
-        (
-            torch.randint(0, 1024, (n,), device="cuda"),
-            torch.randint(0, 732, (p,), device="cuda"),
-            ge * (1 + k),
-            torch.randn(1, model.cfg.inter_channels, 2 * n, device="cuda"),
-            0.5,
-        )
-        for k, (n, p, _) in enumerate(specs)
-    ]
+    rows = _gpu_rows(model, [(n, p) for n, p, _ in specs])
     starts = [s for _, _, s in specs]
     got = graphs.decode_windows(rows, starts)
     assert graphs.windows_failed is None and graphs.captured_windows == [(4, 192)]
@@ -194,8 +192,8 @@ def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
         want = whole[start * 1280 // 2 :]
         assert audio.shape == want.shape
         assert float((audio - want).norm() / want.norm()) < 1e-3
-    wide = [(r[0][:50], r[1], r[2], r[3][:, :, :100], 0.5) for r in rows] * 16
-    assert len(graphs.decode_windows(wide, [76] * 64)) == 64
+    wide = _gpu_rows(model, [(50, 40)] * 64)
+    assert [len(a) for a in graphs.decode_windows(wide, [76] * 64)] == [24 * 640] * 64
 
 
 @pytest.mark.gpu
