@@ -713,44 +713,60 @@ def bench_sovits_batch(model: SoVITS, ge: torch.Tensor) -> None:
     LOG["sovits_1s_kernels"] = by_kind
 
 
+DecodeRows = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float]]
+
+
+def _whole_cut(graphs: SoVITSGraphs, batch: DecodeRows, sample: int) -> list[torch.Tensor]:
+    return [a[sample:] for a in graphs.decode_rows(batch)]
+
+
+def _eager_rows(model: SoVITS, batch: DecodeRows, starts: list[int]) -> list[torch.Tensor]:
+    return [torch.from_numpy(a) for a in decode_batch(model, batch, starts)]
+
+
 def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
     """Streamed decodes of many rows at once, as ``pipeline`` queues them: every row at the
-    same streamed decode point (36, 72 or 144 tokens, the audio of the decode before it
-    sent), decoded whole (``decode_rows``, then cut) against only the unsent frames
-    (``decode_windows``): time per call, the first call (captures), and the SNR of the
-    windowed samples against the whole decode's."""
+    same streamed decode point (36 to 240 tokens, the audio of the decode before it sent),
+    decoded as before this change (one whole-prefix graph, or eagerly where no whole bucket
+    holds the rows) against only the unsent frames (``decode_windows``): time per call, the
+    first call (captures), and the SNR of the windowed samples against the other's."""
     from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS
 
     graphs = SoVITSGraphs(model, noise_scale=0.5)
-    for rows, n_tok, before in ((64, 36, 12), (16, 72, 36), (32, 72, 36), (16, 144, 72)):
+    for rows, n_tok, before in ((64, 36, 12), (64, 72, 36), (32, 144, 72), (16, 240, 144)):
         start = (before - STREAM_HOLD_TOKENS) * model.cfg.frames_per_token
-        batch = [
+        batch: DecodeRows = [
             (torch.randint(0, 1024, (n_tok,), device=DEV),
              torch.randint(0, 732, (40,), device=DEV), ge,
              torch.randn(1, model.cfg.inter_channels, 2 * n_tok, device=DEV), 0.5)
             for _ in range(rows)
         ]  # fmt: skip
-        if not graphs.fits(n_tok, 40, rows):
+        starts = [start] * rows
+        up = model.cfg.upsample_factor
+        before_change: Callable[[], list[torch.Tensor]]
+        if graphs.fits(n_tok, 40, rows):
+            label, before_change = "whole graph", partial(_whole_cut, graphs, batch, start * up)
+        else:
+            label, before_change = "eager", partial(_eager_rows, model, batch, starts)
+        if not graphs.fits_windows(n_tok, 40, rows, graphs.window_frames(n_tok, start)):
             row(f"SoVITS {rows} streams at {n_tok} tokens: windows", "no bucket", "")
             continue
-        starts = [start] * rows
-        whole = partial(graphs.decode_rows, batch)
         windows = partial(graphs.decode_windows, batch, starts)
         firsts = []
-        for run in (whole, windows):
+        for run in (before_change, windows):
             t0 = time.perf_counter()
             run()
             torch.cuda.synchronize()
             firsts.append(time.perf_counter() - t0)
-        t_whole, t_win = cuda_time(whole, reps=5), cuda_time(windows, reps=5)
-        up = model.cfg.upsample_factor
-        ref = torch.cat([a[start * up :] for a in whole()]).float()
+        t_before, t_win = cuda_time(before_change, reps=3), cuda_time(windows, reps=5)
+        ref = torch.cat([a.to(DEV) for a in before_change()]).float()
         err = torch.cat(windows()).float() - ref
         snr = 10 * math.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
-        row(f"SoVITS {rows} streams at {n_tok} tokens: whole / windows", f"{1e3 * t_whole:.1f} / "
-            f"{1e3 * t_win:.1f} ms", f"x{t_whole / t_win:.2f}; windows vs whole {snr:.1f} dB; "
-            f"first calls {firsts[0]:.2f} / {firsts[1]:.2f} s; off: {graphs.windows_failed}")  # fmt: skip
-        LOG[f"sovits windows {rows}x{n_tok}"] = (t_whole, t_win, snr)
+        row(f"SoVITS {rows} streams at {n_tok} tokens: {label} / windows",
+            f"{1e3 * t_before:.1f} / {1e3 * t_win:.1f} ms",
+            f"x{t_before / t_win:.2f}; windows vs {label} {snr:.1f} dB; first calls "
+            f"{firsts[0]:.2f} / {firsts[1]:.2f} s; off: {graphs.windows_failed}")  # fmt: skip
+        LOG[f"sovits windows {rows}x{n_tok}"] = (t_before, t_win, snr)
 
 
 def sovits_only() -> None:

@@ -361,7 +361,12 @@ class _TwoRowBuckets:
     def fits(self, tokens: int, phones: int, rows: int = 1) -> bool:
         return rows == 2  # one sentence alone keeps the eager path here
 
-    windows_failed = "not this stand-in"  # decode_windows: tested with SoVITSGraphs below
+    # decode_windows: tested with SoVITSGraphs (use_graphs=False) below
+    def fits_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
+        return False
+
+    def window_frames(self, tokens: int, start: int) -> int:
+        return 2 * tokens
 
     def decode_rows(self, rows: list) -> list[torch.Tensor]:  # type: ignore[type-arg]
         self.calls.append(len(rows))
@@ -593,3 +598,26 @@ def test_stream_window_frames_follow_the_schedule() -> None:
 
     got = [stream_window_frames(n, 2, 12) for n in (12, 36, 72, 144, 240)]
     assert got == [24, 72 - (16 - 12), 144 - (64 - 12), 288 - (136 - 12), 480 - (280 - 12)]
+
+
+def test_windowed_buckets_hold_more_rows_than_whole_ones(single: Pipeline) -> None:
+    """Windows bound the vocoder's memory by the frames it vocodes, not by the prefixes:
+    64 streams at 100 tokens fit windowed graphs (not whole ones), up to the vocoder's
+    frames; rows no graph serves decode eagerly (``_graph_rows`` None)."""
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False)
+    reach = graphs.model.cfg.vocoder_reach_frames
+    assert graphs.window_frames(36, 16) == 72 - (16 - reach)
+    assert graphs.window_frames(12, 0) == 24 and graphs.window_frames(10, 99) == reach
+    assert not graphs.fits(100, 60, rows=64)
+    assert graphs.fits_windows(100, 60, 64, 92)  # 64 x 96 frames, 64 x 100 tokens
+    assert not graphs.fits_windows(250, 60, 64, 212)  # 64 x 256 frames: over 8192
+    assert graphs.fits_windows(500, 500, 1, 1000) and not graphs.fits_windows(100, 60, 65, 92)
+    small = SoVITSGraphs(single.sovits.model, use_graphs=False, max_cells=40)
+    rows, starts, want = _window_rows(single, [(30, 12, 40), (17, 20, 20)])
+    got = Pipeline._graph_rows(small, rows, starts)  # 2 x 32 window frames: fits
+    assert got is not None and small.captured_windows == [(2, 32)]
+    for a, w in zip(got, want, strict=True):
+        _close(a, w)
+    assert Pipeline._graph_rows(small, rows, [0, 0]) is None  # 2 x 50 whole tokens: eager
+    small.windows_failed = "off"
+    assert not small.fits_windows(30, 20, 2, 32)

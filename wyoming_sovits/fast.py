@@ -668,9 +668,13 @@ class SoVITSGraphs:
         compile: bool = False,
         window_buckets: Sequence[int] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
         use_graphs: bool = True,
+        max_latent_cells: int = 16384,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
         holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
+        ``decode_windows``' vocoder graphs hold as many tokens' frames (rows x window), and
+        its latents graphs, which need far less memory per token (no upsampling), at most
+        ``max_latent_cells`` padded tokens.
 
         ``compile``: the decode the graphs capture is first compiled by TorchInductor, with
         dynamic shapes, so one compilation serves every bucket of one row, and one every
@@ -685,7 +689,7 @@ class SoVITSGraphs:
         self.use_graphs = use_graphs
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
-        self.window_buckets = sorted(window_buckets)
+        self.window_buckets, self.max_latent_cells = sorted(window_buckets), max_latent_cells
         self.noise_scale = noise_scale
         self.compile_failed: str | None = None
         self.windows_failed: str | None = None  # why decode_windows is off
@@ -718,6 +722,28 @@ class SoVITSGraphs:
         if rows == 1:
             return True
         return self._key(tokens, phones, rows)[0] * self._key(tokens, phones)[1] <= self.max_cells
+
+    def window_frames(self, tokens: int, start: int) -> int:
+        """Latent frames ``decode_windows`` vocodes for a prefix of ``tokens`` codes whose
+        audio is wanted from frame ``start`` on."""
+        frames = tokens * self.model.cfg.frames_per_token
+        return frames - max(0, min(start, frames) - self.model.cfg.vocoder_reach_frames)
+
+    def fits_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
+        """Whether ``decode_windows`` serves ``rows`` prefixes of at most ``tokens`` codes
+        and ``phones`` phones with windows of at most ``window`` frames (and is on)."""
+        if self.windows_failed is not None or not (
+            0 < tokens <= self.token_buckets[-1]
+            and 0 < phones <= self.phone_buckets[-1]
+            and 0 < rows <= self.row_buckets[-1]
+            and 0 < window <= self.window_buckets[-1]
+        ):
+            return False
+        slots, padded, _ = self._key(tokens, phones, rows)
+        frames = self.max_cells * self.model.cfg.frames_per_token
+        return rows == 1 or (
+            slots * padded <= self.max_latent_cells and slots * self.window_width(window) <= frames
+        )
 
     def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (
@@ -945,13 +971,15 @@ class SoVITSGraphs:
             raise VitsInputError("decode_windows needs rows of 1-D codes and text")
         if len(starts) != len(rows):
             raise VitsInputError(f"{len(starts)} starts for {len(rows)} rows")
+        if self.windows_failed is not None:
+            raise FastPathError(f"windowed SoVITS graphs are off: {self.windows_failed}")
         n_tok, n_ph = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
-        if not self.fits(n_tok, n_ph, len(rows)):
+        widest = max(self.window_frames(len(r[0]), s) for r, s in zip(rows, starts, strict=True))
+        if not self.fits_windows(n_tok, n_ph, len(rows), widest):
             raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
         cfg = self.model.cfg
         frames = [len(r[0]) * cfg.frames_per_token for r in rows]
         reach = cfg.vocoder_reach_frames
-        widest = max(f - max(0, min(s, f) - reach) for s, f in zip(starts, frames, strict=True))
         key = self._key(n_tok, n_ph, len(rows))
         width = self.window_width(widest)
         if not self.capture_windows(n_tok, n_ph, len(rows), widest):

@@ -805,12 +805,15 @@ class Pipeline:
 
     def _batch_fits(self, path: Path, batch: list[_DecodeRequest]) -> bool:
         """Whether ``batch`` can be one SoVITS call: one CUDA graph bucket when graphs are
-        on, else at most ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
+        on (whole decodes, or windowed ones once a row has sent audio), else at most
+        ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
         graphs = self._graphs_for(path)
         if graphs is None:
             return sum(len(r.tokens) for r in batch) <= BATCH_DECODE_MAX_TOKENS
-        tokens = max(len(r.tokens) for r in batch)
-        return graphs.fits(tokens, max(len(r.feats.ids) for r in batch), len(batch))
+        tokens, phones = [len(r.tokens) for r in batch], [len(r.feats.ids) for r in batch]
+        if graphs.fits(max(tokens), max(phones), len(batch)):
+            return True
+        return _windowed(graphs, tokens, phones, [r.from_frame for r in batch])
 
     def _decode_rows(self, path: Path, batch: list[_DecodeRequest]) -> None:
         sovits = self._sovits_model(path).model
@@ -822,8 +825,9 @@ class Pipeline:
         graphs = self._graphs_for(path)
         try:
             starts = [r.from_frame for r in batch]
-            if graphs is not None and self._batch_fits(path, batch):
-                audios = [a.float().cpu().numpy() for a in self._graph_rows(graphs, rows, starts)]
+            decoded = None if graphs is None else self._graph_rows(graphs, rows, starts)
+            if decoded is not None:
+                audios = [a.float().cpu().numpy() for a in decoded]
             else:
                 audios = decode_batch(sovits, rows, starts)
             for request, audio in zip(batch, audios, strict=True):
@@ -837,15 +841,19 @@ class Pipeline:
         graphs: SoVITSGraphs,
         rows: list[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
         starts: list[int],
-    ) -> list[Tensor]:
+    ) -> list[Tensor] | None:
         """Rows' audio from their start frames, from one bucket's graphs: the windowed
         graphs once a row has sent audio (the vocoder skips what was sent), else (and when
-        the windowed graphs are off) the whole decode, cut."""
-        if any(starts) and graphs.windows_failed is None:
+        the windowed graphs are off) the whole decode, cut; None when no graph serves
+        the rows (decode them eagerly)."""
+        tokens, phones = [len(r[0]) for r in rows], [len(r[1]) for r in rows]
+        if _windowed(graphs, tokens, phones, starts):
             try:
                 return graphs.decode_windows(rows, starts)
             except FastPathError as err:
                 _LOGGER.debug("whole SoVITS decodes: %s", err)
+        if not graphs.fits(max(tokens), max(phones), len(rows)):
+            return None
         up = graphs.model.cfg.upsample_factor
         return [a[s * up :] for a, s in zip(graphs.decode_rows(rows), starts, strict=True)]
 
@@ -1174,6 +1182,17 @@ class Pipeline:
             seconds,
         )
         return seconds
+
+
+def _windowed(
+    graphs: SoVITSGraphs, tokens: list[int], phones: list[int], starts: list[int]
+) -> bool:
+    """Whether rows of these lengths, some with audio sent (a start past 0), go through
+    ``SoVITSGraphs.decode_windows``."""
+    if not any(starts):
+        return False
+    window = max(graphs.window_frames(t, s) for t, s in zip(tokens, starts, strict=True))
+    return graphs.fits_windows(max(tokens), max(phones), len(tokens), window)
 
 
 def _fits(decoder: T2SGraphRunner | ContinuousBatcher, slots: int, cap: int) -> bool:
