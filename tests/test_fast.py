@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -242,14 +243,17 @@ def _buckets_only() -> SoVITSGraphs:
     graphs.token_buckets = [16, 25, 50, 100, 150, 200, 250, 300, 400, 500]
     graphs.phone_buckets = [32, 64, 128, 256, 512]
     graphs.row_buckets = [1, 2, 4, 8, 16, 32, 64]
-    graphs.max_cells = 4096
+    graphs.window_buckets = [32, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+    graphs.max_cells, graphs.max_latent_cells = 4096, 16384
+    graphs.windows_failed = None
+    graphs.model = SimpleNamespace(cfg=VitsConfig())  # type: ignore[assignment]
     return graphs
 
 
 def test_batched_graph_buckets_and_their_warm_up() -> None:
-    """Several sentences share a bucket up to 4096 padded tokens; warm-up with several
-    streams captures the first three streamed decodes (12, 36, 72 tokens) for 2 rows up to
-    the stream count, where they fit."""
+    """Several sentences share a bucket up to 4096 padded tokens (windowed ones more);
+    warm-up with several streams captures the first three streamed decodes (12, 36, 72
+    tokens; the last two windowed) for 2 rows up to the stream count, where they fit."""
     from wyoming_sovits.pipeline import batch_warm_up_buckets
 
     graphs = _buckets_only()
@@ -258,8 +262,11 @@ def test_batched_graph_buckets_and_their_warm_up() -> None:
     keys = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 3)}
     assert keys == {(r, t, p) for r in (2, 4) for t in (16, 50, 100) for p in (32, 64)}
     wide = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 64)}
-    assert (64, 50, 64) in wide and (64, 100, 32) not in wide and (32, 100, 64) in wide
+    assert (64, 50, 64) in wide and (64, 100, 32) in wide  # windowed: 64 x 96 frames
     assert batch_warm_up_buckets(graphs, 1) == []
+    graphs.windows_failed = "off"  # then only whole decodes: 64 x 100 does not fit
+    wide = {graphs._key(t, p, r) for t, p, r in batch_warm_up_buckets(graphs, 64)}
+    assert (64, 50, 64) in wide and (64, 100, 32) not in wide and (32, 100, 64) in wide
 
 
 def test_graph_inputs_filled_per_row_with_spare_rows_silent() -> None:

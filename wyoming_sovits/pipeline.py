@@ -109,10 +109,12 @@ FAST_KV_BUCKET = 256
 # Batched SoVITS decoding (``max_streams`` > 1): streams that reach a decode point in the
 # same round of the engine decode together when there are at least this many of them
 # (fewer replay their own CUDA graphs one after another). On CUDA one call is one replay of
-# a (rows, tokens, phones) graph bucket (``SoVITSGraphs.decode_rows``, exact per row);
-# without graphs it is an eager batched call of at most this many tokens (the vocoder's
-# activations grow with the total length). Measured on the H200, eager calls cost 130-170 ms
-# each in the server, mostly first-shape work, as every batch had a new shape.
+# a (rows, tokens, phones) graph bucket (``SoVITSGraphs.decode_rows``, exact per row), or,
+# once a row has sent audio, the two replays of ``SoVITSGraphs.decode_windows`` (the vocoder
+# only over the unsent frames); without graphs it is an eager batched call of at most this
+# many tokens (the vocoder's activations grow with the total length). Measured on the H200,
+# eager calls cost 130-170 ms each in the server, mostly first-shape work, as every batch
+# had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
 BATCH_DECODE_MAX_TOKENS = 2048
 # Above this many batch rows the Triton path keeps its sampler but not its GEMV step.
@@ -124,8 +126,9 @@ TUNE_SLOTS = 384
 WARM_UP_TOKENS = 250
 WARM_UP_PHONES = 128
 # With several streams, warm-up also captures the batched SoVITS graphs of the first
-# streamed decodes (12, 36, 72 tokens) of sentences up to this many phones, for 2 rows up
-# to ``max_streams``: a bucket first met in a request costs 130-260 ms to capture (H200).
+# streamed decodes (12 tokens whole, 36 and 72 windowed) of sentences up to this many
+# phones, for 2 rows up to ``max_streams``: a bucket first met in a request costs 130-260 ms
+# to capture (H200).
 WARM_UP_BATCH_DECODES = 3
 WARM_UP_BATCH_PHONES = 64
 NOISE_BLOCK_FRAMES = 64
@@ -272,7 +275,8 @@ def stream_window_frames(tokens: int, frames_per_token: int, reach: int) -> int:
 def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[int, int, int]]:
     """(tokens, phones, rows) of the batched SoVITS graphs warm-up captures: the first
     ``WARM_UP_BATCH_DECODES`` streamed decode points, the phone buckets up to
-    ``WARM_UP_BATCH_PHONES``, every row bucket from 2 to ``max_streams`` that fits a graph."""
+    ``WARM_UP_BATCH_PHONES``, every row bucket from 2 to ``max_streams`` that fits a graph:
+    a whole decode's for the first point, windowed ones (``stream_window_frames``) after."""
     points, decoded = [], 0
     for _ in range(WARM_UP_BATCH_DECODES):
         decoded = next_decode_at(decoded)
@@ -280,12 +284,17 @@ def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[
     top = next((r for r in graphs.row_buckets if r >= max_streams), graphs.row_buckets[-1])
     rows = [r for r in graphs.row_buckets if 2 <= r <= top]
     phones = [b for b in graphs.phone_buckets if b <= WARM_UP_BATCH_PHONES]
+    vits = graphs.model.cfg
+    reach, per_token = vits.vocoder_reach_frames, vits.frames_per_token
+
+    def served(tokens: int, ph: int, r: int) -> bool:
+        if tokens == points[0] or graphs.windows_failed is not None:
+            return graphs.fits(tokens, ph, r)
+        window = stream_window_frames(tokens, per_token, reach)
+        return graphs.fits_windows(tokens, ph, r, window) or graphs.fits(tokens, ph, r)
+
     return [
-        (tokens, ph, r)
-        for r in rows
-        for tokens in points
-        for ph in phones
-        if graphs.fits(tokens, ph, r)
+        (tokens, ph, r) for r in rows for tokens in points for ph in phones if served(tokens, ph, r)
     ]
 
 
@@ -1160,13 +1169,16 @@ class Pipeline:
         if self.max_streams > 1 and _f(merged.speed) == 1.0:
             vits = graphs.model.cfg
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
-                if tokens <= STREAM_FIRST_TOKENS:  # the first decode sent nothing: whole
-                    graphs.capture(tokens, phones, rows)
-                    continue
                 window = stream_window_frames(
                     tokens, vits.frames_per_token, vits.vocoder_reach_frames
                 )
-                if not graphs.capture_windows(tokens, phones, rows, window):
+                # a decode after the first is windowed (whole if those graphs are off)
+                windowed = tokens > STREAM_FIRST_TOKENS and graphs.fits_windows(
+                    tokens, phones, rows, window
+                )
+                if windowed and graphs.capture_windows(tokens, phones, rows, window):
+                    continue
+                if graphs.fits(tokens, phones, rows):
                     graphs.capture(tokens, phones, rows)
         torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
