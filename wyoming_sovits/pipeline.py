@@ -12,8 +12,9 @@ the first audio soonest and keep the GPT on track (long fragments drift or loop)
 sentence is one GPT run (prompt phones + sentence phones, prompt tokens first) and one
 SoVITS decode of the sentence's phones alone, against the voice's ``ge``. Streaming
 decodes the growing token prefix at chunk boundaries (``next_decode_at``): the text
-encoder and the flow see the whole prefix each time, and the eager decode vocodes only
-the frames not yet sent (``vocode_windows``; the SoVITS graphs still vocode all of them).
+encoder and the flow see the whole prefix each time, and the vocoder only the frames not
+yet sent (eagerly ``vocode_windows``, batched on CUDA ``SoVITSGraphs.decode_windows``; a
+single stream's graph decode still vocodes all of them: one row is launch-bound).
 
 Fast path (``fast``, on by default on CUDA): the GPT decodes through a
 ``fast.T2SGraphRunner`` (decode step and sampling replayed from CUDA graphs, a host sync
@@ -250,8 +251,8 @@ class RequestRandom:
 def next_decode_at(decoded: int) -> int:
     """Token count of the streamed decode after one of ``decoded`` tokens.
 
-    Each decode re-runs the text encoder and flow over the whole prefix (eagerly, the
-    vocoder only over the unsent frames: ``vocode_windows``), so chunks grow: the first after
+    Each decode re-runs the text encoder and flow over the whole prefix (the vocoder only
+    the unsent frames, but for one stream's graphs), so chunks grow: the first after
     ``STREAM_FIRST_TOKENS``, then at least ``STREAM_NEXT_TOKENS`` more and otherwise as many
     as were decoded (12, 36, 72, 144, 240, ...), capped at ``STREAM_MAX_CHUNK_TOKENS``. A
     10 s sentence costs 5 decodes instead of 10, which matters when many streams share
