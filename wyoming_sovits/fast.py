@@ -61,7 +61,7 @@ from .models.t2s import (
     merge_packed,
     pack_inputs,
 )
-from .models.vits import SoVITS, VitsInputError
+from .models.vits import SoVITS, VitsInputError, VocoderWindows
 
 if TYPE_CHECKING:
     from torch.cuda import _POOL_HANDLE as _PoolHandle
@@ -593,9 +593,8 @@ def _decode_body(
     """What a ``SoVITSGraphs`` graph computes: ``SoVITS.decode`` of padded rows with their
     lengths, the prior draw replaced by ``noise`` (R, C, T_f) times ``scale`` (R, 1, 1);
     returns the prior mean and flow output (R, C, T_f) and the audio (R, 1, T_f * 640)."""
-    m, logs, mask = model.encode_text_semantic(codes, text, ge, 1.0, code_len, text_len)
-    z = model.flow_reverse(m + noise * torch.exp(logs) * scale, mask, ge)
-    audio = model.vocode(z * mask, ge, code_len * model.cfg.frames_per_token)
+    m, z, mask = _latents_body(model, codes, text, code_len, text_len, ge, noise, scale)
+    audio = model.vocode(z, ge, code_len * model.cfg.frames_per_token)
     return m, z, audio * mask.repeat_interleave(model.cfg.upsample_factor, dim=2)
 
 
@@ -608,29 +607,13 @@ def _latents_body(
     ge: Tensor,
     noise: Tensor,
     scale: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """The first graph of ``SoVITSGraphs.decode_windows``: ``_decode_body`` up to the
-    vocoder; the prior mean and the flow output zeroed past each row's frames (R, C, T_f)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``_decode_body`` up to the vocoder (the first graph of ``SoVITSGraphs.decode_windows``):
+    the prior mean and the flow output zeroed past each row's frames (R, C, T_f), and the
+    frame mask (R, 1, T_f)."""
     m, logs, mask = model.encode_text_semantic(codes, text, ge, 1.0, code_len, text_len)
     z = model.flow_reverse(m + noise * torch.exp(logs) * scale, mask, ge)
-    return m, z * mask
-
-
-def _window_index(
-    starts: Sequence[int], frames: Sequence[int], reach: int, rows: int, width: int
-) -> tuple[list[int], list[int], Tensor, Tensor]:
-    """Where each row's vocoder window lies in the flow output: its first frame (``reach``
-    before the row's start) and width, and the gather index (rows, 1, width) and lengths
-    (rows,) of a window bucket; spare rows read frame 0 with length 1."""
-    lows = [max(0, min(s, f) - reach) for s, f in zip(starts, frames, strict=True)]
-    widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
-    first = torch.zeros(rows, 1, 1, dtype=torch.long)
-    first[: len(lows), 0, 0] = torch.tensor(lows, dtype=torch.long)
-    lengths = torch.ones(rows, dtype=torch.long)
-    lengths[: len(widths)] = torch.tensor(widths, dtype=torch.long)
-    index = first + torch.arange(width).view(1, 1, width)
-    index = torch.minimum(index, (first + lengths.view(rows, 1, 1) - 1).clamp(min=0))
-    return lows, widths, index, lengths
+    return m, z * mask, mask
 
 
 class SoVITSGraphs:
@@ -816,8 +799,8 @@ class SoVITSGraphs:
             io = self._decode_inputs(rows, tokens, phones)
 
             def run() -> dict[str, Tensor]:
-                m, z = _latents_body(self.model, io["codes"], io["text"], io["code_len"],
-                                     io["text_len"], io["ge"], io["noise"], io["scale"])  # fmt: skip
+                m, z, _ = _latents_body(self.model, io["codes"], io["text"], io["code_len"],
+                                        io["text_len"], io["ge"], io["noise"], io["scale"])  # fmt: skip
                 return {"m": m, "z": z}
 
             self._latents[key] = (self._captured(run, io), io)
@@ -979,7 +962,6 @@ class SoVITSGraphs:
             raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
         cfg = self.model.cfg
         frames = [len(r[0]) * cfg.frames_per_token for r in rows]
-        reach = cfg.vocoder_reach_frames
         key = self._key(n_tok, n_ph, len(rows))
         width = self.window_width(widest)
         if not self.capture_windows(n_tok, n_ph, len(rows), widest):
@@ -988,18 +970,13 @@ class SoVITSGraphs:
         replay_vocoder, vocoder = self._vocoders[(key[0], width)]
         _fill_decode_inputs(latents, rows, cfg.frames_per_token)
         replay_latents()
-        lows, widths, index, lengths = _window_index(starts, frames, reach, key[0], width)
-        index = index.to(self.device).expand(-1, cfg.inter_channels, -1)
+        windows = VocoderWindows.of(starts, frames, cfg.vocoder_reach_frames, key[0], width)
+        index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
         torch.gather(latents["z"], 2, index, out=vocoder["z"])
-        vocoder["lengths"].copy_(lengths)
+        vocoder["lengths"].copy_(windows.lengths)
         vocoder["ge"].copy_(latents["ge"])
         replay_vocoder()
-        up = cfg.upsample_factor
-        audio = vocoder["audio"]
-        return [
-            audio[b, 0, (min(s, f) - lo) * up : w * up].clone()
-            for b, (s, f, lo, w) in enumerate(zip(starts, frames, lows, widths, strict=True))
-        ]
+        return [a.clone() for a in windows.cut(vocoder["audio"], cfg.upsample_factor)]
 
     def _replay(
         self, rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]]

@@ -70,7 +70,7 @@ from .kernels import triton_available
 from .models.bert import BertFeatures
 from .models.ssl import HubertEncoder
 from .models.t2s import PackedPrompt, T2SInput, Text2Semantic, pack_inputs
-from .models.vits import SoVITS
+from .models.vits import SoVITS, VocoderWindows
 from .prompt import (
     OUTPUT_RATE,
     Prompt,
@@ -319,24 +319,11 @@ def vocode_windows(
     (``VitsConfig.vocoder_reach_frames``) before each start. Windows are zero-padded to the
     longest and masked by their lengths, so each row's samples are those of its own window.
     """
-    up, reach = sovits.cfg.upsample_factor, sovits.cfg.vocoder_reach_frames
-    starts = [min(max(0, s), f) for s, f in zip(starts, frames, strict=True)]
-    lows = [max(0, s - reach) for s in starts]
-    widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
-    width = max(widths)
-    if all(lo == 0 for lo in lows):
-        window = z[:, :, :width]
-    else:
-        window = z.new_zeros(z.shape[0], z.shape[1], width)
-        for b, (lo, w) in enumerate(zip(lows, widths, strict=True)):
-            window[b, :, :w] = z[b, :, lo : lo + w]
-    padded = any(w != width for w in widths)
-    lengths = torch.tensor(widths, device=z.device) if padded else None
-    audio = sovits.vocode(window, ge, lengths)  # (B, 1, width·640)
-    return [
-        audio[b, 0, (s - lo) * up : w * up]
-        for b, (s, lo, w) in enumerate(zip(starts, lows, widths, strict=True))
-    ]
+    windows = VocoderWindows.of(starts, frames, sovits.cfg.vocoder_reach_frames)
+    index = windows.index.to(z.device).expand(-1, z.shape[1], -1)
+    lengths = windows.lengths.to(z.device) if windows.ragged else None
+    audio = sovits.vocode(torch.gather(z, 2, index), ge, lengths)  # (B, 1, width·640)
+    return windows.cut(audio, sovits.cfg.upsample_factor)
 
 
 @torch.inference_mode()

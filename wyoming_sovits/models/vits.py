@@ -480,6 +480,57 @@ class SoVITS(nn.Module):
         return audio * sample_mask
 
 
+@dataclass(frozen=True)
+class VocoderWindows:
+    """Where each row's vocoder window lies when only its audio from latent frame
+    ``start`` on is wanted: from the vocoder's reach before the start to the row's end.
+
+    ``index`` (rows, 1, width) gathers the windows from a flow output, ``lengths`` (rows,)
+    masks them (spare rows of a bucket read frame 0, length 1), and ``cut`` takes each
+    row's wanted samples from the vocoded windows."""
+
+    starts: tuple[int, ...]
+    lows: tuple[int, ...]
+    widths: tuple[int, ...]
+    index: torch.Tensor
+    lengths: torch.Tensor
+
+    @classmethod
+    def of(
+        cls,
+        starts: Sequence[int],
+        frames: Sequence[int],
+        reach: int,
+        rows: int | None = None,
+        width: int | None = None,
+    ) -> VocoderWindows:
+        """``rows``/``width``: a bucket's (default: as many rows, the widest window)."""
+        clamped = [min(max(0, s), f) for s, f in zip(starts, frames, strict=True)]
+        lows = [max(0, s - reach) for s in clamped]
+        widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
+        rows = len(widths) if rows is None else rows
+        width = max(widths) if width is None else width
+        first = torch.zeros(rows, 1, 1, dtype=torch.long)
+        first[: len(lows), 0, 0] = torch.tensor(lows, dtype=torch.long)
+        lengths = torch.ones(rows, dtype=torch.long)
+        lengths[: len(widths)] = torch.tensor(widths, dtype=torch.long)
+        index = first + torch.arange(width).view(1, 1, width)
+        index = torch.minimum(index, (first + lengths.view(rows, 1, 1) - 1).clamp(min=0))
+        return cls(tuple(clamped), tuple(lows), tuple(widths), index, lengths)
+
+    @property
+    def ragged(self) -> bool:
+        """Whether the windows differ in width (the vocoder then needs ``lengths``)."""
+        return len(set(self.widths)) > 1 or self.index.shape[0] != len(self.widths)
+
+    def cut(self, audio: torch.Tensor, upsample: int) -> list[torch.Tensor]:
+        """Each row's samples from its start, of vocoded windows (rows, 1, width * up)."""
+        return [
+            audio[b, 0, (s - lo) * upsample : w * upsample]
+            for b, (s, lo, w) in enumerate(zip(self.starts, self.lows, self.widths, strict=True))
+        ]
+
+
 def is_training_only(name: str) -> bool:
     """Official s2 tensors this inference module does not hold (posterior encoder, VQ EMA state)."""
     return name.startswith(TRAINING_ONLY_PREFIXES) or name.endswith(TRAINING_ONLY_SUFFIXES)
