@@ -726,15 +726,21 @@ def _eager_rows(model: SoVITS, batch: DecodeRows, starts: list[int]) -> list[tor
 
 def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
     """Streamed decodes of many rows at once, as ``pipeline`` queues them: every row at the
-    same streamed decode point (36 to 240 tokens, the audio of the decode before it sent),
-    decoded as before this change (one whole-prefix graph, or eagerly where no whole bucket
-    holds the rows) against only the unsent frames (``decode_windows``): time per call, the
-    first call (captures), and the SNR of the windowed samples against the other's."""
+    same streamed decode point (12 to 240 tokens, the audio of the decode before it sent),
+    decoded as before windows (one whole-prefix graph, or eagerly where no whole bucket
+    holds the rows) against only the unsent frames (``decode_windows``) with its vocoder
+    from a graph (masked, window bucket) and eager (exact width, no masks): time per call,
+    the first calls (captures), the latents replay, the SNR of the product's choice
+    against the whole decode's samples, and which of the two the product takes."""
     from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS
 
-    graphs = SoVITSGraphs(model, noise_scale=0.5)
-    for rows, n_tok, before in ((64, 36, 12), (64, 72, 36), (32, 144, 72), (16, 240, 144)):
-        start = (before - STREAM_HOLD_TOKENS) * model.cfg.frames_per_token
+    graphed = SoVITSGraphs(model, noise_scale=0.5, eager_vocoder_frames=1 << 30)
+    eager = SoVITSGraphs(model, noise_scale=0.5, eager_vocoder_frames=2)
+    product = SoVITSGraphs(model, noise_scale=0.5)
+    points = ((64, 12, 0), (64, 36, 12), (64, 72, 36), (32, 144, 72), (16, 240, 144),
+              (2, 36, 12), (4, 36, 12), (8, 36, 12), (16, 36, 12), (4, 72, 36), (8, 72, 36))  # fmt: skip
+    for rows, n_tok, before in points:
+        start = max(0, before - STREAM_HOLD_TOKENS) * model.cfg.frames_per_token
         batch: DecodeRows = [
             (torch.randint(0, 1024, (n_tok,), device=DEV),
              torch.randint(0, 732, (40,), device=DEV), ge,
@@ -742,31 +748,36 @@ def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
             for _ in range(rows)
         ]  # fmt: skip
         starts = [start] * rows
+        window = graphed.window_frames(n_tok, start)
         up = model.cfg.upsample_factor
         before_change: Callable[[], list[torch.Tensor]]
-        if graphs.fits(n_tok, 40, rows):
-            label, before_change = "whole graph", partial(_whole_cut, graphs, batch, start * up)
+        if graphed.fits(n_tok, 40, rows):
+            label = "whole graph"
+            before_change = partial(_whole_cut, graphed, batch, start * up)
         else:
             label, before_change = "eager", partial(_eager_rows, model, batch, starts)
-        if not graphs.fits_windows(n_tok, 40, rows, graphs.window_frames(n_tok, start)):
+        if not graphed.fits_windows(n_tok, 40, rows, window):
             row(f"SoVITS {rows} streams at {n_tok} tokens: windows", "no bucket", "")
             continue
-        windows = partial(graphs.decode_windows, batch, starts)
+        runs = [before_change, partial(graphed.decode_windows, batch, starts),
+                partial(eager.decode_windows, batch, starts)]  # fmt: skip
         firsts = []
-        for run in (before_change, windows):
+        for run in runs:
             t0 = time.perf_counter()
             run()
             torch.cuda.synchronize()
             firsts.append(time.perf_counter() - t0)
-        t_before, t_win = cuda_time(before_change, reps=3), cuda_time(windows, reps=5)
+        times = [cuda_time(run, reps=5) for run in runs]
+        latents = cuda_time(graphed._latents[graphed._key(n_tok, 40, rows)][0], reps=5)
         ref = torch.cat([a.to(DEV) for a in before_change()]).float()
-        err = torch.cat(windows()).float() - ref
+        err = torch.cat(product.decode_windows(batch, starts)).float() - ref
         snr = 10 * math.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
-        row(f"SoVITS {rows} streams at {n_tok} tokens: {label} / windows",
-            f"{1e3 * t_before:.1f} / {1e3 * t_win:.1f} ms",
-            f"x{t_before / t_win:.2f}; windows vs {label} {snr:.1f} dB; first calls "
-            f"{firsts[0]:.2f} / {firsts[1]:.2f} s; off: {graphs.windows_failed}")  # fmt: skip
-        LOG[f"sovits windows {rows}x{n_tok}"] = (t_before, t_win, snr)
+        taken = "eager" if product.vocodes_eagerly(rows, window) else "graph"
+        row(f"SoVITS {rows} x {n_tok} tok ({window} fr): {label} / graph / eager vocoder",
+            " / ".join(f"{1e3 * t:.1f}" for t in times) + " ms",
+            f"takes {taken}: x{times[0] / min(times[1:]):.2f}; latents {1e3 * latents:.1f} ms; "
+            f"{snr:.1f} dB; first calls " + " / ".join(f"{f:.2f}" for f in firsts) + " s")  # fmt: skip
+        LOG[f"sovits windows {rows}x{n_tok}"] = (times, latents, snr)
 
 
 def sovits_only() -> None:

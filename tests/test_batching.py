@@ -26,7 +26,7 @@ from wyoming_sovits.engine import Engine
 from wyoming_sovits.fast import FastPathError, SoVITSGraphs
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
 from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
-from wyoming_sovits.models.vits import SoVITS, VitsInputError
+from wyoming_sovits.models.vits import SoVITS, VitsInputError, VocoderWindows
 from wyoming_sovits.pipeline import (
     NoiseTape,
     Pipeline,
@@ -362,7 +362,7 @@ class _TwoRowBuckets:
         return rows == 2  # one sentence alone keeps the eager path here
 
     # decode_windows: tested with SoVITSGraphs (use_graphs=False) below
-    def fits_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
+    def windowed(self, tokens: int, phones: int, rows: int, window: int, sent: bool) -> bool:
         return False
 
     def window_frames(self, tokens: int, start: int) -> int:
@@ -482,6 +482,32 @@ def test_vocode_windows_match_the_whole_vocode(single: Pipeline) -> None:
     assert empty.shape == (0,)
 
 
+def test_filled_windows_need_no_masks_where_every_row_is_long_enough(single: Pipeline) -> None:
+    """``fill`` widens each window over its row's earlier frames to the widest: rows that
+    have the frames need no masks (not ragged), and the samples from each start are the
+    same; a row shorter than the width keeps its mask."""
+    sovits = single.sovits.model
+    up, reach = sovits.cfg.upsample_factor, sovits.cfg.vocoder_reach_frames
+    frames, starts = [40, 40, 36], [30, 20, 33]
+    plain = VocoderWindows.of(starts, frames, reach)
+    filled = VocoderWindows.of(starts, frames, reach, fill=True)
+    assert plain.widths == (10 + reach, 20 + reach, 3 + reach) and plain.ragged
+    assert filled.widths == (20 + reach,) * 3 and not filled.ragged
+    assert filled.lows == (20 - reach, 20 - reach, 16 - reach)
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(3, sovits.cfg.inter_channels, 40, generator=g) * 0.1
+    ge = single.prepare_prompt(make_voice()).ge.expand(3, -1, -1)
+    with torch.inference_mode():
+        index = filled.index.expand(-1, z.shape[1], -1)
+        got = filled.cut(sovits.vocode(torch.gather(z, 2, index), ge), up)
+        for b, (n, s) in enumerate(zip(frames, starts, strict=True)):
+            whole = sovits.vocode(z[b : b + 1, :, :n], ge[b : b + 1])[0, 0]
+            torch.testing.assert_close(got[b], whole[s * up :], rtol=0, atol=1e-5)
+    short = VocoderWindows.of([30, 0], [40, 5], reach, fill=True)  # 10 + reach wide
+    assert short.widths == (10 + reach, 5) and short.lows == (30 - reach, 0) and short.ragged
+    assert VocoderWindows.of([30], [40], reach, rows=2, fill=True).ragged  # a spare row
+
+
 def _window_rows(
     single: Pipeline, specs: list[tuple[int, int, int]]
 ) -> tuple[
@@ -539,6 +565,52 @@ def test_graph_buckets_decode_windows_as_each_row_alone(single: Pipeline) -> Non
         graphs.decode_windows(rows * 17, starts * 17)  # 68 rows
 
 
+def test_many_rows_vocode_eagerly_at_their_exact_width(single: Pipeline) -> None:
+    """From ``eager_vocoder_frames`` on, ``decode_windows`` replays only the latents graph
+    and vocodes the windows eagerly (no window bucket, no vocoder graph): the same audio
+    from each start, also for rows that have sent nothing, which then go through it too."""
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False, eager_vocoder_frames=100)
+    specs = [(30, 12, 20), (17, 20, 0), (45, 7, 70), (24, 9, 48)]  # 4 x 34 frames
+    rows, starts, want = _window_rows(single, specs)
+    assert graphs.vocodes_eagerly(4, 34) and not graphs.vocodes_eagerly(1, 500)
+    for a, w in zip(graphs.decode_windows(rows, starts), want, strict=True):
+        _close(a, w)
+    assert graphs.captured_windows == [] and list(graphs._latents) == [(4, 50, 32)]
+    assert graphs.windowed(30, 20, 4, 60, sent=False)  # 4 x 60 frames: eager
+    assert not SoVITSGraphs(single.sovits.model, use_graphs=False).windowed(30, 20, 4, 60, False)
+    whole = _window_rows(single, [(n, p, 0) for n, p, _ in specs])
+    got = Pipeline._graph_rows(graphs, whole[0], whole[1])
+    assert got is not None and graphs.captured_batches == []
+    for a, w in zip(got, whole[2], strict=True):
+        _close(a, w)
+
+
+def test_queued_decodes_split_into_the_calls_that_vocode_least(batched: Pipeline) -> None:
+    """Sorted by window, queued decodes split where one padded call would vocode more
+    frames than two: six short windows and a long one are two calls; similar ones are
+    one; calls never exceed what one call holds (eager: ``BATCH_DECODE_MAX_TOKENS``)."""
+    from types import SimpleNamespace
+
+    from wyoming_sovits.pipeline import BATCH_DECODE_MAX_TOKENS, _DecodeRequest
+
+    prompt = batched.prepare_prompt(make_voice())
+
+    def request(tokens: int, sent: int) -> _DecodeRequest:
+        feats = SimpleNamespace(ids=torch.zeros(20, dtype=torch.long))
+        return _DecodeRequest(prompt, torch.zeros(tokens, dtype=torch.long), feats,  # type: ignore[arg-type]
+                              SynthesisConfig(), None, sent)  # type: ignore[arg-type]  # fmt: skip
+
+    short, long = [request(36, 16) for _ in range(6)], request(240, 280)
+    calls = batched._decode_calls(prompt.sovits, [long, *short])
+    assert [len(c) for c in calls] == [6, 1] and calls[1] == [long]
+    similar = [request(36, 16) for _ in range(5)] + [request(40, 16)]
+    assert [len(c) for c in batched._decode_calls(prompt.sovits, similar)] == [6]
+    many = [request(300, 0) for _ in range(20)]  # 6,000 tokens
+    calls = batched._decode_calls(prompt.sovits, many)
+    assert sum(len(c) for c in calls) == 20
+    assert all(300 * len(c) <= BATCH_DECODE_MAX_TOKENS for c in calls)
+
+
 def test_windowed_graphs_that_fail_to_capture_leave_whole_decodes(
     single: Pipeline, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -592,12 +664,19 @@ def test_streams_decode_windowed_graph_buckets(
         assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
 
 
-def test_stream_window_frames_follow_the_schedule() -> None:
-    """The window of each streamed decode: 12, 36, 72, 144, 240 tokens, 4 held back."""
-    from wyoming_sovits.pipeline import stream_window_frames
+def test_stream_sent_frames_follow_the_schedule(single: Pipeline) -> None:
+    """What a stream has sent at each streamed decode (12, 36, 72, 144, 240 tokens, 4 held
+    back) and so the window each vocodes."""
+    from wyoming_sovits.pipeline import stream_sent_frames
 
-    got = [stream_window_frames(n, 2, 12) for n in (12, 36, 72, 144, 240)]
-    assert got == [24, 72 - (16 - 12), 144 - (64 - 12), 288 - (136 - 12), 480 - (280 - 12)]
+    sent = [stream_sent_frames(n, 2) for n in (12, 36, 72, 144, 240)]
+    assert sent == [0, 16, 64, 136, 280]
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False)
+    windows = [
+        graphs.window_frames(n, s) for n, s in zip((12, 36, 72, 144, 240), sent, strict=True)
+    ]
+    r = graphs.model.cfg.vocoder_reach_frames
+    assert windows == [24, 72 - (16 - r), 144 - (64 - r), 288 - (136 - r), 480 - (280 - r)]
 
 
 def test_windowed_buckets_hold_more_rows_than_whole_ones(single: Pipeline) -> None:

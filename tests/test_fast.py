@@ -193,8 +193,13 @@ def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
         want = whole[start * 1280 // 2 :]
         assert audio.shape == want.shape
         assert float((audio - want).norm() / want.norm()) < 1e-3
-    wide = _gpu_rows(model, [(50, 40)] * 64)
-    assert [len(a) for a in graphs.decode_windows(wide, [76] * 64)] == [24 * 640] * 64
+    wide = _gpu_rows(model, [(50, 40)] * 64)  # 64 x 36 frames: the eager vocoder
+    assert graphs.vocodes_eagerly(64, 36)
+    got = graphs.decode_windows(wide, [76] * 64)
+    assert [len(a) for a in got] == [24 * 640] * 64 and graphs.captured_windows == [(4, 192)]
+    for audio, whole in zip(got[:4], graphs.decode_rows(wide)[:4], strict=True):
+        want = whole[76 * 640 :]
+        assert float((audio - want).norm() / want.norm()) < 1e-3
 
 
 @pytest.mark.gpu
@@ -245,7 +250,7 @@ def _buckets_only() -> SoVITSGraphs:
     graphs.row_buckets = [1, 2, 4, 8, 16, 32, 64]
     graphs.window_buckets = [32, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
     graphs.max_cells, graphs.max_latent_cells = 4096, 16384
-    graphs.windows_failed = None
+    graphs.windows_failed, graphs.eager_vocoder_frames = None, 1024
     graphs.model = SimpleNamespace(cfg=VitsConfig())  # type: ignore[assignment]
     return graphs
 

@@ -632,8 +632,10 @@ class SoVITSGraphs:
     on (a streamed decode sends only what it has not sent): one replay of the text encoder
     and flow of the whole prefixes (per rows, token, phone bucket), a gather of each row's
     window (from the vocoder's reach before its start), one replay of the vocoder over the
-    windows (per rows, window bucket). These graphs capture the plain decode, compiled or
-    not. A capture that fails turns them off (``windows_failed``, logged) and
+    windows (per rows, window bucket), or, for many rows (``eager_vocoder_frames``), the
+    vocoder run eagerly over windows of their exact width. It also serves many rows that
+    have sent nothing yet, for that vocoder. These graphs capture the plain decode,
+    compiled or not. A capture that fails turns them off (``windows_failed``, logged) and
     ``decode_windows`` raises ``FastPathError``: decode the whole prefixes instead.
 
     ``use_graphs`` False runs every bucket's decode eagerly on the same padded buffers
@@ -652,12 +654,18 @@ class SoVITSGraphs:
         window_buckets: Sequence[int] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
         use_graphs: bool = True,
         max_latent_cells: int = 16384,
+        eager_vocoder_frames: int = 1024,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
         holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
         ``decode_windows``' vocoder graphs hold as many tokens' frames (rows x window), and
         its latents graphs, which need far less memory per token (no upsampling), at most
-        ``max_latent_cells`` padded tokens.
+        ``max_latent_cells`` padded tokens. From ``eager_vocoder_frames`` frames (rows x
+        widest window) on, its vocoder runs eagerly instead of from a graph: the GPU is
+        then busy for longer than the launches take, and an eager vocoder needs neither a
+        window bucket's padding nor, with each window widened over its row's earlier frames
+        (``VocoderWindows`` ``fill``), masks (H200, 64 rows: 64 x 68 frames eager 74 ms,
+        the masked 64 x 96 graph 121 ms).
 
         ``compile``: the decode the graphs capture is first compiled by TorchInductor, with
         dynamic shapes, so one compilation serves every bucket of one row, and one every
@@ -673,6 +681,7 @@ class SoVITSGraphs:
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
         self.window_buckets, self.max_latent_cells = sorted(window_buckets), max_latent_cells
+        self.eager_vocoder_frames = eager_vocoder_frames
         self.noise_scale = noise_scale
         self.compile_failed: str | None = None
         self.windows_failed: str | None = None  # why decode_windows is off
@@ -727,6 +736,20 @@ class SoVITSGraphs:
         return rows == 1 or (
             slots * padded <= self.max_latent_cells and slots * self.window_width(window) <= frames
         )
+
+    def vocodes_eagerly(self, rows: int, window: int) -> bool:
+        """Whether ``decode_windows`` vocodes ``rows`` windows of at most ``window`` frames
+        eagerly (at their exact width) rather than from a vocoder graph."""
+        return rows > 1 and rows * window >= self.eager_vocoder_frames
+
+    def windowed(self, tokens: int, phones: int, rows: int, window: int, sent: bool) -> bool:
+        """Whether ``rows`` prefixes of at most ``tokens`` codes and ``phones`` phones, with
+        windows of at most ``window`` frames, go through ``decode_windows`` rather than a
+        whole decode's graph: some row has audio ``sent`` (the vocoder skips it), or the
+        rows are enough for the eager vocoder; and it serves them."""
+        if not sent and not self.vocodes_eagerly(rows, window):
+            return False
+        return self.fits_windows(tokens, phones, rows, window)
 
     def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (
@@ -864,7 +887,8 @@ class SoVITSGraphs:
         key = self._key(tokens, phones, rows)
         try:
             self._latents_graph(*key)
-            self._vocoder_graph(key[0], self.window_width(window))
+            if not self.vocodes_eagerly(rows, window):
+                self._vocoder_graph(key[0], self.window_width(window))
         except FastPathError:
             raise
         except Exception as err:  # a driver or backend that refuses: whole decodes
@@ -960,17 +984,25 @@ class SoVITSGraphs:
         widest = max(self.window_frames(len(r[0]), s) for r, s in zip(rows, starts, strict=True))
         if not self.fits_windows(n_tok, n_ph, len(rows), widest):
             raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
-        cfg = self.model.cfg
+        cfg, n = self.model.cfg, len(rows)
         frames = [len(r[0]) * cfg.frames_per_token for r in rows]
-        key = self._key(n_tok, n_ph, len(rows))
-        width = self.window_width(widest)
-        if not self.capture_windows(n_tok, n_ph, len(rows), widest):
+        key = self._key(n_tok, n_ph, n)
+        if not self.capture_windows(n_tok, n_ph, n, widest):
             raise FastPathError(f"windowed SoVITS graphs are off: {self.windows_failed}")
         replay_latents, latents = self._latents[key]
-        replay_vocoder, vocoder = self._vocoders[(key[0], width)]
         _fill_decode_inputs(latents, rows, cfg.frames_per_token)
         replay_latents()
-        windows = VocoderWindows.of(starts, frames, cfg.vocoder_reach_frames, key[0], width)
+        reach = cfg.vocoder_reach_frames
+        if self.vocodes_eagerly(n, widest):
+            windows = VocoderWindows.of(starts, frames, reach, fill=True)
+            index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
+            lengths = windows.lengths.to(self.device) if windows.ragged else None
+            z = torch.gather(latents["z"][:n], 2, index)
+            audio = self.model.vocode(z, latents["ge"][:n], lengths)
+            return windows.cut(audio, cfg.upsample_factor)
+        width = self.window_width(widest)
+        replay_vocoder, vocoder = self._vocoders[(key[0], width)]
+        windows = VocoderWindows.of(starts, frames, reach, key[0], width)
         index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
         torch.gather(latents["z"], 2, index, out=vocoder["z"])
         vocoder["lengths"].copy_(windows.lengths)

@@ -118,6 +118,10 @@ FAST_KV_BUCKET = 256
 # had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
 BATCH_DECODE_MAX_TOKENS = 2048
+# Queued decodes split into calls that minimise the latent frames vocoded (rows x the
+# widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
+# the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
+BATCH_DECODE_CALL_FRAMES = 512
 # Above this many batch rows the Triton path keeps its sampler but not its GEMV step.
 FUSED_STEP_MAX_ROWS = 32
 # The Triton step's launch shapes are timed attending over this many cache slots (a
@@ -264,20 +268,20 @@ def next_decode_at(decoded: int) -> int:
     return decoded + min(STREAM_MAX_CHUNK_TOKENS, max(STREAM_NEXT_TOKENS, decoded))
 
 
-def stream_window_frames(tokens: int, frames_per_token: int, reach: int) -> int:
-    """Latent frames a streamed decode at ``tokens`` tokens vocodes (speed 1): from the
-    vocoder's ``reach`` before the first frame the decode before it did not send."""
+def stream_sent_frames(tokens: int, frames_per_token: int) -> int:
+    """Latent frames a stream has sent when it decodes at ``tokens`` tokens (speed 1): all
+    but the last ``STREAM_HOLD_TOKENS`` of the decode before (0 at the first)."""
     sent, decoded = 0, 0
     while (point := next_decode_at(decoded)) < tokens:
         sent, decoded = max(0, point - STREAM_HOLD_TOKENS) * frames_per_token, point
-    return tokens * frames_per_token - max(0, sent - reach)
+    return sent
 
 
 def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[int, int, int]]:
     """(tokens, phones, rows) of the batched SoVITS graphs warm-up captures: the first
     ``WARM_UP_BATCH_DECODES`` streamed decode points, the phone buckets up to
     ``WARM_UP_BATCH_PHONES``, every row bucket from 2 to ``max_streams`` that fits a graph:
-    a whole decode's for the first point, windowed ones (``stream_window_frames``) after."""
+    ``SoVITSGraphs.windowed`` ones where they serve the rows, else whole decodes'."""
     points, decoded = [], 0
     for _ in range(WARM_UP_BATCH_DECODES):
         decoded = next_decode_at(decoded)
@@ -285,14 +289,9 @@ def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[
     top = next((r for r in graphs.row_buckets if r >= max_streams), graphs.row_buckets[-1])
     rows = [r for r in graphs.row_buckets if 2 <= r <= top]
     phones = [b for b in graphs.phone_buckets if b <= WARM_UP_BATCH_PHONES]
-    vits = graphs.model.cfg
-    reach, per_token = vits.vocoder_reach_frames, vits.frames_per_token
 
     def served(tokens: int, ph: int, r: int) -> bool:
-        if tokens == points[0] or graphs.windows_failed is not None:
-            return graphs.fits(tokens, ph, r)
-        window = stream_window_frames(tokens, per_token, reach)
-        return graphs.fits_windows(tokens, ph, r, window) or graphs.fits(tokens, ph, r)
+        return _windowed_point(graphs, tokens, ph, r) or graphs.fits(tokens, ph, r)
 
     return [
         (tokens, ph, r) for r in rows for tokens in points for ph in phones if served(tokens, ph, r)
@@ -316,10 +315,11 @@ def vocode_windows(
 
     Streaming needs only the audio it has not sent, and the text encoder and flow must see
     the whole prefix, but the vocoder does not: it runs from the vocoder's reach
-    (``VitsConfig.vocoder_reach_frames``) before each start. Windows are zero-padded to the
-    longest and masked by their lengths, so each row's samples are those of its own window.
+    (``VitsConfig.vocoder_reach_frames``) before each start. Each window is widened over its
+    row's earlier frames to the widest (more context, the same samples); rows too short for
+    that are zero-padded and masked by their lengths.
     """
-    windows = VocoderWindows.of(starts, frames, sovits.cfg.vocoder_reach_frames)
+    windows = VocoderWindows.of(starts, frames, sovits.cfg.vocoder_reach_frames, fill=True)
     index = windows.index.to(z.device).expand(-1, z.shape[1], -1)
     lengths = windows.lengths.to(z.device) if windows.ragged else None
     audio = sovits.vocode(torch.gather(z, 2, index), ge, lengths)  # (B, 1, width·640)
@@ -780,13 +780,8 @@ class Pipeline:
             if len(group) < BATCH_DECODE_MIN_ROWS:
                 alone += group
                 continue
-            batch: list[_DecodeRequest] = []
-            for request in sorted(group, key=lambda r: len(r.tokens)):
-                if batch and not self._batch_fits(path, [*batch, request]):
-                    self._decode_rows(path, batch)
-                    batch = []
-                batch.append(request)
-            self._decode_rows(path, batch)
+            for batch in self._decode_calls(path, group):
+                self._decode_rows(path, batch)
         for request in alone:
             try:
                 request.audio = self._decode_all(
@@ -800,17 +795,43 @@ class Pipeline:
             except Exception as err:  # raised in the request's own stream
                 request.error = err
 
-    def _batch_fits(self, path: Path, batch: list[_DecodeRequest]) -> bool:
-        """Whether ``batch`` can be one SoVITS call: one CUDA graph bucket when graphs are
-        on (whole decodes, or windowed ones once a row has sent audio), else at most
-        ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
+    def _decode_calls(
+        self, path: Path, requests: list[_DecodeRequest]
+    ) -> list[list[_DecodeRequest]]:
+        """Queued decodes of one SoVITS file split into calls: sorted by their vocoder
+        window, the contiguous runs that each fit one call (``_call_fits``) and minimise
+        the frames vocoded (rows x the widest window) plus ``BATCH_DECODE_CALL_FRAMES`` per
+        call. A run of 63 streams' short windows and one long one is two calls, not one
+        padded to the long window."""
         graphs = self._graphs_for(path)
-        if graphs is None:
-            return sum(len(r.tokens) for r in batch) <= BATCH_DECODE_MAX_TOKENS
-        tokens, phones = [len(r.tokens) for r in batch], [len(r.feats.ids) for r in batch]
-        if graphs.fits(max(tokens), max(phones), len(batch)):
-            return True
-        return _windowed(graphs, tokens, phones, [r.from_frame for r in batch])
+        per_token = self._sovits_model(path).model.cfg.frames_per_token
+        reach = self._sovits_model(path).model.cfg.vocoder_reach_frames
+
+        def window(r: _DecodeRequest) -> int:
+            frames = len(r.tokens) * per_token
+            return frames - max(0, min(r.from_frame, frames) - reach)
+
+        ordered = sorted(requests, key=window)
+        n = len(ordered)
+        cost, cut = [0] + [-1] * n, [0] * (n + 1)
+        for j in range(1, n + 1):
+            tokens = phones = total = 0
+            sent = False
+            for i in range(j - 1, -1, -1):
+                r = ordered[i]
+                tokens, phones = max(tokens, len(r.tokens)), max(phones, len(r.feats.ids))
+                total, sent = total + len(r.tokens), sent or r.from_frame > 0
+                widest, rows = window(ordered[j - 1]), j - i
+                if rows > 1 and not _call_fits(graphs, rows, tokens, phones, widest, sent, total):
+                    break  # a longer run holds these rows too
+                price = cost[i] + rows * widest + BATCH_DECODE_CALL_FRAMES
+                if cost[j] < 0 or price < cost[j]:
+                    cost[j], cut[j] = price, i
+        calls = []
+        while n > 0:
+            calls.append(ordered[cut[n] : n])
+            n = cut[n]
+        return calls[::-1]
 
     def _decode_rows(self, path: Path, batch: list[_DecodeRequest]) -> None:
         sovits = self._sovits_model(path).model
@@ -843,13 +864,14 @@ class Pipeline:
         graphs once a row has sent audio (the vocoder skips what was sent), else (and when
         the windowed graphs are off) the whole decode, cut; None when no graph serves
         the rows (decode them eagerly)."""
-        tokens, phones = [len(r[0]) for r in rows], [len(r[1]) for r in rows]
-        if _windowed(graphs, tokens, phones, starts):
+        tokens, phones = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+        window = max(graphs.window_frames(len(r[0]), s) for r, s in zip(rows, starts, strict=True))
+        if graphs.windowed(tokens, phones, len(rows), window, any(starts)):
             try:
                 return graphs.decode_windows(rows, starts)
             except FastPathError as err:
                 _LOGGER.debug("whole SoVITS decodes: %s", err)
-        if not graphs.fits(max(tokens), max(phones), len(rows)):
+        if not graphs.fits(tokens, phones, len(rows)):
             return None
         up = graphs.model.cfg.upsample_factor
         return [a[s * up :] for a, s in zip(graphs.decode_rows(rows), starts, strict=True)]
@@ -1155,16 +1177,14 @@ class Pipeline:
             for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
                 graphs.capture(tokens, phones)
         if self.max_streams > 1 and _f(merged.speed) == 1.0:
-            vits = graphs.model.cfg
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
-                window = stream_window_frames(
-                    tokens, vits.frames_per_token, vits.vocoder_reach_frames
+                # windowed where decode_windows serves the point (whole if that is off)
+                window = graphs.window_frames(
+                    tokens, stream_sent_frames(tokens, graphs.model.cfg.frames_per_token)
                 )
-                # a decode after the first is windowed (whole if those graphs are off)
-                windowed = tokens > STREAM_FIRST_TOKENS and graphs.fits_windows(
+                if _windowed_point(graphs, tokens, phones, rows) and graphs.capture_windows(
                     tokens, phones, rows, window
-                )
-                if windowed and graphs.capture_windows(tokens, phones, rows, window):
+                ):
                     continue
                 if graphs.fits(tokens, phones, rows):
                     graphs.capture(tokens, phones, rows)
@@ -1184,15 +1204,29 @@ class Pipeline:
         return seconds
 
 
-def _windowed(
-    graphs: SoVITSGraphs, tokens: list[int], phones: list[int], starts: list[int]
+def _windowed_point(graphs: SoVITSGraphs, tokens: int, phones: int, rows: int) -> bool:
+    """Whether ``rows`` streams at the streamed decode point of ``tokens`` tokens and
+    ``phones`` phones go through ``SoVITSGraphs.decode_windows``."""
+    start = stream_sent_frames(tokens, graphs.model.cfg.frames_per_token)
+    return graphs.windowed(tokens, phones, rows, graphs.window_frames(tokens, start), start > 0)
+
+
+def _call_fits(
+    graphs: SoVITSGraphs | None,
+    rows: int,
+    tokens: int,
+    phones: int,
+    window: int,
+    sent: bool,
+    total: int,
 ) -> bool:
-    """Whether rows of these lengths, some with audio sent (a start past 0), go through
-    ``SoVITSGraphs.decode_windows``."""
-    if not any(starts):
-        return False
-    window = max(graphs.window_frames(t, s) for t, s in zip(tokens, starts, strict=True))
-    return graphs.fits_windows(max(tokens), max(phones), len(tokens), window)
+    """Whether ``rows`` queued decodes (at most ``tokens`` codes and ``phones`` phones,
+    windows of at most ``window`` frames, ``total`` tokens, some with audio ``sent``) can
+    be one SoVITS call: one graph bucket when graphs are on (a whole decode's, or
+    ``decode_windows``'), else at most ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
+    if graphs is None:
+        return total <= BATCH_DECODE_MAX_TOKENS
+    return graphs.fits(tokens, phones, rows) or graphs.windowed(tokens, phones, rows, window, sent)
 
 
 def _fits(decoder: T2SGraphRunner | ContinuousBatcher, slots: int, cap: int) -> bool:

@@ -503,13 +503,21 @@ class VocoderWindows:
         reach: int,
         rows: int | None = None,
         width: int | None = None,
+        fill: bool = False,
     ) -> VocoderWindows:
-        """``rows``/``width``: a bucket's (default: as many rows, the widest window)."""
+        """``rows``/``width``: a bucket's (default: as many rows, the widest window).
+
+        ``fill`` widens each window leftwards over the row's earlier frames up to
+        ``width`` where the row has that many (more context, the same samples), so only
+        rows shorter than the width are ragged: when none is, the vocoder needs no masks."""
         clamped = [min(max(0, s), f) for s, f in zip(starts, frames, strict=True)]
         lows = [max(0, s - reach) for s in clamped]
         widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
         rows = len(widths) if rows is None else rows
         width = max(widths) if width is None else width
+        if fill:
+            lows = [min(lo, max(0, f - width)) for lo, f in zip(lows, frames, strict=True)]
+            widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
         first = torch.zeros(rows, 1, 1, dtype=torch.long)
         first[: len(lows), 0, 0] = torch.tensor(lows, dtype=torch.long)
         lengths = torch.ones(rows, dtype=torch.long)
@@ -520,8 +528,10 @@ class VocoderWindows:
 
     @property
     def ragged(self) -> bool:
-        """Whether the windows differ in width (the vocoder then needs ``lengths``)."""
-        return len(set(self.widths)) > 1 or self.index.shape[0] != len(self.widths)
+        """Whether some row (a spare one included) is narrower than the windows' width:
+        the vocoder then needs ``lengths``."""
+        rows, _, width = self.index.shape
+        return rows != len(self.widths) or any(w != width for w in self.widths)
 
     def cut(self, audio: torch.Tensor, upsample: int) -> list[torch.Tensor]:
         """Each row's samples from its start, of vocoded windows (rows, 1, width * up)."""
