@@ -727,18 +727,19 @@ def _eager_rows(model: SoVITS, batch: DecodeRows, starts: list[int]) -> list[tor
 def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
     """Streamed decodes of many rows at once, as ``pipeline`` queues them: every row at the
     same streamed decode point (12 to 240 tokens, the audio of the decode before it sent),
-    decoded as before windows (one whole-prefix graph, or eagerly where no whole bucket
-    holds the rows) against only the unsent frames (``decode_windows``) with its vocoder
-    from a graph (masked, window bucket) and eager (exact width, no masks): time per call,
-    the first calls (captures), the latents replay, the SNR of the product's choice
-    against the whole decode's samples, and which of the two the product takes."""
+    decoded whole (one whole-prefix graph, or eagerly where no whole bucket holds the
+    rows) against only the unsent frames (``decode_windows``) in the last session's window
+    buckets and in the product's (``fast.WINDOW_BUCKETS``, which the streamed windows fill:
+    no masks): time per call, whether the vocoder graph was masked, the first calls
+    (captures), the latents replay, and the SNR of the product's samples against the
+    whole decode's."""
     from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS
 
-    graphed = SoVITSGraphs(model, noise_scale=0.5, eager_vocoder_frames=1 << 30)
-    eager = SoVITSGraphs(model, noise_scale=0.5, eager_vocoder_frames=2)
+    last = SoVITSGraphs(model, noise_scale=0.5,
+                        window_buckets=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024))  # fmt: skip
     product = SoVITSGraphs(model, noise_scale=0.5)
     points = ((64, 12, 0), (64, 36, 12), (64, 72, 36), (32, 144, 72), (16, 240, 144),
-              (2, 36, 12), (4, 36, 12), (8, 36, 12), (16, 36, 12), (4, 72, 36), (8, 72, 36))  # fmt: skip
+              (2, 36, 12), (4, 36, 12), (16, 36, 12), (8, 72, 36))  # fmt: skip
     for rows, n_tok, before in points:
         start = max(0, before - STREAM_HOLD_TOKENS) * model.cfg.frames_per_token
         batch: DecodeRows = [
@@ -748,19 +749,18 @@ def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
             for _ in range(rows)
         ]  # fmt: skip
         starts = [start] * rows
-        window = graphed.window_frames(n_tok, start)
+        window = product.window_frames(n_tok, start)
         up = model.cfg.upsample_factor
-        before_change: Callable[[], list[torch.Tensor]]
-        if graphed.fits(n_tok, 40, rows):
-            label = "whole graph"
-            before_change = partial(_whole_cut, graphed, batch, start * up)
+        whole: Callable[[], list[torch.Tensor]]
+        if product.fits(n_tok, 40, rows):
+            label, whole = "whole graph", partial(_whole_cut, product, batch, start * up)
         else:
-            label, before_change = "eager", partial(_eager_rows, model, batch, starts)
-        if not graphed.fits_windows(n_tok, 40, rows, window):
+            label, whole = "eager", partial(_eager_rows, model, batch, starts)
+        if not product.fits_windows(n_tok, 40, rows, window):
             row(f"SoVITS {rows} streams at {n_tok} tokens: windows", "no bucket", "")
             continue
-        runs = [before_change, partial(graphed.decode_windows, batch, starts),
-                partial(eager.decode_windows, batch, starts)]  # fmt: skip
+        runs = [whole, partial(last.decode_windows, batch, starts),
+                partial(product.decode_windows, batch, starts)]  # fmt: skip
         firsts = []
         for run in runs:
             t0 = time.perf_counter()
@@ -768,16 +768,21 @@ def bench_sovits_windows(model: SoVITS, ge: torch.Tensor) -> None:
             torch.cuda.synchronize()
             firsts.append(time.perf_counter() - t0)
         times = [cuda_time(run, reps=5) for run in runs]
-        latents = cuda_time(graphed._latents[graphed._key(n_tok, 40, rows)][0], reps=5)
-        ref = torch.cat([a.to(DEV) for a in before_change()]).float()
+        latents = cuda_time(product._latents[product._key(n_tok, 40, rows)][0], reps=5)
+        ref = torch.cat([a.to(DEV) for a in whole()]).float()
         err = torch.cat(product.decode_windows(batch, starts)).float() - ref
         snr = 10 * math.log10(ref.pow(2).sum() / err.pow(2).sum().clamp_min(1e-20))
-        taken = "eager" if product.vocodes_eagerly(rows, window) else "graph"
-        row(f"SoVITS {rows} x {n_tok} tok ({window} fr): {label} / graph / eager vocoder",
+        masks = "/".join("masked" if k[2] else "unmasked"
+                         for graphs in (last, product) for k in graphs.captured_windows
+                         if k[0] >= rows and k[1] >= window)  # fmt: skip
+        row(f"SoVITS {rows} x {n_tok} tok ({window} fr): {label} / last / product windows",
             " / ".join(f"{1e3 * t:.1f}" for t in times) + " ms",
-            f"takes {taken}: x{times[0] / min(times[1:]):.2f}; latents {1e3 * latents:.1f} ms; "
-            f"{snr:.1f} dB; first calls " + " / ".join(f"{f:.2f}" for f in firsts) + " s")  # fmt: skip
+            f"x{times[0] / times[2]:.2f} (last x{times[0] / times[1]:.2f}); {masks}; latents "
+            f"{1e3 * latents:.1f} ms; {snr:.1f} dB; first calls "
+            + " / ".join(f"{f:.2f}" for f in firsts) + " s")  # fmt: skip
         LOG[f"sovits windows {rows}x{n_tok}"] = (times, latents, snr)
+        for graphs in (last, product):  # the next point's captures are its own
+            graphs._vocoders.clear()
 
 
 def sovits_only() -> None:

@@ -505,7 +505,9 @@ def test_filled_windows_need_no_masks_where_every_row_is_long_enough(single: Pip
             torch.testing.assert_close(got[b], whole[s * up :], rtol=0, atol=1e-5)
     short = VocoderWindows.of([30, 0], [40, 5], reach, fill=True)  # 10 + reach wide
     assert short.widths == (10 + reach, 5) and short.lows == (30 - reach, 0) and short.ragged
-    assert VocoderWindows.of([30], [40], reach, rows=2, fill=True).ragged  # a spare row
+    assert VocoderWindows.of([30], [40], reach, rows=2).ragged  # a spare row, length 1
+    spare = VocoderWindows.of([30], [40], reach, rows=2, fill=True)  # the first row's
+    assert not spare.ragged and spare.index[1].tolist() == spare.index[0].tolist()
 
 
 def _window_rows(
@@ -550,7 +552,7 @@ def test_graph_buckets_decode_windows_as_each_row_alone(single: Pipeline) -> Non
     got = graphs.decode_windows(rows, starts)
     reach = sovits.cfg.vocoder_reach_frames
     widest = max(2 * n - max(0, s - reach) for n, _, s in specs)  # the 17-token row, 34
-    assert graphs.captured_windows == [(4, graphs.window_width(widest))] == [(4, 64)]
+    assert graphs.captured_windows == [(4, graphs.window_width(widest), True)] == [(4, 64, True)]
     for a, w in zip(got, want, strict=True):
         _close(a, w)
     for a, w in zip(
@@ -565,24 +567,24 @@ def test_graph_buckets_decode_windows_as_each_row_alone(single: Pipeline) -> Non
         graphs.decode_windows(rows * 17, starts * 17)  # 68 rows
 
 
-def test_many_rows_vocode_eagerly_at_their_exact_width(single: Pipeline) -> None:
-    """From ``eager_vocoder_frames`` on, ``decode_windows`` replays only the latents graph
-    and vocodes the windows eagerly (no window bucket, no vocoder graph): the same audio
-    from each start, also for rows that have sent nothing, which then go through it too."""
-    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False, eager_vocoder_frames=100)
-    specs = [(30, 12, 20), (17, 20, 0), (45, 7, 70), (24, 9, 48)]  # 4 x 34 frames
+def test_windows_that_fill_their_bucket_replay_an_unmasked_vocoder(single: Pipeline) -> None:
+    """Windows widened over their rows' earlier frames to the bucket's width need no masks
+    (a vocoder graph without them); a row shorter than the bucket takes the masked one.
+    Several rows that have sent nothing go through the windowed graphs too, one alone
+    through the whole decode's."""
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False, window_buckets=(32, 64))
+    specs = [(30, 12, 40), (17, 20, 20), (45, 7, 70), (24, 9, 48)]  # frames 34 to 90
     rows, starts, want = _window_rows(single, specs)
-    assert graphs.vocodes_eagerly(4, 34) and not graphs.vocodes_eagerly(1, 500)
     for a, w in zip(graphs.decode_windows(rows, starts), want, strict=True):
         _close(a, w)
-    assert graphs.captured_windows == [] and list(graphs._latents) == [(4, 50, 32)]
-    assert graphs.windowed(30, 20, 4, 60, sent=False)  # 4 x 60 frames: eager
-    assert not SoVITSGraphs(single.sovits.model, use_graphs=False).windowed(30, 20, 4, 60, False)
-    whole = _window_rows(single, [(n, p, 0) for n, p, _ in specs])
-    got = Pipeline._graph_rows(graphs, whole[0], whole[1])
-    assert got is not None and graphs.captured_batches == []
-    for a, w in zip(got, whole[2], strict=True):
+    assert graphs.captured_windows == [(4, 32, False)]  # the widest window: 20 + reach
+    short = _window_rows(single, [(30, 12, 40), (12, 20, 0)])  # 24 frames < 32
+    for a, w in zip(graphs.decode_windows(short[0], short[1]), short[2], strict=True):
         _close(a, w)
+    assert (2, 32, True) in graphs.captured_windows
+    assert graphs.windowed(30, 20, 2, 60, sent=False) and graphs.windowed(30, 20, 1, 60, True)
+    assert not graphs.windowed(30, 20, 1, 60, sent=False)
+    assert graphs.vocoded_frames(3, 40) == 4 * 64 and graphs.vocoded_frames(1, 20) == 32
 
 
 def test_queued_decodes_split_into_the_calls_that_vocode_least(batched: Pipeline) -> None:
@@ -638,8 +640,9 @@ def test_windowed_graphs_that_fail_to_capture_leave_whole_decodes(
 def test_streams_decode_windowed_graph_buckets(
     single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With SoVITS graphs, queued decodes after a stream's first vocode only its unsent
-    frames (``decode_windows``), and every stream gets the audio it gets alone."""
+    """With SoVITS graphs, queued decodes of several rows go through ``decode_windows``,
+    those after a stream's first vocoding only its unsent frames, and every stream gets
+    the audio it gets alone."""
     import wyoming_sovits.pipeline as pipeline_module
 
     graphs = SoVITSGraphs(batched.sovits.model, use_graphs=False)
@@ -656,7 +659,8 @@ def test_streams_decode_windowed_graph_buckets(
     prompt = single.prepare_prompt(make_voice())
     want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
     got = _interleave(batched, prompt)
-    assert windows and all(any(s > 0 for s in starts) for starts in windows)
+    assert windows and not any(windows[0])  # the first decodes, several rows: windowed too
+    assert any(any(s > 0 for s in starts) for starts in windows)
     assert graphs.captured_windows
     for chunks, w in zip(got, want, strict=True):
         audio = np.concatenate(chunks)
@@ -694,7 +698,7 @@ def test_windowed_buckets_hold_more_rows_than_whole_ones(single: Pipeline) -> No
     small = SoVITSGraphs(single.sovits.model, use_graphs=False, max_cells=40)
     rows, starts, want = _window_rows(single, [(30, 12, 40), (17, 20, 20)])
     got = Pipeline._graph_rows(small, rows, starts)  # 2 x 32 window frames: fits
-    assert got is not None and small.captured_windows == [(2, 32)]
+    assert got is not None and small.captured_windows == [(2, 32, False)]
     for a, w in zip(got, want, strict=True):
         _close(a, w)
     assert Pipeline._graph_rows(small, rows, [0, 0]) is None  # 2 x 50 whole tokens: eager

@@ -11,7 +11,7 @@ import torch
 from contract import CONTRACT_DIR, filled_state_dict, fold_weight_norm, manifest
 from test_t2s import request, tiny_model
 
-from wyoming_sovits.fast import FastPathError, SoVITSGraphs, T2SGraphRunner
+from wyoming_sovits.fast import WINDOW_BUCKETS, FastPathError, SoVITSGraphs, T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams, generate_batch
 from wyoming_sovits.models.t2s import T2SConfig, T2SInput, Text2Semantic, pack_inputs
 from wyoming_sovits.models.vits import SoVITS, VitsConfig, is_training_only
@@ -188,15 +188,15 @@ def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
     rows = _gpu_rows(model, [(n, p) for n, p, _ in specs])
     starts = [s for _, _, s in specs]
     got = graphs.decode_windows(rows, starts)
-    assert graphs.windows_failed is None and graphs.captured_windows == [(4, 192)]
+    assert graphs.windows_failed is None and graphs.captured_windows == [(4, 176, True)]
     for audio, whole, start in zip(got, graphs.decode_rows(rows), starts, strict=True):
         want = whole[start * 1280 // 2 :]
         assert audio.shape == want.shape
         assert float((audio - want).norm() / want.norm()) < 1e-3
-    wide = _gpu_rows(model, [(50, 40)] * 64)  # 64 x 36 frames: the eager vocoder
-    assert graphs.vocodes_eagerly(64, 36)
+    wide = _gpu_rows(model, [(50, 40)] * 64)  # windows of 36 frames fill the 48 bucket
     got = graphs.decode_windows(wide, [76] * 64)
-    assert [len(a) for a in got] == [24 * 640] * 64 and graphs.captured_windows == [(4, 192)]
+    assert [len(a) for a in got] == [24 * 640] * 64
+    assert graphs.captured_windows == [(4, 176, True), (64, 48, False)]
     for audio, whole in zip(got[:4], graphs.decode_rows(wide)[:4], strict=True):
         want = whole[76 * 640 :]
         assert float((audio - want).norm() / want.norm()) < 1e-3
@@ -248,9 +248,9 @@ def _buckets_only() -> SoVITSGraphs:
     graphs.token_buckets = [16, 25, 50, 100, 150, 200, 250, 300, 400, 500]
     graphs.phone_buckets = [32, 64, 128, 256, 512]
     graphs.row_buckets = [1, 2, 4, 8, 16, 32, 64]
-    graphs.window_buckets = [32, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+    graphs.window_buckets = list(WINDOW_BUCKETS)
     graphs.max_cells, graphs.max_latent_cells = 4096, 16384
-    graphs.windows_failed, graphs.eager_vocoder_frames = None, 1024
+    graphs.windows_failed = None
     graphs.model = SimpleNamespace(cfg=VitsConfig())  # type: ignore[assignment]
     return graphs
 

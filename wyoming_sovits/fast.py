@@ -69,6 +69,12 @@ if TYPE_CHECKING:
 TOP_K_CAP = 64
 """Largest top_k a graph serves; the captured top-k keeps this many candidates per row."""
 
+# Vocoder window buckets of ``SoVITSGraphs.decode_windows`` (latent frames). The streamed
+# decodes at 12, 36, 72, 144 and 240 tokens vocode windows of 24, 68, 92, 164 and 212 frames
+# of prefixes of 24, 72, 144, 288 and 480: each fits a bucket no wider than its prefix, so
+# its windows fill the bucket and its vocoder graph needs no masks.
+WINDOW_BUCKETS = (24, 32, 48, 72, 96, 128, 176, 224, 288, 384, 512, 768, 1024)
+
 _DEFAULT_PARAMS = SamplingParams()
 
 
@@ -632,10 +638,10 @@ class SoVITSGraphs:
     on (a streamed decode sends only what it has not sent): one replay of the text encoder
     and flow of the whole prefixes (per rows, token, phone bucket), a gather of each row's
     window (from the vocoder's reach before its start), one replay of the vocoder over the
-    windows (per rows, window bucket), or, for many rows (``eager_vocoder_frames``), the
-    vocoder run eagerly over windows of their exact width. It also serves many rows that
-    have sent nothing yet, for that vocoder. These graphs capture the plain decode,
-    compiled or not. A capture that fails turns them off (``windows_failed``, logged) and
+    windows (per rows, window bucket). Each window is widened over its row's earlier frames
+    to the bucket's width, so where every row has that many frames the vocoder graph needs
+    no masks (a second graph per bucket, with masks, serves rows that are shorter). These
+    graphs capture the plain decode, compiled or not. A capture that fails turns them off (``windows_failed``, logged) and
     ``decode_windows`` raises ``FastPathError``: decode the whole prefixes instead.
 
     ``use_graphs`` False runs every bucket's decode eagerly on the same padded buffers
@@ -651,21 +657,15 @@ class SoVITSGraphs:
         row_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
         max_cells: int = 4096,
         compile: bool = False,
-        window_buckets: Sequence[int] = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024),
+        window_buckets: Sequence[int] = WINDOW_BUCKETS,
         use_graphs: bool = True,
         max_latent_cells: int = 16384,
-        eager_vocoder_frames: int = 1024,
     ) -> None:
         """``noise_scale`` is the default of ``decode``'s own argument; a batched graph
         holds at most ``max_cells`` padded tokens (rows x tokens), which bounds its memory.
         ``decode_windows``' vocoder graphs hold as many tokens' frames (rows x window), and
         its latents graphs, which need far less memory per token (no upsampling), at most
-        ``max_latent_cells`` padded tokens. From ``eager_vocoder_frames`` frames (rows x
-        widest window) on, its vocoder runs eagerly instead of from a graph: the GPU is
-        then busy for longer than the launches take, and an eager vocoder needs neither a
-        window bucket's padding nor, with each window widened over its row's earlier frames
-        (``VocoderWindows`` ``fill``), masks (H200, 64 rows: 64 x 68 frames eager 74 ms,
-        the masked 64 x 96 graph 121 ms).
+        ``max_latent_cells`` padded tokens.
 
         ``compile``: the decode the graphs capture is first compiled by TorchInductor, with
         dynamic shapes, so one compilation serves every bucket of one row, and one every
@@ -681,7 +681,6 @@ class SoVITSGraphs:
         self.token_buckets, self.phone_buckets = sorted(token_buckets), sorted(phone_buckets)
         self.row_buckets, self.max_cells = sorted(row_buckets), max_cells
         self.window_buckets, self.max_latent_cells = sorted(window_buckets), max_latent_cells
-        self.eager_vocoder_frames = eager_vocoder_frames
         self.noise_scale = noise_scale
         self.compile_failed: str | None = None
         self.windows_failed: str | None = None  # why decode_windows is off
@@ -693,7 +692,9 @@ class SoVITSGraphs:
         # bucket -> (replay, its buffers); the latents and vocoder graphs of decode_windows
         self._graphs: dict[tuple[int, int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
         self._latents: dict[tuple[int, int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
-        self._vocoders: dict[tuple[int, int], tuple[Callable[[], None], dict[str, Tensor]]] = {}
+        self._vocoders: dict[
+            tuple[int, int, bool], tuple[Callable[[], None], dict[str, Tensor]]
+        ] = {}
 
     @staticmethod
     def _pick(buckets: Sequence[int], n: int, what: str) -> int:
@@ -737,19 +738,20 @@ class SoVITSGraphs:
             slots * padded <= self.max_latent_cells and slots * self.window_width(window) <= frames
         )
 
-    def vocodes_eagerly(self, rows: int, window: int) -> bool:
-        """Whether ``decode_windows`` vocodes ``rows`` windows of at most ``window`` frames
-        eagerly (at their exact width) rather than from a vocoder graph."""
-        return rows > 1 and rows * window >= self.eager_vocoder_frames
-
     def windowed(self, tokens: int, phones: int, rows: int, window: int, sent: bool) -> bool:
         """Whether ``rows`` prefixes of at most ``tokens`` codes and ``phones`` phones, with
         windows of at most ``window`` frames, go through ``decode_windows`` rather than a
-        whole decode's graph: some row has audio ``sent`` (the vocoder skips it), or the
-        rows are enough for the eager vocoder; and it serves them."""
-        if not sent and not self.vocodes_eagerly(rows, window):
-            return False
-        return self.fits_windows(tokens, phones, rows, window)
+        whole decode's graph: several rows, or one with audio ``sent`` (one sentence alone
+        from its start replays the whole decode's graph, which warm-up captures); and it
+        serves them."""
+        return (rows > 1 or sent) and self.fits_windows(tokens, phones, rows, window)
+
+    def vocoded_frames(self, rows: int, window: int) -> int:
+        """Latent frames one ``decode_windows`` call vocodes for ``rows`` windows of at most
+        ``window`` frames (its row and window buckets: its cost)."""
+        if rows == 1:
+            return self.window_width(window)
+        return self._pick(self.row_buckets, rows, "rows") * self.window_width(window)
 
     def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (
@@ -829,8 +831,10 @@ class SoVITSGraphs:
             self._latents[key] = (self._captured(run, io), io)
         return self._latents[key]
 
-    def _vocoder_graph(self, rows: int, width: int) -> tuple[Callable[[], None], dict[str, Tensor]]:
-        key = (rows, width)
+    def _vocoder_graph(
+        self, rows: int, width: int, masked: bool
+    ) -> tuple[Callable[[], None], dict[str, Tensor]]:
+        key = (rows, width, masked)
         if key not in self._vocoders:
             dev, cfg = self.device, self.model.cfg
             io = {
@@ -840,7 +844,8 @@ class SoVITSGraphs:
             }
 
             def run() -> dict[str, Tensor]:
-                return {"audio": self.model.vocode(io["z"], io["ge"], io["lengths"])}
+                lengths = io["lengths"] if masked else None
+                return {"audio": self.model.vocode(io["z"], io["ge"], lengths)}
 
             self._vocoders[key] = (self._captured(run, io), io)
         return self._vocoders[key]
@@ -878,17 +883,19 @@ class SoVITSGraphs:
         """The window bucket of a vocoder window of ``frames`` latent frames."""
         return self._pick(self.window_buckets, frames, "window frames")
 
-    def capture_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
+    def capture_windows(
+        self, tokens: int, phones: int, rows: int, window: int, masked: bool = True
+    ) -> bool:
         """Capture the two graphs ``decode_windows`` replays for ``rows`` prefixes of at
-        most ``tokens`` codes and ``phones`` phones and windows of ``window`` frames; False
+        most ``tokens`` codes and ``phones`` phones and windows of ``window`` frames, the
+        vocoder's ``masked`` (some row is shorter than the window bucket) or not; False
         when they are off (a capture failed)."""
         if self.windows_failed is not None:
             return False
         key = self._key(tokens, phones, rows)
         try:
             self._latents_graph(*key)
-            if not self.vocodes_eagerly(rows, window):
-                self._vocoder_graph(key[0], self.window_width(window))
+            self._vocoder_graph(key[0], self.window_width(window), masked)
         except FastPathError:
             raise
         except Exception as err:  # a driver or backend that refuses: whole decodes
@@ -898,8 +905,8 @@ class SoVITSGraphs:
         return True
 
     @property
-    def captured_windows(self) -> list[tuple[int, int]]:
-        """The (rows, window) vocoder buckets captured for ``decode_windows``."""
+    def captured_windows(self) -> list[tuple[int, int, bool]]:
+        """The (rows, window, masked) vocoder graphs captured for ``decode_windows``."""
         return sorted(self._vocoders)
 
     @property
@@ -984,25 +991,17 @@ class SoVITSGraphs:
         widest = max(self.window_frames(len(r[0]), s) for r, s in zip(rows, starts, strict=True))
         if not self.fits_windows(n_tok, n_ph, len(rows), widest):
             raise FastPathError(f"no graph bucket holds {len(rows)} rows x {n_tok} tokens")
-        cfg, n = self.model.cfg, len(rows)
+        cfg = self.model.cfg
         frames = [len(r[0]) * cfg.frames_per_token for r in rows]
-        key = self._key(n_tok, n_ph, n)
-        if not self.capture_windows(n_tok, n_ph, n, widest):
+        key = self._key(n_tok, n_ph, len(rows))
+        width = self.window_width(widest)
+        windows = VocoderWindows.of(starts, frames, cfg.vocoder_reach_frames, key[0], width, True)
+        if not self.capture_windows(n_tok, n_ph, len(rows), widest, windows.ragged):
             raise FastPathError(f"windowed SoVITS graphs are off: {self.windows_failed}")
         replay_latents, latents = self._latents[key]
+        replay_vocoder, vocoder = self._vocoders[(key[0], width, windows.ragged)]
         _fill_decode_inputs(latents, rows, cfg.frames_per_token)
         replay_latents()
-        reach = cfg.vocoder_reach_frames
-        if self.vocodes_eagerly(n, widest):
-            windows = VocoderWindows.of(starts, frames, reach, fill=True)
-            index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
-            lengths = windows.lengths.to(self.device) if windows.ragged else None
-            z = torch.gather(latents["z"][:n], 2, index)
-            audio = self.model.vocode(z, latents["ge"][:n], lengths)
-            return windows.cut(audio, cfg.upsample_factor)
-        width = self.window_width(widest)
-        replay_vocoder, vocoder = self._vocoders[(key[0], width)]
-        windows = VocoderWindows.of(starts, frames, reach, key[0], width)
         index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
         torch.gather(latents["z"], 2, index, out=vocoder["z"])
         vocoder["lengths"].copy_(windows.lengths)

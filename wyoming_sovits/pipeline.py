@@ -800,9 +800,10 @@ class Pipeline:
     ) -> list[list[_DecodeRequest]]:
         """Queued decodes of one SoVITS file split into calls: sorted by their vocoder
         window, the contiguous runs that each fit one call (``_call_fits``) and minimise
-        the frames vocoded (rows x the widest window) plus ``BATCH_DECODE_CALL_FRAMES`` per
-        call. A run of 63 streams' short windows and one long one is two calls, not one
-        padded to the long window."""
+        the frames vocoded (rows x the widest window, in the graphs' row and window buckets
+        where ``decode_windows`` serves them) plus ``BATCH_DECODE_CALL_FRAMES`` per call.
+        63 streams' short windows and one long one are two calls, not one padded to the
+        long window; 40 streams are 32 + 8 rather than a bucket of 64."""
         graphs = self._graphs_for(path)
         per_token = self._sovits_model(path).model.cfg.frames_per_token
         reach = self._sovits_model(path).model.cfg.vocoder_reach_frames
@@ -824,7 +825,10 @@ class Pipeline:
                 widest, rows = window(ordered[j - 1]), j - i
                 if rows > 1 and not _call_fits(graphs, rows, tokens, phones, widest, sent, total):
                     break  # a longer run holds these rows too
-                price = cost[i] + rows * widest + BATCH_DECODE_CALL_FRAMES
+                vocoded = rows * widest
+                if graphs is not None and graphs.windowed(tokens, phones, rows, widest, sent):
+                    vocoded = graphs.vocoded_frames(rows, widest)
+                price = cost[i] + vocoded + BATCH_DECODE_CALL_FRAMES
                 if cost[j] < 0 or price < cost[j]:
                     cost[j], cut[j] = price, i
         calls = []
@@ -861,8 +865,8 @@ class Pipeline:
         starts: list[int],
     ) -> list[Tensor] | None:
         """Rows' audio from their start frames, from one bucket's graphs: the windowed
-        graphs once a row has sent audio (the vocoder skips what was sent), else (and when
-        the windowed graphs are off) the whole decode, cut; None when no graph serves
+        graphs where ``SoVITSGraphs.windowed`` (the vocoder skips what was sent), else (and
+        when the windowed graphs are off) the whole decode, cut; None when no graph serves
         the rows (decode them eagerly)."""
         tokens, phones = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
         window = max(graphs.window_frames(len(r[0]), s) for r, s in zip(rows, starts, strict=True))
@@ -1177,13 +1181,13 @@ class Pipeline:
             for tokens in (b for b in graphs.token_buckets if b <= WARM_UP_TOKENS):
                 graphs.capture(tokens, phones)
         if self.max_streams > 1 and _f(merged.speed) == 1.0:
+            per_token = graphs.model.cfg.frames_per_token
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
-                # windowed where decode_windows serves the point (whole if that is off)
-                window = graphs.window_frames(
-                    tokens, stream_sent_frames(tokens, graphs.model.cfg.frames_per_token)
-                )
+                # windowed where decode_windows serves the point (whole if that is off),
+                # unmasked where the prefixes fill the window bucket
+                window = graphs.window_frames(tokens, stream_sent_frames(tokens, per_token))
                 if _windowed_point(graphs, tokens, phones, rows) and graphs.capture_windows(
-                    tokens, phones, rows, window
+                    tokens, phones, rows, window, tokens * per_token < graphs.window_width(window)
                 ):
                     continue
                 if graphs.fits(tokens, phones, rows):

@@ -486,8 +486,8 @@ class VocoderWindows:
     ``start`` on is wanted: from the vocoder's reach before the start to the row's end.
 
     ``index`` (rows, 1, width) gathers the windows from a flow output, ``lengths`` (rows,)
-    masks them (spare rows of a bucket read frame 0, length 1), and ``cut`` takes each
-    row's wanted samples from the vocoded windows."""
+    masks them (spare rows of a bucket read frame 0, length 1, or, filled, the first row's
+    window), and ``cut`` takes each row's wanted samples from the vocoded windows."""
 
     starts: tuple[int, ...]
     lows: tuple[int, ...]
@@ -510,6 +510,8 @@ class VocoderWindows:
         ``fill`` widens each window leftwards over the row's earlier frames up to
         ``width`` where the row has that many (more context, the same samples), so only
         rows shorter than the width are ragged: when none is, the vocoder needs no masks."""
+        if fill and not starts:
+            raise ValueError("filled windows need a row")
         clamped = [min(max(0, s), f) for s, f in zip(starts, frames, strict=True)]
         lows = [max(0, s - reach) for s in clamped]
         widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
@@ -518,10 +520,10 @@ class VocoderWindows:
         if fill:
             lows = [min(lo, max(0, f - width)) for lo, f in zip(lows, frames, strict=True)]
             widths = [f - lo for f, lo in zip(frames, lows, strict=True)]
-        first = torch.zeros(rows, 1, 1, dtype=torch.long)
-        first[: len(lows), 0, 0] = torch.tensor(lows, dtype=torch.long)
-        lengths = torch.ones(rows, dtype=torch.long)
-        lengths[: len(widths)] = torch.tensor(widths, dtype=torch.long)
+        spare = rows - len(lows)
+        first = torch.tensor(lows + lows[:1] * spare if fill else lows + [0] * spare)
+        lengths = torch.tensor(widths + widths[:1] * spare if fill else widths + [1] * spare)
+        first = first.view(rows, 1, 1)
         index = first + torch.arange(width).view(1, 1, width)
         index = torch.minimum(index, (first + lengths.view(rows, 1, 1) - 1).clamp(min=0))
         return cls(tuple(clamped), tuple(lows), tuple(widths), index, lengths)
@@ -530,8 +532,7 @@ class VocoderWindows:
     def ragged(self) -> bool:
         """Whether some row (a spare one included) is narrower than the windows' width:
         the vocoder then needs ``lengths``."""
-        rows, _, width = self.index.shape
-        return rows != len(self.widths) or any(w != width for w in self.widths)
+        return bool((self.lengths != self.index.shape[2]).any())
 
     def cut(self, audio: torch.Tensor, upsample: int) -> list[torch.Tensor]:
         """Each row's samples from its start, of vocoded windows (rows, 1, width * up)."""
