@@ -23,7 +23,7 @@ from tiny_frontends import make_tiny_models_dir
 
 from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
 from wyoming_sovits.engine import Engine
-from wyoming_sovits.fast import FastPathError, SoVITSGraphs
+from wyoming_sovits.fast import CAPTURE_FRAMES, FastPathError, SoVITSGraphs
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
 from wyoming_sovits.models.t2s import T2SInput, Text2Semantic, pack_inputs
 from wyoming_sovits.models.vits import SoVITS, VitsInputError, VocoderWindows
@@ -365,6 +365,9 @@ class _TwoRowBuckets:
     def windowed(self, tokens: int, phones: int, rows: int, window: int, sent: bool) -> bool:
         return False
 
+    def price(self, tokens: int, phones: int, rows: int, window: int, *_: object) -> int | None:
+        return rows * window if rows == 2 else None
+
     def window_frames(self, tokens: int, start: int) -> int:
         return 2 * tokens
 
@@ -584,10 +587,15 @@ def test_windows_that_fill_their_bucket_replay_an_unmasked_vocoder(single: Pipel
     assert (2, 32, True) in graphs.captured_windows
     assert graphs.windowed(30, 20, 2, 60, sent=False) and graphs.windowed(30, 20, 1, 60, True)
     assert not graphs.windowed(30, 20, 1, 60, sent=False)
-    assert graphs.vocoded_frames(3, 40) == 4 * 64 and graphs.vocoded_frames(1, 20) == 32
+    assert graphs.price(30, 20, 4, 27, True, 34) == 4 * 32  # captured
+    assert graphs.price(30, 20, 3, 40, True, 60) == 4 * 64 + CAPTURE_FRAMES  # masked: new
+    assert graphs.price(30, 20, 1, 60, False, 60) == 50 * 2 + CAPTURE_FRAMES  # whole
+    assert graphs.price(600, 20, 2, 60, True, 1200) is None
 
 
-def test_queued_decodes_split_into_the_calls_that_vocode_least(batched: Pipeline) -> None:
+def test_queued_decodes_split_into_the_calls_that_vocode_least(
+    batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sorted by window, queued decodes split where one padded call would vocode more
     frames than two: six short windows and a long one are two calls; similar ones are
     one; calls never exceed what one call holds (eager: ``BATCH_DECODE_MAX_TOKENS``)."""
@@ -611,6 +619,15 @@ def test_queued_decodes_split_into_the_calls_that_vocode_least(batched: Pipeline
     calls = batched._decode_calls(prompt.sovits, many)
     assert sum(len(c) for c in calls) == 20
     assert all(300 * len(c) <= BATCH_DECODE_MAX_TOKENS for c in calls)
+    # with graphs: 40 streams are one bucket of 64 rows, or 32 + 8 once those are captured
+    graphs = SoVITSGraphs(batched.sovits.model, use_graphs=False)
+    monkeypatch.setattr(batched, "_graphs_for", lambda path: graphs)
+    forty = [request(36, 16) for _ in range(40)]
+    assert [len(c) for c in batched._decode_calls(prompt.sovits, forty)] == [40]
+    window = graphs.window_frames(36, 16)
+    for rows in (8, 32):
+        assert graphs.capture_windows(36, 20, rows, window, masked=False)
+    assert sorted(len(c) for c in batched._decode_calls(prompt.sovits, forty)) == [8, 32]
 
 
 def test_windowed_graphs_that_fail_to_capture_leave_whole_decodes(

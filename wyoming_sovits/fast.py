@@ -74,6 +74,9 @@ TOP_K_CAP = 64
 # of prefixes of 24, 72, 144, 288 and 480: each fits a bucket no wider than its prefix, so
 # its windows fill the bucket and its vocoder graph needs no masks.
 WINDOW_BUCKETS = (24, 32, 48, 72, 96, 128, 176, 224, 288, 384, 512, 768, 1024)
+# What a graph's capture costs in ``SoVITSGraphs.price``: 0.2 to 0.3 s on the H200, the time
+# its vocoder takes for about this many latent frames (64 x 68 frames in 90 ms).
+CAPTURE_FRAMES = 12288
 
 _DEFAULT_PARAMS = SamplingParams()
 
@@ -746,12 +749,24 @@ class SoVITSGraphs:
         serves them."""
         return (rows > 1 or sent) and self.fits_windows(tokens, phones, rows, window)
 
-    def vocoded_frames(self, rows: int, window: int) -> int:
-        """Latent frames one ``decode_windows`` call vocodes for ``rows`` windows of at most
-        ``window`` frames (its row and window buckets: its cost)."""
-        if rows == 1:
-            return self.window_width(window)
-        return self._pick(self.row_buckets, rows, "rows") * self.window_width(window)
+    def price(
+        self, tokens: int, phones: int, rows: int, window: int, sent: bool, shortest: int
+    ) -> int | None:
+        """What one call serving ``rows`` prefixes costs, in latent frames: those its vocoder
+        runs over (its row and window or token buckets), plus ``CAPTURE_FRAMES`` when its
+        graphs are yet to be captured; None when no graph serves them. ``window`` is the
+        widest window, ``shortest`` the shortest prefix's frames (shorter than the window
+        bucket: the masked vocoder graph)."""
+        if self.windowed(tokens, phones, rows, window, sent):
+            key, width = self._key(tokens, phones, rows), self.window_width(window)
+            frames = key[0] * width
+            ready = key in self._latents and (key[0], width, shortest < width) in self._vocoders
+        elif self.fits(tokens, phones, rows):
+            key = self._key(tokens, phones, rows)
+            frames, ready = key[0] * key[1] * self.model.cfg.frames_per_token, key in self._graphs
+        else:
+            return None
+        return frames + (0 if ready else CAPTURE_FRAMES)
 
     def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (

@@ -799,11 +799,13 @@ class Pipeline:
         self, path: Path, requests: list[_DecodeRequest]
     ) -> list[list[_DecodeRequest]]:
         """Queued decodes of one SoVITS file split into calls: sorted by their vocoder
-        window, the contiguous runs that each fit one call (``_call_fits``) and minimise
-        the frames vocoded (rows x the widest window, in the graphs' row and window buckets
-        where ``decode_windows`` serves them) plus ``BATCH_DECODE_CALL_FRAMES`` per call.
-        63 streams' short windows and one long one are two calls, not one padded to the
-        long window; 40 streams are 32 + 8 rather than a bucket of 64."""
+        window, the contiguous runs that each fit one call and minimise the frames vocoded
+        plus ``BATCH_DECODE_CALL_FRAMES`` per call. With graphs a call is one bucket and
+        costs ``SoVITSGraphs.price`` (its buckets' frames, and a capture's price where it is
+        yet to be captured); without, at most ``BATCH_DECODE_MAX_TOKENS`` tokens, costing
+        rows x the widest window. 63 streams' short windows and one long one are two
+        calls, not one padded to the long window; 40 streams are 32 + 8 rather than a
+        bucket of 64, where those are captured."""
         graphs = self._graphs_for(path)
         per_token = self._sovits_model(path).model.cfg.frames_per_token
         reach = self._sovits_model(path).model.cfg.vocoder_reach_frames
@@ -817,18 +819,24 @@ class Pipeline:
         cost, cut = [0] + [-1] * n, [0] * (n + 1)
         for j in range(1, n + 1):
             tokens = phones = total = 0
-            sent = False
+            shortest, sent = 1 << 30, False
             for i in range(j - 1, -1, -1):
                 r = ordered[i]
                 tokens, phones = max(tokens, len(r.tokens)), max(phones, len(r.feats.ids))
                 total, sent = total + len(r.tokens), sent or r.from_frame > 0
+                shortest = min(shortest, len(r.tokens) * per_token)
                 widest, rows = window(ordered[j - 1]), j - i
-                if rows > 1 and not _call_fits(graphs, rows, tokens, phones, widest, sent, total):
-                    break  # a longer run holds these rows too
-                vocoded = rows * widest
-                if graphs is not None and graphs.windowed(tokens, phones, rows, widest, sent):
-                    vocoded = graphs.vocoded_frames(rows, widest)
-                price = cost[i] + vocoded + BATCH_DECODE_CALL_FRAMES
+                if graphs is None:
+                    price: int | None = rows * widest
+                    if total > BATCH_DECODE_MAX_TOKENS:
+                        price = None
+                else:
+                    price = graphs.price(tokens, phones, rows, widest, sent, shortest)
+                if price is None:
+                    if rows > 1:
+                        break  # a longer run does not fit either
+                    price = widest  # one sentence no graph serves: eager
+                price += cost[i] + BATCH_DECODE_CALL_FRAMES
                 if cost[j] < 0 or price < cost[j]:
                     cost[j], cut[j] = price, i
         calls = []
@@ -1213,24 +1221,6 @@ def _windowed_point(graphs: SoVITSGraphs, tokens: int, phones: int, rows: int) -
     ``phones`` phones go through ``SoVITSGraphs.decode_windows``."""
     start = stream_sent_frames(tokens, graphs.model.cfg.frames_per_token)
     return graphs.windowed(tokens, phones, rows, graphs.window_frames(tokens, start), start > 0)
-
-
-def _call_fits(
-    graphs: SoVITSGraphs | None,
-    rows: int,
-    tokens: int,
-    phones: int,
-    window: int,
-    sent: bool,
-    total: int,
-) -> bool:
-    """Whether ``rows`` queued decodes (at most ``tokens`` codes and ``phones`` phones,
-    windows of at most ``window`` frames, ``total`` tokens, some with audio ``sent``) can
-    be one SoVITS call: one graph bucket when graphs are on (a whole decode's, or
-    ``decode_windows``'), else at most ``BATCH_DECODE_MAX_TOKENS`` tokens in all."""
-    if graphs is None:
-        return total <= BATCH_DECODE_MAX_TOKENS
-    return graphs.fits(tokens, phones, rows) or graphs.windowed(tokens, phones, rows, window, sent)
 
 
 def _fits(decoder: T2SGraphRunner | ContinuousBatcher, slots: int, cap: int) -> bool:
