@@ -644,8 +644,9 @@ class SoVITSGraphs:
     windows (per rows, window bucket). Each window is widened over its row's earlier frames
     to the bucket's width, so where every row has that many frames the vocoder graph needs
     no masks (a second graph per bucket, with masks, serves rows that are shorter). These
-    graphs capture the plain decode, compiled or not. A capture that fails turns them off (``windows_failed``, logged) and
-    ``decode_windows`` raises ``FastPathError``: decode the whole prefixes instead.
+    graphs capture the plain decode, compiled or not. A capture that fails turns them off
+    (``windows_failed``, logged) and ``decode_windows`` raises ``FastPathError``: decode
+    the whole prefixes instead.
 
     ``use_graphs`` False runs every bucket's decode eagerly on the same padded buffers
     (CPU tests of the padding, windows and slicing).

@@ -109,13 +109,13 @@ FAST_PROMPT_SLOTS = 1024
 FAST_KV_BUCKET = 256
 # Batched SoVITS decoding (``max_streams`` > 1): streams that reach a decode point in the
 # same round of the engine decode together when there are at least this many of them
-# (fewer replay their own CUDA graphs one after another). On CUDA one call is one replay of
-# a (rows, tokens, phones) graph bucket (``SoVITSGraphs.decode_rows``, exact per row), or,
-# once a row has sent audio, the two replays of ``SoVITSGraphs.decode_windows`` (the vocoder
-# only over the unsent frames); without graphs it is an eager batched call of at most this
-# many tokens (the vocoder's activations grow with the total length). Measured on the H200,
-# eager calls cost 130-170 ms each in the server, mostly first-shape work, as every batch
-# had a new shape.
+# (fewer replay their own CUDA graphs one after another). On CUDA one call is the two
+# replays of ``SoVITSGraphs.decode_windows`` (the vocoder only over the unsent frames), or,
+# where those are off or do not hold the rows, one replay of a (rows, tokens, phones)
+# bucket (``SoVITSGraphs.decode_rows``, exact per row); without graphs it is an eager
+# batched call of at most this many tokens (the vocoder's activations grow with the total
+# length). Measured on the H200, eager calls cost 130-170 ms each in the server, mostly
+# first-shape work, as every batch had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
 BATCH_DECODE_MAX_TOKENS = 2048
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
