@@ -723,8 +723,7 @@ class SoVITSGraphs:
     def window_frames(self, tokens: int, start: int) -> int:
         """Latent frames ``decode_windows`` vocodes for a prefix of ``tokens`` codes whose
         audio is wanted from frame ``start`` on."""
-        frames = tokens * self.model.cfg.frames_per_token
-        return frames - max(0, min(start, frames) - self.model.cfg.vocoder_reach_frames)
+        return self.model.cfg.window_frames(tokens, start)
 
     def fits_windows(self, tokens: int, phones: int, rows: int, window: int) -> bool:
         """Whether ``decode_windows`` serves ``rows`` prefixes of at most ``tokens`` codes

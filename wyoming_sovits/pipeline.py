@@ -131,9 +131,9 @@ TUNE_SLOTS = 384
 WARM_UP_TOKENS = 250
 WARM_UP_PHONES = 128
 # With several streams, warm-up also captures the batched SoVITS graphs of the first
-# streamed decodes (12 tokens whole, 36 and 72 windowed) of sentences up to this many
-# phones, for 2 rows up to ``max_streams``: a bucket first met in a request costs 130-260 ms
-# to capture (H200).
+# streamed decodes (12, 36 and 72 tokens; windowed, unmasked where they fill the window
+# bucket) of sentences up to this many phones, for 2 rows up to ``max_streams``: a bucket
+# first met in a request costs 130-260 ms to capture (H200).
 WARM_UP_BATCH_DECODES = 3
 WARM_UP_BATCH_PHONES = 64
 NOISE_BLOCK_FRAMES = 64
@@ -291,7 +291,7 @@ def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[
     phones = [b for b in graphs.phone_buckets if b <= WARM_UP_BATCH_PHONES]
 
     def served(tokens: int, ph: int, r: int) -> bool:
-        return _windowed_point(graphs, tokens, ph, r) or graphs.fits(tokens, ph, r)
+        return _windowed_point(graphs, tokens, ph, r) is not None or graphs.fits(tokens, ph, r)
 
     return [
         (tokens, ph, r) for r in rows for tokens in points for ph in phones if served(tokens, ph, r)
@@ -807,25 +807,21 @@ class Pipeline:
         calls, not one padded to the long window; 40 streams are 32 + 8 rather than a
         bucket of 64, where those are captured."""
         graphs = self._graphs_for(path)
-        per_token = self._sovits_model(path).model.cfg.frames_per_token
-        reach = self._sovits_model(path).model.cfg.vocoder_reach_frames
-
-        def window(r: _DecodeRequest) -> int:
-            frames = len(r.tokens) * per_token
-            return frames - max(0, min(r.from_frame, frames) - reach)
-
-        ordered = sorted(requests, key=window)
+        vits = self._sovits_model(path).model.cfg
+        per_token = vits.frames_per_token
+        ordered = sorted(requests, key=lambda r: vits.window_frames(len(r.tokens), r.from_frame))
+        windows = [vits.window_frames(len(r.tokens), r.from_frame) for r in ordered]
         n = len(ordered)
         cost, cut = [0] + [-1] * n, [0] * (n + 1)
         for j in range(1, n + 1):
             tokens = phones = total = 0
-            shortest, sent = 1 << 30, False
+            shortest, sent, widest = 1 << 30, False, windows[j - 1]
             for i in range(j - 1, -1, -1):
                 r = ordered[i]
                 tokens, phones = max(tokens, len(r.tokens)), max(phones, len(r.feats.ids))
                 total, sent = total + len(r.tokens), sent or r.from_frame > 0
                 shortest = min(shortest, len(r.tokens) * per_token)
-                widest, rows = window(ordered[j - 1]), j - i
+                rows = j - i
                 if graphs is None:
                     price: int | None = rows * widest
                     if total > BATCH_DECODE_MAX_TOKENS:
@@ -1193,8 +1189,8 @@ class Pipeline:
             for tokens, phones, rows in batch_warm_up_buckets(graphs, self.max_streams):
                 # windowed where decode_windows serves the point (whole if that is off),
                 # unmasked where the prefixes fill the window bucket
-                window = graphs.window_frames(tokens, stream_sent_frames(tokens, per_token))
-                if _windowed_point(graphs, tokens, phones, rows) and graphs.capture_windows(
+                window = _windowed_point(graphs, tokens, phones, rows)
+                if window is not None and graphs.capture_windows(
                     tokens, phones, rows, window, tokens * per_token < graphs.window_width(window)
                 ):
                     continue
@@ -1216,11 +1212,12 @@ class Pipeline:
         return seconds
 
 
-def _windowed_point(graphs: SoVITSGraphs, tokens: int, phones: int, rows: int) -> bool:
-    """Whether ``rows`` streams at the streamed decode point of ``tokens`` tokens and
-    ``phones`` phones go through ``SoVITSGraphs.decode_windows``."""
+def _windowed_point(graphs: SoVITSGraphs, tokens: int, phones: int, rows: int) -> int | None:
+    """The window (frames) of ``rows`` streams at the streamed decode point of ``tokens``
+    tokens and ``phones`` phones when they go through ``SoVITSGraphs.decode_windows``."""
     start = stream_sent_frames(tokens, graphs.model.cfg.frames_per_token)
-    return graphs.windowed(tokens, phones, rows, graphs.window_frames(tokens, start), start > 0)
+    window = graphs.window_frames(tokens, start)
+    return window if graphs.windowed(tokens, phones, rows, window, start > 0) else None
 
 
 def _fits(decoder: T2SGraphRunner | ContinuousBatcher, slots: int, cap: int) -> bool:

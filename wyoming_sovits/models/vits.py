@@ -136,6 +136,12 @@ class VitsConfig:
     def frames_per_token(self) -> int:
         return 2 if self.semantic_frame_rate == "25hz" else 1
 
+    def window_frames(self, tokens: int, start: int) -> int:
+        """Latent frames the vocoder runs over for a prefix of ``tokens`` codes whose audio
+        is wanted from frame ``start`` on: from ``vocoder_reach_frames`` before it."""
+        frames = tokens * self.frames_per_token
+        return frames - max(0, min(start, frames) - self.vocoder_reach_frames)
+
     @classmethod
     def v1(cls) -> VitsConfig:
         return cls(version="v1", n_symbols=322, ref_bins=1025)
