@@ -39,6 +39,7 @@ from wyoming_sovits.generate import (  # noqa: E402
 from wyoming_sovits.kernels import (  # noqa: E402
     FusedDecodeStep,
     FusedSampler,
+    GemvConfig,
     TuneResult,
     tune_step,
 )
@@ -299,7 +300,7 @@ def bench_tune(model: Text2Semantic, batch: int) -> TuneResult:
         else:
             a = default.attention_config
             d = default.gemv_configs[(model.config.hidden_dim, model.config.hidden_dim)]
-            want = f"splits {a.splits}, slots/block {a.block_s}, warps {a.num_warps}; combine rows {d.block_n}"
+            want = f"splits {a.splits}, slots/block {a.block_s}, warps {a.num_warps}; combine rows {d.block_n}, warps 4"
         base = dict(tried).get(want)
         row(f"tuned B={batch}: {kernel}", f"{1e6 * best:.2f} us",
             f"{label}; default {1e6 * base:.2f} us" if base else label)  # fmt: skip
@@ -512,11 +513,18 @@ def bench_fused(model: Text2Semantic, batch: int, tuned: TuneResult | None = Non
     return t
 
 
-def bench_batcher(model: Text2Semantic, batch: int, fused: bool, together: bool = False) -> None:
+def bench_batcher(
+    model: Text2Semantic,
+    batch: int,
+    fused: bool,
+    together: bool = False,
+    step: FusedDecodeStep | None = None,
+    name: str = "",
+) -> float:
     """Continuous batching: ``batch`` rows admitted one by one (``together``: opened at
     once, one batched prefill, as the pipeline does with several streams), then N_TOK
-    steps for all."""
-    forward = FusedDecodeStep(model, batch) if fused else None
+    steps for all. ``step``: this Triton step (else the default shapes'); returns seconds."""
+    forward = (step or FusedDecodeStep(model, batch)) if fused else None
     cfg = model.config
     sampler = (
         FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV) if fused else None
@@ -537,9 +545,11 @@ def bench_batcher(model: Text2Semantic, batch: int, fused: bool, together: bool 
             stream.close()
 
     t = cuda_time(run, reps=3)
-    label = ("Triton step + sampler" if fused else "torch") + (", one prefill" if together else "")
+    label = name or ("Triton step + sampler" if fused else "torch")
+    label += ", one prefill" if together else ""
     row(f"GPT fp16 batcher B={batch} ({label})", f"{batch * N_TOK / t:,.0f} tok/s",
         f"{1e3 * t:.0f} ms incl {batch} prefills; {batch * N_TOK / t / 25:,.0f}x real time")  # fmt: skip
+    return t
 
 
 def bench_gpt(
@@ -807,6 +817,95 @@ def windows_only() -> None:
     print_table()
 
 
+def forward_time(fwd: Callable[..., object], batch: int, kv_len: int = 512) -> float:
+    """Seconds per forward (no sampling) at ``batch`` rows, 32 steps in one graph."""
+    tok = torch.zeros(batch, dtype=torch.long, device=DEV)
+    pos = torch.full((batch,), PHONES + PROMPT, dtype=torch.long, device=DEV)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        fwd(tok, pos, kv_len=kv_len)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(g):
+            for _ in range(32):
+                fwd(tok, pos, kv_len=kv_len)
+    return cuda_time(g.replay, reps=5) / 32
+
+
+@torch.no_grad()
+def batch_only() -> None:
+    """``python3 bench/gpu_bench.py batch``: the GPT step at 16 and 64 rows, tuned as the
+    product tunes it (``pipeline._fused_step``'s candidates, the row-blocked GEMVs among
+    them): each kernel's fastest shape, one batch row per program or row-blocked; the
+    whole step of each (the tuner's pick); forward only against the torch step (cuBLAS)
+    and against the row-blocked GEMV without its one-tile-ahead loads; the batcher (one
+    prefill, N_TOK steps, fused sampler); the blocked step's teacher-forced logits at 64
+    rows (fp16) against the fp32 torch step."""
+    from wyoming_sovits import kernels
+
+    gpt = t2s_model(torch.float16)
+    args = {"block_n": (1, 2, 4, 8, 16), "warps": (4,), "splits": (1, 4, 8, 16), "block_s": (64,)}
+    slots = PHONES + PROMPT + N_TOK // 2
+    for batch in (16, 64):
+        gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+        t0 = time.perf_counter()
+        tuned = tune_step(gpt, batch, slots=slots, **args)  # type: ignore[arg-type]
+        chosen = ", ".join(f"{n}x{k}: {_label(c)}" for (n, k), c in sorted(tuned.gemv.items()))
+        row(f"tuning B={batch}", f"{time.perf_counter() - t0:.0f} s",
+            f"{len(tuned.timings)} candidates; {chosen}; {tuned.attention}; pdl {tuned.pdl}")  # fmt: skip
+        by_kernel: dict[str, dict[bool, tuple[float, str]]] = {}
+        for kernel, label, t in tuned.timings:
+            blocked = "batch rows" in label
+            best = by_kernel.setdefault(kernel, {}).get(blocked)
+            if kernel == "whole step" or best is None or t < best[0]:
+                if kernel == "whole step":
+                    row(f"tuned B={batch}: whole step, {label}", f"{1e6 * t:.0f} us", "graph")
+                    continue
+                by_kernel[kernel][blocked] = (t, label)
+        for kernel, kinds in by_kernel.items():
+            for blocked, (t, label) in sorted(kinds.items()):
+                row(f"tuned B={batch}: {kernel}, {'row-blocked' if blocked else 'per-row'}",
+                    f"{1e6 * t:.2f} us", label)  # fmt: skip
+        gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+        times = {"torch": forward_time(gpt, batch), "Triton, tuned": 0.0}
+        times["Triton, tuned"] = forward_time(tuned.step(gpt, batch), batch)
+        kernels.GEMM_PREFETCH = False
+        times["Triton, tuned, no tile ahead"] = forward_time(tuned.step(gpt, batch), batch)
+        kernels.GEMM_PREFETCH = True
+        for name, t in times.items():
+            row(f"GPT fp16 B={batch} forward only (graph), {name}", f"{1e6 * t:.0f} us/step",
+                f"{times['torch'] / t:.2f}x the torch step; {batch / t / 25:,.0f}x real time")  # fmt: skip
+        if batch == 64:
+            bench_batcher(gpt, batch, False, True)
+            bench_batcher(gpt, batch, True, True, tuned.step(gpt, batch), "Triton tuned")
+            check_blocked(gpt, tuned)
+    print_table()
+
+
+def _label(config: GemvConfig) -> str:
+    return f"{config.block_n}" + (f"/{config.block_b}b" if config.block_b > 1 else "")
+
+
+@torch.no_grad()
+def check_blocked(gpt16: Text2Semantic, tuned: TuneResult) -> None:
+    """Teacher-forced logits of 64 ragged rows: the tuned (row-blocked) fp16 step vs the
+    fp32 torch step, 64 steps; and the fp32 blocked step vs the fp32 torch step."""
+    items = []
+    for k, i in enumerate(request(64, seed=5)):
+        assert i.prompt_tokens is not None
+        n, p = 30 + (k * 7) % 60, 60 + (k * 13) % 110
+        items.append(T2SInput(i.phone_ids[:n], i.bert[:, :n], i.prompt_tokens[:p]))
+    forced = torch.randint(0, 1024, (64, 64), generator=torch.Generator().manual_seed(6))
+    m32 = t2s_model(torch.float32)
+    packed = pack_inputs(items, m32.config)
+    want = T2SGraphRunner(m32, 64, 512, max_new_tokens=80).teacher_forced_logits(packed, forced)
+    for model, label in ((gpt16, "fp16"), (m32, "fp32")):
+        runner = T2SGraphRunner(model, 64, 512, max_new_tokens=80, forward=tuned.step(model, 64))
+        got = runner.teacher_forced_logits(packed, forced)
+        worst = max(rel(got[b, t], want[b, t]) for b in range(64) for t in range(64))
+        row(f"GPT row-blocked B=64 {label} vs fp32 torch step", f"{worst:.2e}",
+            "max rel err over 64 ragged rows x 64 teacher-forced steps")  # fmt: skip
+
+
 def decode_only() -> None:
     """``python3 bench/gpu_bench.py decode``: the B=1 Triton step rows only (a short run)."""
     gpt = t2s_model(torch.float16)
@@ -861,6 +960,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["windows"]:
         windows_only()
+        return
+    if sys.argv[1:] == ["batch"]:
+        batch_only()
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -16,8 +16,9 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
 "eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton +
 compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
-"clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), e.g.
-"4:triton,64:torch,64:triton:sync", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
+"clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), kernels
+"torch", "triton" or "triton-sampler" (the PyTorch step with the Triton sampler), e.g.
+"4:triton,64:torch,64:triton-sampler:sync", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
 client counts whose rows also report the worker's time per kind of work ("4,64").
 """
 
@@ -277,10 +278,28 @@ def measure_concurrent(
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
-    ``run_ahead`` False: the batch reads each replay before queueing the next."""
-    with in_step_batch(not run_ahead):
+    ``run_ahead`` False: the batch reads each replay before queueing the next;
+    ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
+    product ran above 32 rows before the row-blocked GEMVs)."""
+    with in_step_batch(not run_ahead), torch_step(kernels == "triton-sampler"):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             run_ahead)  # fmt: skip
+
+
+@contextlib.contextmanager
+def torch_step(on: bool) -> Iterator[None]:
+    """While on, batches pair the PyTorch decode step with the Triton sampler."""
+    original = Pipeline._batch_step
+    if on:
+
+        def sampler_only(self: Pipeline, model: Any) -> tuple[None, Any]:
+            return None, original(self, model)[1]
+
+        Pipeline._batch_step = sampler_only  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Pipeline._batch_step = original  # type: ignore[method-assign]
 
 
 def _measure_concurrent(
@@ -297,7 +316,7 @@ def _measure_concurrent(
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
-                             gpt_kernels=kernels, max_streams=clients)  # fmt: skip
+                             gpt_kernels=kernels.removesuffix("-sampler"), max_streams=clients)  # fmt: skip
     pipeline.max_new_tokens = tokens
     engine = Engine(pipeline, registry, settings)
     engine.start()

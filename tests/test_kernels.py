@@ -120,6 +120,56 @@ def test_every_launch_shape_computes_the_same(
     assert rel(got_logits, want_logits) < 1e-5
 
 
+@pytest.mark.parametrize(("block_b", "block_n", "splits"), [(16, 16, 1), (32, 64, 4)])
+def test_row_blocked_gemv_computes_the_same(
+    model: Text2Semantic, block_b: int, block_n: int, splits: int
+) -> None:
+    """``gemm_kernel`` (``GemvConfig.block_b`` > 1): the three rows in one block of 16 or
+    32, every weight shape, the attention's splits combined in its prologue."""
+    want_logits, want_cache = decode(model, model, steps=3)
+    shapes = {(int(p.shape[0]), int(p.shape[1])) for p in model.parameters() if p.ndim == 2}
+    step = FusedDecodeStep(
+        model,
+        3,
+        gemv={shape: GemvConfig(block_n, 4, block_b) for shape in shapes},
+        attention=AttentionConfig(splits, 16, 2),
+    )
+    got_logits, got_cache = decode(model, step, steps=3)
+    assert rel(got_logits, want_logits) < 1e-5
+    assert rel(got_cache, want_cache) < 1e-6
+
+
+def test_row_blocked_gemv_over_several_blocks(model: Text2Semantic) -> None:
+    """More rows than one block of 16: each block of rows reads its own rows' vectors and
+    writes its own rows' outputs (and LayerNorm residuals)."""
+    rows = 18
+    g = torch.Generator().manual_seed(7)
+    model.setup_caches(rows, 32)
+    prefix = torch.randint(0, 64, (2, rows), generator=g).to(DEVICE)  # (step, row)
+    pos = torch.arange(2, device=DEVICE)
+    blocked = FusedDecodeStep(model, rows, gemv={
+        (int(p.shape[0]), int(p.shape[1])): GemvConfig(16, 4, 16)
+        for p in model.parameters() if p.ndim == 2
+    })  # fmt: skip
+    with torch.no_grad():
+        got, want = [], []
+        for forward, out in ((model, want), (blocked, got)):
+            model.setup_caches(rows, 32)
+            for j in range(2):  # rows start at slot 0: every row attends over its own tokens
+                logits = forward(prefix[j], pos[j].expand(rows).contiguous())
+                out.append(logits.float().clone())
+    assert rel(torch.stack(got), torch.stack(want)) < 1e-5
+    assert rel(got[-1][16:], want[-1][16:]) < 1e-5  # the second block's rows too
+
+
+def test_row_blocked_gemv_shape_is_checked(model: Text2Semantic) -> None:
+    step = FusedDecodeStep(model, 2, gemv={(192, 64): GemvConfig(8, 4, 16)})
+    model.setup_caches(2, 32)
+    zeros = torch.zeros(2, dtype=torch.long, device=DEVICE)
+    with pytest.raises(KernelUnavailableError, match="16"):
+        step(zeros, zeros)
+
+
 def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     model.setup_caches(1, 64)
     result = tune_step(model, 1, slots=20, block_n=(2, 8), warps=(2,), splits=(1, 2), block_s=(16,))
@@ -134,6 +184,23 @@ def test_tuning_picks_among_the_candidates(model: Text2Semantic) -> None:
     assert step.gemv_configs[(64, 64)] == result.gemv[(64, 64)] and step.pdl is result.pdl
     want_logits, _ = decode(model, model, steps=2)
     assert rel(decode(model, step, steps=2)[0], want_logits) < 1e-5
+
+
+def test_tuning_tries_row_blocks_from_four_rows(model: Text2Semantic) -> None:
+    """From ``ROW_BLOCK_MIN_BATCH`` rows the row-blocked GEMV is a candidate for every
+    GEMV and for the attention's combining one; whichever wins computes the same."""
+    from wyoming_sovits.kernels import ROW_BLOCK_MIN_BATCH
+
+    assert ROW_BLOCK_MIN_BATCH == 4
+    model.setup_caches(4, 64)
+    result = tune_step(model, 4, slots=20, block_n=(8,), warps=(2,), splits=(2,),
+                       block_s=(16,), row_blocks=(16, 32), row_block_n=(16,))  # fmt: skip
+    blocked = [label for _, label, _ in result.timings if "batch rows 16" in label]
+    assert len(blocked) == 4 + 1  # each GEMV kind, the combine; 32 is above 4 rows' 16
+    assert not any("batch rows 32" in label for _, label, _ in result.timings)
+    assert {c.block_b for c in result.gemv.values()} <= {1, 16}
+    want_logits, _ = decode(model, model, steps=2)
+    assert rel(decode(model, result.step(model, 3), steps=2)[0], want_logits) < 1e-5
 
 
 def test_fused_step_in_the_runner_teacher_forced(model: Text2Semantic) -> None:
@@ -220,20 +287,17 @@ def test_triton_failing_on_the_device_falls_back_to_torch(
     assert batch._forward is batch.model and batch._sampler is None
 
 
-def test_wide_batches_keep_the_fused_sampler_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above ``FUSED_STEP_MAX_ROWS`` rows cuBLAS beats the fused GEMVs; the sampler stays.
-    (The threshold is lowered to 1 here: the interpreter's sort is slow for wide batches.)"""
-    import wyoming_sovits.pipeline as pipeline_module
+def test_several_streams_batch_on_the_fused_step_and_sampler(tmp_path: Path) -> None:
+    """With several streams the batch steps on the Triton step and sampler too, built for
+    ``max_streams`` rows (on a GPU tuned there, the row-blocked GEMVs among the shapes)."""
     from wyoming_sovits.kernels import FusedSampler
 
-    monkeypatch.setattr(pipeline_module, "FUSED_STEP_MAX_ROWS", 1)
     models = make_tiny_models_dir(tmp_path / "models")
     wide = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
                          gpt_kernels="triton", max_streams=2)  # fmt: skip
     forward, sampler = wide._batch_step(wide.gpt.model)
-    assert forward is None and isinstance(sampler, FusedSampler)
+    assert isinstance(forward, FusedDecodeStep) and forward.max_batch == 2
+    assert isinstance(sampler, FusedSampler)
 
 
 def test_gpt_kernels_option_is_checked() -> None:

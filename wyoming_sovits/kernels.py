@@ -152,6 +152,92 @@ def _kernels() -> dict[str, Any]:
         tl.store(out + b * N + n, acc.to(out.dtype.element_ty), mask=n_ok)
 
     @triton.jit
+    def gemm_kernel(
+        xa, xb, ln_w, ln_b, w, bias, out, x_out, B, N, K, eps,
+        MODE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        DH: tl.constexpr, SPLITS: tl.constexpr, IEEE: tl.constexpr, PREFETCH: tl.constexpr,
+        PDL: tl.constexpr,
+    ):  # fmt: skip
+        # ``gemv_kernel``'s product for BLOCK_B rows at once: each weight tile is read once
+        # per block of rows (not once per row) and multiplied on the tensor cores. The
+        # prologue's vector v (MODE 0, 1, 2 as there) is built per K block; MODE 1 first
+        # takes each row's LayerNorm statistics over the whole row. The first weight tile
+        # is issued before the wait for the kernel before (as in ``gemv_kernel``);
+        # PREFETCH: each step issues the next tile's load before its own product.
+        pid = tl.program_id(0)
+        b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+        n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        b_ok, n_ok = b < B, n < N
+        k = tl.arange(0, BLOCK_K)
+        rows = b_ok[:, None]
+        tile = tl.load(w + n[:, None] * K + k[None, :], mask=n_ok[:, None], other=0.0)
+        if HAS_BIAS:
+            bias_n = tl.load(bias + n, mask=n_ok, other=0.0).to(tl.float32)
+        if PDL:
+            tl_cuda.gdc_launch_dependents()
+            tl_cuda.gdc_wait()
+        if MODE == 1:
+            total = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                at = b[:, None] * K + k0 + k[None, :]
+                s = tl.load(xa + at, mask=rows, other=0.0).to(tl.float32)
+                total += tl.sum(s + tl.load(xb + at, mask=rows, other=0.0).to(tl.float32), 1)
+            mean = total / K
+            spread = tl.zeros((BLOCK_B,), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                at = b[:, None] * K + k0 + k[None, :]
+                s = tl.load(xa + at, mask=rows, other=0.0).to(tl.float32)
+                s += tl.load(xb + at, mask=rows, other=0.0).to(tl.float32)
+                centred = s - mean[:, None]
+                spread += tl.sum(centred * centred, 1)
+            rstd = 1.0 / tl.sqrt(spread / K + eps)
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + k
+            if PREFETCH:
+                ahead = kk + BLOCK_K
+                following = tl.load(w + n[:, None] * K + ahead[None, :],
+                                    mask=n_ok[:, None] & (ahead < K)[None, :], other=0.0)  # fmt: skip
+            elif k0 > 0:
+                tile = tl.load(w + n[:, None] * K + kk[None, :], mask=n_ok[:, None], other=0.0)
+            if MODE == 1:
+                at = b[:, None] * K + kk[None, :]
+                s = tl.load(xa + at, mask=rows, other=0.0).to(tl.float32)
+                s += tl.load(xb + at, mask=rows, other=0.0).to(tl.float32)
+                v = (s - mean[:, None]) * rstd[:, None] * tl.load(ln_w + kk).to(tl.float32)[None, :]
+                v = (v + tl.load(ln_b + kk).to(tl.float32)[None, :]).to(x_out.dtype.element_ty)
+                if pid == 0:
+                    tl.store(x_out + at, v, mask=rows)
+            elif MODE == 2:
+                head = (b[:, None] * (K // DH) + (kk // DH)[None, :]) * SPLITS  # (BB, BK)
+                m_top = tl.full((BLOCK_B, BLOCK_K), -float("inf"), tl.float32)
+                for sp in range(SPLITS):
+                    m_top = tl.maximum(m_top, tl.load(xa + head + sp, mask=rows, other=0.0))
+                numer = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
+                denom = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
+                for sp in range(SPLITS):
+                    weight = tl.exp(tl.load(xa + head + sp, mask=rows, other=0.0) - m_top)
+                    denom += weight * tl.load(xb + head + sp, mask=rows, other=1.0)
+                    part = (head + sp) * DH + (kk % DH)[None, :]
+                    numer += weight * tl.load(ln_w + part, mask=rows, other=0.0)
+                v = (numer / denom).to(x_out.dtype.element_ty)
+            else:
+                v = tl.load(xa + b[:, None] * K + kk[None, :], mask=rows, other=0.0)
+            if IEEE:
+                acc += tl.dot(v, tl.trans(tile), input_precision="ieee")
+            else:
+                acc += tl.dot(v, tl.trans(tile))
+            if PREFETCH:
+                tile = following
+        if HAS_BIAS:
+            acc += bias_n[None, :]
+        if RELU:
+            acc = tl.maximum(acc, 0.0)
+        tl.store(out + b[:, None] * N + n[None, :], acc.to(out.dtype.element_ty),
+                 mask=rows & n_ok[None, :])  # fmt: skip
+
+    @triton.jit
     def attention_kernel(
         qkv, k_cache, v_cache, part_m, part_l, part_acc, pos, row_start, stride_b, stride_h,
         scale, D: tl.constexpr, DH: tl.constexpr, BLOCK_S: tl.constexpr, SPLITS: tl.constexpr,
@@ -278,7 +364,11 @@ def _kernels() -> dict[str, Any]:
                 tl.store(report + b * report_stride + column + 1, emitted.to(tl.int64))
 
     _KERNELS.update(
-        embed=embed_kernel, gemv=gemv_kernel, attention=attention_kernel, sample=sample_kernel
+        embed=embed_kernel,
+        gemv=gemv_kernel,
+        gemm=gemm_kernel,
+        attention=attention_kernel,
+        sample=sample_kernel,
     )
     return _KERNELS
 
@@ -294,14 +384,25 @@ def triton_next_pow2(n: int) -> int:
 
 # Largest weight tile (elements) one GEMV program loads at once; wider rows loop over K.
 _TILE_LIMIT = 16384
+# K per step of ``gemm_kernel``'s loop (one attention head of the full-size model).
+_GEMM_BLOCK_K = 64
+# ``gemm_kernel`` loads each weight tile one step ahead (False: where it is used; the
+# benchmark's baseline).
+GEMM_PREFETCH = True
+# ``tune_step`` tries the row-blocked GEMV from this many batch rows.
+ROW_BLOCK_MIN_BATCH = 4
 
 
 @dataclass(frozen=True)
 class GemvConfig:
-    """Launch shape of one GEMV: rows per program and warps per program."""
+    """Launch shape of one GEMV: weight rows per program, warps per program, and batch
+    rows per program (``block_b``): 1 runs ``gemv_kernel``, which reads the weights once per
+    batch row; 16 or more runs ``gemm_kernel``, once per block of batch rows, on the tensor
+    cores (what wins at a few dozen rows)."""
 
     block_n: int
     num_warps: int = 4
+    block_b: int = 1
 
 
 @dataclass(frozen=True)
@@ -413,6 +514,22 @@ class FusedDecodeStep:
             xa, (xb, ln_w, ln_b, x_out) = x, ln
         else:
             xa, xb, ln_w, ln_b, x_out = x, x, weight, weight, x
+        if config.block_b > 1:
+            block_k = min(_GEMM_BLOCK_K, k)
+            if config.block_b < 16 or config.block_n < 16 or k % block_k:
+                raise KernelUnavailableError(
+                    f"row-blocked GEMV needs 16+ rows and weight rows per program and K a "
+                    f"multiple of {block_k}; got {config} for a {n}x{k} weight"
+                )
+            self.kernels["gemm"][(-(-n // config.block_n), -(-batch // config.block_b))](
+                xa, xb, ln_w, ln_b, weight, bias if bias is not None else weight, out, x_out,
+                batch, n, k, self.cfg.norm_eps,
+                MODE=mode, HAS_BIAS=bias is not None, RELU=relu, BLOCK_B=config.block_b,
+                BLOCK_N=config.block_n, BLOCK_K=block_k, DH=self.cfg.head_dim,
+                SPLITS=self.attention_config.splits, IEEE=weight.dtype == torch.float32,
+                PREFETCH=GEMM_PREFETCH, PDL=self.pdl, num_warps=config.num_warps, launch_pdl=self.pdl,
+            )  # fmt: skip
+            return
         whole = mode != 0 or config.block_n * k <= _TILE_LIMIT
         block_k = triton_next_pow2(k) if whole else max(16, _TILE_LIMIT // config.block_n)
         grid = (-(-n // config.block_n), batch)
@@ -611,14 +728,28 @@ def tune_step(
     warps: tuple[int, ...] = (2, 4, 8),
     splits: tuple[int, ...] = (1, 4, 8, 16),
     block_s: tuple[int, ...] = (32, 64),
+    row_blocks: tuple[int, ...] = (16, 32, 64),
+    row_block_n: tuple[int, ...] = (16, 32, 64),
 ) -> TuneResult:
     """Time each GEMV shape and the attention (+ its combining GEMV) of the fused step at
     ``max_batch`` rows attending over ``slots`` cache slots, on CUDA; return the fastest.
 
-    The model's caches must hold ``max_batch`` rows of more than ``slots`` slots. Every
-    candidate compiles once (Triton caches it on disk), so this takes tens of seconds.
+    From ``ROW_BLOCK_MIN_BATCH`` rows the GEMV candidates also include the row-blocked
+    kernel: ``row_blocks`` batch rows per program (those not above ``max_batch`` rounded up
+    to a power of two) by ``row_block_n`` weight rows. The model's caches must hold
+    ``max_batch`` rows of more than ``slots`` slots. Every candidate compiles once (Triton
+    caches it on disk), so this takes tens of seconds.
     """
     step = FusedDecodeStep(model, max_batch)
+    top = max(16, triton_next_pow2(max_batch))
+    blocked = [
+        (bb, bn)
+        for bb in row_blocks
+        if max_batch >= ROW_BLOCK_MIN_BATCH and bb <= top
+        for bn in row_block_n
+    ]
+    candidates = [GemvConfig(bn, w) for bn in block_n for w in warps]
+    candidates += [GemvConfig(bn, w, bb) for bb, bn in blocked for w in warps]
     dev = step.x0.device
     layer = cast(Block, model.h.layers[0])
     attn = layer.self_attn
@@ -650,29 +781,29 @@ def tune_step(
         ),
     }
     timings: list[tuple[str, str, float]] = []
+    # the fastest launch shape of each GEMV, and of those with one batch row per program
     gemv: dict[tuple[int, int], GemvConfig] = {}
+    per_row: dict[tuple[int, int], GemvConfig] = {}
     for name, (weight, call) in shapes.items():
         shape = (int(weight.shape[0]), int(weight.shape[1]))
-        best: tuple[float, GemvConfig] | None = None
-        for bn in block_n:
-            for w in warps:
-                config = GemvConfig(bn, w)
-                step.gemv_configs[shape] = config
-                t = _graph_time(partial(call, step), dev)
-                timings.append((f"{name} {shape[0]}x{shape[1]}", f"rows {bn}, warps {w}", t))
-                if best is None or t < best[0]:
-                    best = (t, config)
-        assert best is not None
-        gemv[shape] = step.gemv_configs[shape] = best[1]
+        tried = []
+        for config in candidates:
+            step.gemv_configs[shape] = config
+            t = _graph_time(partial(call, step), dev)
+            timings.append((f"{name} {shape[0]}x{shape[1]}", _gemv_label(config), t))
+            tried.append((t, config))
+        gemv[shape] = step.gemv_configs[shape] = min(tried, key=_time)[1]
+        per_row[shape] = min((tc for tc in tried if tc[1].block_b == 1), key=_time)[1]
     out_shape = (int(attn.out_proj.weight.shape[0]), int(attn.out_proj.weight.shape[1]))
-    best_attention: tuple[float, AttentionConfig, GemvConfig] | None = None
+    paired: list[tuple[float, AttentionConfig, GemvConfig]] = []
     for n in splits:
         for bs in block_s:
             for w in warps:
                 candidate = AttentionConfig(n, bs, w)
                 trial = FusedDecodeStep(model, max_batch, gemv=gemv, attention=candidate)
-                for bn in block_n:
-                    combine = GemvConfig(bn, 4)
+                combines = [GemvConfig(bn, 4) for bn in block_n]
+                combines += [GemvConfig(bn, 4, bb) for bb, bn in blocked]
+                for combine in combines:
                     trial.gemv_configs[out_shape] = combine
 
                     def pair(s: FusedDecodeStep = trial) -> None:
@@ -681,35 +812,62 @@ def tune_step(
                                 max_batch, combine=True)  # fmt: skip
 
                     t = _graph_time(pair, dev)
-                    label = f"splits {n}, slots/block {bs}, warps {w}; combine rows {bn}"
+                    label = (
+                        f"splits {n}, slots/block {bs}, warps {w}; combine {_gemv_label(combine)}"
+                    )
                     timings.append((f"attention + out proj @{slots} slots", label, t))
-                    if best_attention is None or t < best_attention[0]:
-                        best_attention = (t, candidate, combine)
-    assert best_attention is not None
-    gemv[out_shape] = best_attention[2]
-    result = TuneResult(gemv, best_attention[1], timings)
-    result.pdl = _tune_pdl(model, max_batch, result, pos)
-    return result
+                    paired.append((t, candidate, combine))
+    _, attention, gemv[out_shape] = min(paired, key=_time)
+    result = TuneResult(gemv, attention, timings)
+    # Each kernel was timed alone; inside the step a kernel with one batch row per program
+    # also overlaps its weight loads with the kernel before (programmatic dependent
+    # launch), so the whole step decides between the row-blocked and the per-row shapes.
+    _, per_row_attention, per_row[out_shape] = min(
+        (tac for tac in paired if tac[2].block_b == 1), key=_time
+    )
+    variants = [result]
+    if gemv != per_row or attention != per_row_attention:
+        variants.append(TuneResult(per_row, per_row_attention, timings))
+    return _pick_whole_step(model, max_batch, variants, pos)
 
 
-def _tune_pdl(model: Text2Semantic, max_batch: int, tuned: TuneResult, pos: Tensor) -> bool:
-    """Time ``tuned``'s whole step with and without programmatic dependent launch (into
-    its timings); True when it captures, replays and is faster here (older drivers
-    refuse it in a graph)."""
+def _time(timed: tuple[float, object] | tuple[float, object, object]) -> float:
+    return timed[0]
+
+
+def _gemv_label(config: GemvConfig) -> str:
+    label = f"rows {config.block_n}, warps {config.num_warps}"
+    return label if config.block_b == 1 else f"{label}, batch rows {config.block_b}"
+
+
+def _pick_whole_step(
+    model: Text2Semantic, max_batch: int, variants: list[TuneResult], pos: Tensor
+) -> TuneResult:
+    """Time each variant's whole step with and without programmatic dependent launch (into
+    the shared timings) and return the fastest, its launch mode set; PDL only where it
+    captures, replays and is faster here (older drivers refuse it in a graph). With two
+    variants (row-blocked GEMVs, per-row ones) each label says which."""
     if pos.device.type != "cuda":
-        return False  # the interpreter has no launch modes
+        return variants[0]  # the interpreter has no launch modes (nor meaningful times)
     tokens = torch.zeros(max_batch, dtype=torch.long, device=pos.device)
-    best: tuple[float, bool] | None = None
-    for pdl in (False, True):
-        step = tuned.step(model, max_batch, pdl=pdl)
-        try:
-            t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
-        except Exception as err:  # any refusal means: launch without it
-            tuned.timings.append(("whole step", "programmatic dependent launch", math.inf))
-            _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
-            break
-        label = "programmatic dependent launch" if pdl else "plain launches"
-        tuned.timings.append(("whole step", label, t))
-        if best is None or t < best[0]:
-            best = (t, pdl)
-    return best is not None and best[1]
+    timings = variants[0].timings
+    best: tuple[float, TuneResult, bool] | None = None
+    for tuned in variants:
+        blocked = any(c.block_b > 1 for c in tuned.gemv.values())
+        kind = "" if len(variants) == 1 else (", row-blocked" if blocked else ", per-row")
+        for pdl in (False, True):
+            step = tuned.step(model, max_batch, pdl=pdl)
+            label = ("programmatic dependent launch" if pdl else "plain launches") + kind
+            try:
+                t = _graph_time(partial(step, tokens, pos), pos.device, launches=8)
+            except Exception as err:  # any refusal means: launch without it
+                timings.append(("whole step", label, math.inf))
+                _LOGGER.info("programmatic dependent launch unavailable here: %s", err)
+                break
+            timings.append(("whole step", label, t))
+            if best is None or t < best[0]:
+                best = (t, tuned, pdl)
+    assert best is not None
+    _, chosen, pdl = best
+    chosen.pdl = pdl
+    return chosen

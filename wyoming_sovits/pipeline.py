@@ -122,8 +122,6 @@ BATCH_DECODE_MAX_TOKENS = 2048
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
 # the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
 BATCH_DECODE_CALL_FRAMES = 512
-# Above this many batch rows the Triton path keeps its sampler but not its GEMV step.
-FUSED_STEP_MAX_ROWS = 32
 # The Triton step's launch shapes are timed attending over this many cache slots (a
 # typical prompt plus half a sentence).
 TUNE_SLOTS = 384
@@ -1093,12 +1091,11 @@ class Pipeline:
 
         cfg = model.config
         try:
-            # measured on the H200: the fused step wins up to 16 rows (1002 vs 1450 us per
-            # step), cuBLAS GEMMs win at 64 (2051 vs 2353 us); the one-launch sampler and
-            # its bookkeeping replace ~50 small kernels at any batch size
-            forward: Callable[..., Tensor] | None = None
-            if self.max_streams <= FUSED_STEP_MAX_ROWS:
-                forward = _fused_step(model, self.max_streams)
+            # measured on the H200 (forward only, fp16): the fused step 290 / 678 / 1105 /
+            # 1300 us at 1 / 16 / 32 / 64 rows, the PyTorch step 1190 / 1284 / 1513 / 1908
+            # (from 32 rows with the row-blocked GEMVs); the one-launch sampler and its
+            # bookkeeping replace ~50 small kernels at any batch size
+            forward = _fused_step(model, self.max_streams)
             sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
                                    self.device, pdl=bool(getattr(forward, "pdl", False)))  # fmt: skip
             _compile_sampler(sampler, self.max_streams, cfg.vocab_size, self.device)
