@@ -17,8 +17,9 @@ Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated s
 "eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton +
 compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), kernels
-"torch", "triton" or "triton-sampler" (the PyTorch step with the Triton sampler), e.g.
-"4:triton,64:torch,64:triton-sampler:sync", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
+"torch", "triton" or "triton-sampler" (the PyTorch step with the Triton sampler), and
+"clients:kernels:5ms" with the interpreter's default GIL switch interval (not the batching
+engine's 0.5 ms), e.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:5ms", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
 client counts whose rows also report the worker's time per kind of work ("4,64").
 """
 
@@ -275,15 +276,17 @@ def measure_concurrent(
     tokens: int = TOKENS,
     profile: bool = False,
     run_ahead: bool = True,
+    switch_interval: float | None = None,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
     ``run_ahead`` False: the batch reads each replay before queueing the next;
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
-    product ran above 32 rows before the row-blocked GEMVs)."""
+    product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
+    interpreter's switch interval while the clients run (None: the engine's)."""
     with in_step_batch(not run_ahead), torch_step(kernels == "triton-sampler"):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
-                            run_ahead)  # fmt: skip
+                            run_ahead, switch_interval)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -312,6 +315,7 @@ def _measure_concurrent(
     tokens: int,
     profile: bool,
     run_ahead: bool,
+    switch_interval: float | None,
 ) -> None:
     settings = _settings(work, device, dtype)
     registry = VoiceRegistry(work / "voices")
@@ -320,6 +324,8 @@ def _measure_concurrent(
     pipeline.max_new_tokens = tokens
     engine = Engine(pipeline, registry, settings)
     engine.start()
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)  # the engine restores its own at close
     try:
         engine.warm_up(["austen"])
         profiler = (
@@ -341,7 +347,8 @@ def _measure_concurrent(
     rate = pipeline.sample_rate
     firsts = [1e3 * f for f, _, _ in timed]
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
-    label = f"{clients} streams batched ({kernels}{'' if run_ahead else ', no run-ahead'})"
+    label = f"{clients} streams batched ({kernels}{'' if run_ahead else ', no run-ahead'}"
+    label += ")" if switch_interval is None else f", GIL switch {1e3 * switch_interval:g} ms)"
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -458,7 +465,8 @@ def main() -> None:
     for clients, kernels, mode in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=clients in profile_for, run_ahead=mode != "sync")  # fmt: skip
+                               profile=clients in profile_for, run_ahead=mode != "sync",
+                               switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

@@ -157,6 +157,31 @@ async def test_phrase_cache_any_and_disabled(registry: VoiceRegistry) -> None:
     assert backend.texts() == ["Same.", "Same."]
 
 
+def test_batching_engine_shortens_the_switch_interval_while_it_runs(
+    registry: VoiceRegistry,
+) -> None:
+    """With several streams the event loop gets the GIL back within half a millisecond of
+    asking (not the interpreter's 5 ms); a one-stream engine leaves it; close restores it."""
+    import sys
+
+    from wyoming_sovits.engine import BATCHING_SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    assert before > BATCHING_SWITCH_INTERVAL_S
+    single = make_engine(registry, FakeBackend())
+    assert sys.getswitchinterval() == before
+    single.close()
+    batching = FakeBackend()
+    batching.max_concurrent = 4  # type: ignore[attr-defined]
+    engine = make_engine(registry, batching)
+    try:
+        assert engine.capacity == 4
+        assert sys.getswitchinterval() == pytest.approx(BATCHING_SWITCH_INTERVAL_S)
+    finally:
+        engine.close()
+    assert sys.getswitchinterval() == before
+
+
 def test_phrase_cache_lru() -> None:
     cache = PhraseCache(2)
     keys = [PhraseKey("v", None, 1.0, f"t{i}", SynthesisConfig(seed=1)) for i in range(3)]

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
@@ -73,6 +74,12 @@ class WarmUpError(EngineError):
 
 
 _END = object()  # end-of-stream marker on a SynthesisStream queue
+# With several streams the worker runs long stretches of Python (a batch's bookkeeping,
+# planning its decodes) between the GPU calls that release the GIL, and the event loop,
+# which reads each request and sends each chunk, waits up to the interpreter's switch
+# interval (5 ms by default) every time it wants the GIL back. A batching engine shortens
+# the interval to this while it runs (restored at close).
+BATCHING_SWITCH_INTERVAL_S = 0.0005
 
 
 class _Job(ABC):
@@ -297,6 +304,7 @@ class Engine:
         self.phrase_cache = PhraseCache(settings.phrase_cache_size)
         self._client_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
+        self._switch_interval: float | None = None  # the interpreter's, while shortened
         self._running: set[_Job] = set()  # jobs the worker has started and not finished
         self._lock = threading.Lock()
         # Sentences stepped at once: a batching backend (``max_concurrent`` > 1) advances
@@ -321,6 +329,9 @@ class Engine:
         """Start the worker thread (idempotent)."""
         if self._thread is not None:
             return
+        if self.capacity > 1 and sys.getswitchinterval() > BATCHING_SWITCH_INTERVAL_S:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(BATCHING_SWITCH_INTERVAL_S)
         self._thread = threading.Thread(target=self._run, name="sovits-engine", daemon=True)
         self._thread.start()
 
@@ -336,6 +347,9 @@ class Engine:
             if self._thread.is_alive():
                 _LOGGER.warning("Synthesis worker did not stop within %.0f s", timeout)
             self._thread = None
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
     def warm_up(self, voice_names: Sequence[str], *, pin: bool = True) -> None:
         """Prepare and pin the prompts of ``voice_names`` and synthesise one phrase each
