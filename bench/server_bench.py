@@ -35,10 +35,11 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,10 +208,10 @@ def in_step_batch(on: bool) -> Iterator[None]:
 
 async def _concurrent(
     engine: Engine, registry: VoiceRegistry, settings: ServerSettings, clients: int
-) -> tuple[list[tuple[float, float, int]], float, float]:
+) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
-    captures the batched graphs it needs): the second round's timings and wall, and the
-    first round's first-audio p95."""
+    captures the batched graphs it needs): the second round's timings and wall, the first
+    round's first-audio p95, and when the second round began (``time.perf_counter``)."""
     async with _serving(engine, registry, settings) as port:
         await _first_and_last(port, False)  # warm-up
         first_round = 0.0
@@ -219,7 +220,82 @@ async def _concurrent(
             timed = await asyncio.gather(*(_first_and_last(port, False) for _ in range(clients)))
             if round_ == 0:
                 first_round = _percentile([1e3 * f for f, _, _ in timed], 0.95)
-        return list(timed), time.perf_counter() - start, first_round
+        return list(timed), time.perf_counter() - start, first_round, start
+
+
+@contextlib.contextmanager
+def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]]:
+    """Events of the profiled concurrent rows as (kind, start, end, count), perf_counter
+    seconds: each request reaching the engine (event loop), admitted by the worker, its
+    text features done, each prefill group (rows), each flush of queued SoVITS decodes
+    (requests) and each stream's first chunk handed to the event loop."""
+    from wyoming_sovits import engine as engine_module
+
+    events: list[tuple[str, float, float, int]] = []
+    patched: list[tuple[object, str, object, bool]] = []
+
+    def wrap(owner: object, name: str, kind: str, count: Callable[..., int] | None) -> None:
+        original = getattr(owner, name)
+        own = not isinstance(owner, type) and name in vars(owner)  # an instance's wrapper
+
+        @functools.wraps(original)
+        def timed(*args: object, **kwargs: object) -> object:
+            n = 1 if count is None else count(*args)  # before the call empties a queue
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                events.append((kind, t0, time.perf_counter(), n))
+
+        patched.append((owner, name, original, own))
+        setattr(owner, name, timed)
+
+    wrap(Engine, "synthesize", "request reaches the engine", None)
+    wrap(Engine, "_begin", "admitted by the worker", None)
+    # on the instance, over ``stage_timers``' wrappers (enter this one after it)
+    wrap(pipeline, "_sentence_features", "text + BERT", None)
+    wrap(pipeline, "_flush_decodes", "decode flush", lambda: len(pipeline._pending_decodes))
+    wrap(ContinuousBatcher, "_prefill_group", "prefill group", lambda _self, group: len(group))
+    deliver = engine_module._SynthJob.deliver
+    seen: set[int] = set()
+
+    def first_chunk(job: Any, item: object) -> None:
+        if isinstance(item, np.ndarray) and id(job) not in seen:
+            seen.add(id(job))
+            now = time.perf_counter()
+            events.append(("first chunk handed over", now, now, 1))
+        deliver(job, item)
+
+    engine_module._SynthJob.deliver = first_chunk  # type: ignore[method-assign,assignment]
+    try:
+        yield events
+    finally:
+        engine_module._SynthJob.deliver = deliver  # type: ignore[method-assign]
+        for owner, name, original, own in reversed(patched):
+            if own or isinstance(owner, type):
+                setattr(owner, name, original)  # the method, or the wrapper beneath
+            else:
+                delattr(owner, name)
+
+
+def report_timeline(label: str, events: list[tuple[str, float, float, int]], start: float,
+                    firsts: list[float]) -> None:  # fmt: skip
+    """Rows for the second round of ``timeline``'s events: per kind, how many and when
+    (ms after the round began: first, median, last); each prefill group and decode flush
+    as start+duration (count); the clients' first audio."""
+    kinds: dict[str, list[tuple[float, float, int]]] = {}
+    for kind, t0, t1, n in events:
+        if t0 >= start:
+            kinds.setdefault(kind, []).append((1e3 * (t0 - start), 1e3 * (t1 - t0), n))
+    for kind, got in kinds.items():
+        at = sorted(t for t, _, _ in got)
+        note = f"first {at[0]:.0f}, median {statistics.median(at):.0f}, last {at[-1]:.0f} ms"
+        if kind in ("prefill group", "decode flush"):
+            note = "; ".join(f"{t:.0f}+{d:.0f} ({n})" for t, d, n in got[:14])
+        row(f"{label}: round 2 {kind}", f"{len(got)}", note)
+    at = sorted(firsts)
+    row(f"{label}: round 2 first audio received", f"{len(at)}",
+        f"first {at[0]:.0f}, median {statistics.median(at):.0f}, last {at[-1]:.0f} ms")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -338,8 +414,10 @@ def _measure_concurrent(
             if profile
             else contextlib.nullcontext()
         )
-        with stage_timers(pipeline) as spent, profiler as prof:
-            timed, wall, first_round = asyncio.run(_concurrent(engine, registry, settings, clients))
+        with stage_timers(pipeline) as spent, profiler as prof, timeline(pipeline) as events:
+            timed, wall, first_round, start = asyncio.run(
+                _concurrent(engine, registry, settings, clients)
+            )
         if prof is not None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     finally:
@@ -358,6 +436,8 @@ def _measure_concurrent(
     for stage, times in spent.items():  # both rounds
         row(f"{label}: worker in {stage}", f"{sum(times):.2f} s",
             f"{len(times)} calls, {1e3 * sum(times) / len(times):.1f} ms each")  # fmt: skip
+    if events:
+        report_timeline(label, events, start, firsts)
 
 
 def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
