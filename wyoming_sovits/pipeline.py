@@ -1091,10 +1091,10 @@ class Pipeline:
 
         cfg = model.config
         try:
-            # measured on the H200 (forward only, fp16): the fused step 290 / 678 / 1105 /
-            # 1300 us at 1 / 16 / 32 / 64 rows, the PyTorch step 1190 / 1284 / 1513 / 1908
-            # (from 32 rows with the row-blocked GEMVs); the one-launch sampler and its
-            # bookkeeping replace ~50 small kernels at any batch size
+            # measured on the H200 (forward only, fp16; bench/README): the fused step 290 / 677 /
+            # 1,418 us at 1 / 16 / 64 rows (at 64 with the row-blocked GEMVs), the PyTorch
+            # step 1,190 / 1,294 / 1,912; the one-launch sampler and its bookkeeping
+            # replace ~50 small kernels at any batch size
             forward = _fused_step(model, self.max_streams)
             sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
                                    self.device, pdl=bool(getattr(forward, "pdl", False)))  # fmt: skip
