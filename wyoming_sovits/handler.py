@@ -407,6 +407,11 @@ class SovitsEventHandler(AsyncEventHandler):
         )
         await self.write_event(chunk.event())
         response.samples += len(payload) // (WIDTH * CHANNELS)
+        # Neither a write the socket buffers nor a chunk already queued gives the event loop
+        # a turn: audio that comes faster than it is sent (a fast GPU, a long text, a cached
+        # phrase) would keep this task running, and other connections (Home Assistant's
+        # describe probe) would wait 0.1 to 0.3 s. One turn per chunk lets them in.
+        await asyncio.sleep(0)
 
     async def _fail(self, response: _Response, err: Exception, *, sentence_open: bool) -> None:
         """Report ``err`` and end the response at once, so the client never waits."""
