@@ -485,6 +485,21 @@ def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None
     LOG["product_step_kernels"] = {k: v for k, v in by_kind.items()}
 
 
+def forward_time(fwd: Callable[..., object], batch: int, kv_len: int = 512) -> float:
+    """Seconds per forward (no sampling) at ``batch`` rows, 32 steps in one graph, every
+    row at slot PHONES + PROMPT."""
+    tok = torch.zeros(batch, dtype=torch.long, device=DEV)
+    pos = torch.full((batch,), PHONES + PROMPT, dtype=torch.long, device=DEV)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad():
+        fwd(tok, pos, kv_len=kv_len)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(g):
+            for _ in range(32):
+                fwd(tok, pos, kv_len=kv_len)
+    return cuda_time(g.replay, reps=5) / 32
+
+
 def bench_fused(model: Text2Semantic, batch: int, tuned: TuneResult | None = None) -> float:
     """Seconds for N_TOK tokens with the Triton step in the graph; also forward-only time."""
     inputs = request(batch)
@@ -497,17 +512,8 @@ def bench_fused(model: Text2Semantic, batch: int, tuned: TuneResult | None = Non
     row(f"GPT fp16 B={batch} fused Triton + graph", f"{batch * N_TOK / t:,.0f} tok/s",
         f"{1e6 * t / N_TOK:.0f} us/step incl prefill+sampling")  # fmt: skip
     # forward alone (no sampling), 32 steps in one graph, same buffers
-    tok = torch.zeros(batch, dtype=torch.long, device=DEV)
-    pos = torch.full((batch,), PHONES + PROMPT, dtype=torch.long, device=DEV)
     for fwd, name in ((fused, "fused"), (model, "unfused")):
-        g = torch.cuda.CUDAGraph()
-        with torch.no_grad():
-            fwd(tok, pos, kv_len=512)
-            torch.cuda.synchronize()
-            with torch.cuda.graph(g):
-                for _ in range(32):
-                    fwd(tok, pos, kv_len=512)
-        tf = cuda_time(g.replay, reps=5) / 32
+        tf = forward_time(fwd, batch)
         row(f"GPT fp16 B={batch} {name} forward only (graph)", f"{1e6 * tf:.0f} us/step",
             "no sampling")  # fmt: skip
     return t
@@ -817,20 +823,6 @@ def windows_only() -> None:
     print_table()
 
 
-def forward_time(fwd: Callable[..., object], batch: int, kv_len: int = 512) -> float:
-    """Seconds per forward (no sampling) at ``batch`` rows, 32 steps in one graph."""
-    tok = torch.zeros(batch, dtype=torch.long, device=DEV)
-    pos = torch.full((batch,), PHONES + PROMPT, dtype=torch.long, device=DEV)
-    g = torch.cuda.CUDAGraph()
-    with torch.no_grad():
-        fwd(tok, pos, kv_len=kv_len)
-        torch.cuda.synchronize()
-        with torch.cuda.graph(g):
-            for _ in range(32):
-                fwd(tok, pos, kv_len=kv_len)
-    return cuda_time(g.replay, reps=5) / 32
-
-
 @torch.no_grad()
 def batch_only() -> None:
     """``python3 bench/gpu_bench.py batch``: the GPT step at 16 and 64 rows, tuned as the
@@ -866,7 +858,7 @@ def batch_only() -> None:
                 row(f"tuned B={batch}: {kernel}, {'row-blocked' if blocked else 'per-row'}",
                     f"{1e6 * t:.2f} us", label)  # fmt: skip
         gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
-        times = {"torch": forward_time(gpt, batch), "Triton, tuned": 0.0}
+        times = {"torch": forward_time(gpt, batch)}
         times["Triton, tuned"] = forward_time(tuned.step(gpt, batch), batch)
         kernels.GEMM_PREFETCH = False
         times["Triton, tuned, no tile ahead"] = forward_time(tuned.step(gpt, batch), batch)

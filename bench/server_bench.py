@@ -225,8 +225,8 @@ async def _concurrent(
 
 @contextlib.contextmanager
 def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]]:
-    """Events of the profiled concurrent rows as (kind, start, end, count), perf_counter
-    seconds: each request reaching the engine (event loop), admitted by the worker, its
+    """Events of a concurrent row as (kind, start, end, count), perf_counter seconds:
+    each request reaching the engine (event loop), admitted by the worker, its
     text features done, each prefill group (rows), each flush of queued SoVITS decodes
     (requests) and each stream's first chunk handed to the event loop."""
     from wyoming_sovits import engine as engine_module
