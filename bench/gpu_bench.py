@@ -329,12 +329,12 @@ def bench_decode(
     b = ContinuousBatcher(model, 1, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
                           steps_per_sync=4, forward=forward, sampler=sampler)  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
-    packed = pack_inputs(request(1), cfg)
+    (item,) = request(1)
     best_step, best_open = math.inf, math.inf
     for _ in range(3):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        stream = b.open(packed, SamplingParams(), N_TOK)
+        stream = b.open(item, SamplingParams(), N_TOK)
         torch.cuda.synchronize()
         t1 = time.perf_counter()
         replays = N_TOK // 4 - 2
@@ -462,7 +462,7 @@ def profile_product_step(model: Text2Semantic, tuned: TuneResult | None) -> None
     b = ContinuousBatcher(model, 1, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK,
                           steps_per_sync=1, use_graphs=False, forward=fused_step(model, 1, tuned),
                           sampler=FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, 1, DEV))  # fmt: skip
-    stream = b.open(pack_inputs(request(1), cfg), SamplingParams(), N_TOK)
+    stream = b.open(request(1)[0], SamplingParams(), N_TOK)
     for _ in range(3):
         b.advance()
     torch.cuda.synchronize()
@@ -541,10 +541,7 @@ def bench_batcher(
     b.capture(PHONES + PROMPT + N_TOK + 8)
 
     def run() -> None:
-        streams = [
-            b.open(pack_inputs([item], model.config), SamplingParams(), N_TOK)
-            for item in request(batch)
-        ]
+        streams = [b.open(item, SamplingParams(), N_TOK) for item in request(batch)]
         for _ in range(N_TOK // 4):
             b.advance()
         for stream in streams:

@@ -16,19 +16,28 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
 "eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton +
 compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
-"clients:kernels" or "clients:kernels:sync" (without the batch's run-ahead), kernels
-"torch", "triton" or "triton-sampler" (the PyTorch step with the Triton sampler), and
-"clients:kernels:5ms" with the interpreter's default GIL switch interval (not the batching
-engine's 0.5 ms), e.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:5ms", or "none"; ``BENCH_PROFILE`` "1" (the 4-client row) or the
-client counts whose rows also report the worker's time per kind of work ("4,64").
+"clients:kernels" or "clients:kernels:mode", or "none"; kernels "torch", "triton" or
+"triton-sampler" (the PyTorch step with the Triton sampler). Each client says its own
+sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "5ms" (the
+interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
+(every client the same sentence: the text frontend's cache serves all but the first),
+"chunk4096" (audio-chunks of 4096 samples, not 1024), "py" (also print the second round's
+Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
+E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
+4-client row) or the client counts whose rows also report the worker's time per kind of
+work ("4,64").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
+import dataclasses
 import functools
+import io
 import os
+import pstats
 import shutil
 import statistics
 import sys
@@ -80,6 +89,23 @@ def new_sentences(count: int) -> list[str]:
     """``count`` sentences of different lengths (new prompt shapes for the GPT each run)."""
     words = TEXT.rstrip(".").replace(",", "").split()
     return [" ".join((words * 3)[: 5 + i]) + "." for i in range(count)]
+
+
+def distinct_sentences(count: int) -> list[str]:
+    """``count`` different sentences about as long as ``TEXT`` (its words rotated, another
+    time of day at the end), none of them ``TEXT``: the text frontend's cache never hits."""
+    words = TEXT.rstrip(".").replace(",", "").split()[:-1]  # without "tonight"
+    times = ["tonight", "today", "at six", "at seven", "this evening", "by noon", "soon",
+             "at eight", "after lunch", "this morning", "at nine", "at five"]  # fmt: skip
+    rotations = [words[k:] + words[:k] for k in range(len(words))]
+    out = [  # two fragments, as TEXT: the cut at its comma
+        (" ".join(w[:4]) + ", " + " ".join([*w[4:], when])).capitalize() + "."
+        for when in times
+        for w in rotations
+    ][1:]
+    if count > len(out):
+        raise ValueError(f"at most {len(out)} distinct sentences")
+    return out[:count]
 
 
 async def _first_and_last(
@@ -207,20 +233,44 @@ def in_step_batch(on: bool) -> Iterator[None]:
 
 
 async def _concurrent(
-    engine: Engine, registry: VoiceRegistry, settings: ServerSettings, clients: int
+    engine: Engine,
+    registry: VoiceRegistry,
+    settings: ServerSettings,
+    clients: int,
+    python_profile: cProfile.Profile | None = None,
+    same_text: bool = False,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
     captures the batched graphs it needs): the second round's timings and wall, the first
-    round's first-audio p95, and when the second round began (``time.perf_counter``)."""
+    round's first-audio p95, and when the second round began (``time.perf_counter``).
+    Each client says its own sentence, new in each round, unless ``same_text`` (then all
+    say ``TEXT``, and its phones come from the cache). ``python_profile`` runs during the
+    second round (every thread's Python, on 3.12+)."""
+    texts = [TEXT] * 2 * clients if same_text else distinct_sentences(2 * clients)
     async with _serving(engine, registry, settings) as port:
         await _first_and_last(port, False)  # warm-up
         first_round = 0.0
         for round_ in range(2):
+            if round_ == 1 and python_profile is not None:
+                python_profile.enable()
             start = time.perf_counter()
-            timed = await asyncio.gather(*(_first_and_last(port, False) for _ in range(clients)))
+            said = texts[round_ * clients : (round_ + 1) * clients]
+            timed = await asyncio.gather(*(_first_and_last(port, False, t) for t in said))
             if round_ == 0:
                 first_round = _percentile([1e3 * f for f, _, _ in timed], 0.95)
-        return list(timed), time.perf_counter() - start, first_round, start
+        wall = time.perf_counter() - start
+        if python_profile is not None:
+            python_profile.disable()
+        return list(timed), wall, first_round, start
+
+
+def report_python_profile(python_profile: cProfile.Profile, top: int = 45) -> None:
+    """The profiled round's functions by own time, then the package's by time inside."""
+    for order, restrict in (("tottime", ""), ("cumulative", "wyoming_sovits/")):
+        text = io.StringIO()
+        stats = pstats.Stats(python_profile, stream=text).sort_stats(order)
+        stats.print_stats(restrict, top)  # a regular expression over the file and name
+        print(text.getvalue(), flush=True)
 
 
 @contextlib.contextmanager
@@ -351,18 +401,23 @@ def measure_concurrent(
     kernels: str = "torch",
     tokens: int = TOKENS,
     profile: bool = False,
+    python_profile: bool = False,
     run_ahead: bool = True,
     switch_interval: float | None = None,
+    samples_per_chunk: int | None = None,
+    same_text: bool = False,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
     ``run_ahead`` False: the batch reads each replay before queueing the next;
+    ``python_profile``: print the second round's Python profile (cProfile, all threads);
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's)."""
     with in_step_batch(not run_ahead), torch_step(kernels == "triton-sampler"):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
-                            run_ahead, switch_interval)  # fmt: skip
+                            python_profile, run_ahead, switch_interval, samples_per_chunk,
+                            same_text)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -390,10 +445,15 @@ def _measure_concurrent(
     kernels: str,
     tokens: int,
     profile: bool,
+    python_profile: bool,
     run_ahead: bool,
     switch_interval: float | None,
+    samples_per_chunk: int | None,
+    same_text: bool,
 ) -> None:
     settings = _settings(work, device, dtype)
+    if samples_per_chunk is not None:  # fewer, larger audio-chunk events
+        settings = dataclasses.replace(settings, samples_per_chunk=samples_per_chunk)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
                              gpt_kernels=kernels.removesuffix("-sampler"), max_streams=clients)  # fmt: skip
@@ -414,10 +474,13 @@ def _measure_concurrent(
             if profile
             else contextlib.nullcontext()
         )
+        py_prof = cProfile.Profile() if python_profile else None
         with stage_timers(pipeline) as spent, profiler as prof, timeline(pipeline) as events:
             timed, wall, first_round, start = asyncio.run(
-                _concurrent(engine, registry, settings, clients)
+                _concurrent(engine, registry, settings, clients, py_prof, same_text)
             )
+        if py_prof is not None:
+            report_python_profile(py_prof)
         if prof is not None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
     finally:
@@ -427,6 +490,9 @@ def _measure_concurrent(
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
     label = f"{clients} streams batched ({kernels}{'' if run_ahead else ', no run-ahead'}"
     label += ")" if switch_interval is None else f", GIL switch {1e3 * switch_interval:g} ms)"
+    label += " [Python profiled]" if python_profile else ""
+    label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
+    label += " [one text for all]" if same_text else ""
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -545,7 +611,10 @@ def main() -> None:
     for clients, kernels, mode in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=clients in profile_for, run_ahead=mode != "sync",
+                               profile=clients in profile_for, python_profile=mode == "py",
+                               run_ahead=mode != "sync",
+                               samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
+                               same_text=mode == "same",
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()

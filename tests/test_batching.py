@@ -57,7 +57,7 @@ RUN_AHEAD = pytest.mark.parametrize("run_ahead", [False, True], ids=["in step", 
 
 
 def opened(b: ContinuousBatcher, item: T2SInput, cap: int) -> Iterator[torch.Tensor]:
-    return drain(b.open(pack_inputs([item], TINY), GREEDY_PARAMS, cap))
+    return drain(b.open(item, GREEDY_PARAMS, cap))
 
 
 @RUN_AHEAD
@@ -90,10 +90,10 @@ def test_staggered_rows_match_single_runs(run_ahead: bool) -> None:
 def test_full_batch_and_early_close(run_ahead: bool) -> None:
     model = tiny_model(2)
     b = batcher(model, rows=2, run_ahead=run_ahead)
-    first = b.open(pack_inputs([request(6, 5, seed=1)], TINY), GREEDY_PARAMS, 30)
-    b.open(pack_inputs([request(4, 3, seed=2)], TINY), GREEDY_PARAMS, 30)
+    first = b.open(request(6, 5, seed=1), GREEDY_PARAMS, 30)
+    b.open(request(4, 3, seed=2), GREEDY_PARAMS, 30)
     with pytest.raises(BatchFullError, match="2 rows"):
-        b.open(pack_inputs([request(4, 3, seed=3)], TINY), GREEDY_PARAMS, 30)
+        b.open(request(4, 3, seed=3), GREEDY_PARAMS, 30)
     next(first)
     # run ahead, the next replay is queued for both rows before the first is read
     assert (b._pending is not None) is run_ahead
@@ -115,7 +115,7 @@ def test_one_row_prefill_padded_to_its_bucket(run_ahead: bool) -> None:
                           run_ahead=run_ahead, prefill_bucket=16)  # fmt: skip
     for lx, ly, cap, slots in ((5, 4, 20, 16), (9, 12, 12, 32), (30, 20, 12, 50)):
         item = request(lx, ly, seed=lx)
-        stream = b.open(pack_inputs([item], TINY), GREEDY_PARAMS, cap)
+        stream = b.open(item, GREEDY_PARAMS, cap)
         assert b._pos[0] == slots  # 16, 32: padded; 50 + 12 > 64 - 2: its own length
         got = [t for chunk in drain(stream) for t in chunk.tolist()]
         assert got == alone(model, item, cap)
@@ -149,9 +149,9 @@ def test_prefill_graphs_pad_to_the_bucket_and_check_their_input() -> None:
 def test_requests_beyond_the_rows_are_refused() -> None:
     b = batcher(tiny_model(3))
     with pytest.raises(Exception, match="slots"):
-        b.open(pack_inputs([request(100, 20, seed=1)], TINY), GREEDY_PARAMS, 40)
+        b.open(request(100, 20, seed=1), GREEDY_PARAMS, 40)
     with pytest.raises(Exception, match="top_k"):
-        b.open(pack_inputs([request(5, 5, seed=1)], TINY), SamplingParams(top_k=500), 10)
+        b.open(request(5, 5, seed=1), SamplingParams(top_k=500), 10)
 
 
 # -- the pipeline and the engine --------------------------------------------------------
@@ -250,6 +250,46 @@ async def test_engine_steps_sentences_round_robin(tmp_path: Path) -> None:
     assert sizes == [300, 300, 300]
     # all three started before any finished: their chunks alternate
     assert backend.log.index("c0") < backend.log.index("a2")
+
+
+class _Gated(_Interleaving):
+    """``a`` waits inside its second chunk until the test has queued ``b`` and ``c``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def synthesize(self, text: str, prompt: object, cfg: SynthesisConfig) -> Iterator[np.ndarray]:
+        for i in range(3):
+            if text == "a" and i == 1:
+                assert self.gate.wait(10)
+            self.log.append(f"{text}{i}")
+            yield np.full(100, 0.1, dtype=np.float32)
+
+
+async def test_engine_gives_new_sentences_their_first_turn_first(tmp_path: Path) -> None:
+    """Sentences admitted together start before the running one continues, so a batching
+    backend opens all their rows before its next step."""
+    from fake_backend import write_voice
+
+    write_voice(tmp_path, "austen")
+    backend = _Gated()
+    engine = Engine(backend, VoiceRegistry(tmp_path), ServerSettings(voices_dir=tmp_path))
+    engine.start()
+    try:
+        first = asyncio.ensure_future(_collect(engine, "a", 0))
+        for _ in range(500):
+            if backend.log:
+                break
+            await asyncio.sleep(0.01)
+        others = [asyncio.ensure_future(_collect(engine, t, c)) for c, t in ((1, "b"), (2, "c"))]
+        await asyncio.sleep(0.05)  # both queued while "a" waits in its second chunk
+        backend.gate.set()
+        sizes = await asyncio.gather(first, *others)
+    finally:
+        engine.close()
+    assert sizes == [300, 300, 300]
+    assert backend.log[:5] == ["a0", "a1", "b0", "c0", "a2"]
 
 
 async def test_engine_with_batched_pipeline(
@@ -431,8 +471,8 @@ def test_rows_opened_together_prefill_together(
         return real(packed, row=row, rows=rows)  # type: ignore[arg-type]
 
     monkeypatch.setattr(model, "prefill", counting)
-    b.open(pack_inputs([items[0]], TINY), GREEDY_PARAMS, 16).close()  # row 0 taken, given back
-    streams = [b.open(pack_inputs([i], TINY), GREEDY_PARAMS, 16) for i in items]
+    b.open(items[0], GREEDY_PARAMS, 16).close()  # row 0 taken, given back
+    streams = [b.open(i, GREEDY_PARAMS, 16) for i in items]
     assert calls == [] and [len(next(s)) for s in streams] == [0, 0, 0]
     got = [[t for chunk in s for t in chunk.tolist()] for s in streams]
     assert calls == [3]

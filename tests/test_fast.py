@@ -137,7 +137,7 @@ def test_prefill_graphs_replay_the_eager_prefill_on_gpu() -> None:
         assert len(graphs.captured) == 1
     batch = ContinuousBatcher(model, 1, 512, max_new_tokens=128)
     assert batch._prefills is not None and batch._prefills.use_graphs
-    stream = batch.open(pack_inputs([item], model.config), SamplingParams(top_k=1), 81)
+    stream = batch.open(item, SamplingParams(top_k=1), 81)
     tokens = [t for chunk in drain(stream) for t in chunk.tolist()]
     assert batch._prefills.captured and batch._prefills.failed is None
     assert tokens == golden["tokens"][0][30:].tolist()

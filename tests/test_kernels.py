@@ -435,16 +435,14 @@ def test_batcher_with_fused_step_and_sampler_greedy() -> None:
     # the step writes its logits where the sampler reads them: no copy per step
     assert batch.state.logits.data_ptr() == step.logits.data_ptr()
     greedy = SamplingParams(top_k=1)
-    first = drain(batch.open(pack_inputs([items[0]], TINY), greedy, 20, seed=1))
+    first = drain(batch.open(items[0], greedy, 20, seed=1))
     got0 = next(first).tolist()  # row 0 runs ahead
-    second = drain(batch.open(pack_inputs([items[1]], TINY), greedy, 20, seed=2))
+    second = drain(batch.open(items[1], greedy, 20, seed=2))
     got1: list[int] = []
     for chunk in second:
         got1 += chunk.tolist()
         more = next(first, None)
         got0 += more.tolist() if more is not None else []
     got0 += [t for chunk in first for t in chunk.tolist()]
-    third = [
-        t for c in drain(batch.open(pack_inputs([items[2]], TINY), greedy, 20)) for t in c.tolist()
-    ]
+    third = [t for c in drain(batch.open(items[2], greedy, 20)) for t in c.tolist()]
     assert [got0, got1, third] == want

@@ -21,6 +21,7 @@ import torch
 from scratch import scratch
 from tiny_frontends import make_tiny_models_dir
 
+import wyoming_sovits.pipeline as pipeline_module
 from wyoming_sovits.__main__ import main
 from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS, ModelsNotFoundError, Pipeline
 from wyoming_sovits.prompt import PromptStore, ReferenceAudioError
@@ -235,3 +236,28 @@ def test_speak_cli_writes_wav(
     assert main([*common[:2], "nobody", *common[3:], "--out", str(out)]) == 1
     with io.BytesIO(out.read_bytes()) as f:
         assert sf.info(f).samplerate == 32000
+
+
+def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sentence said again reuses its phones and BERT features; the cache is bounded and
+    keeps the most recently used; an unspeakable sentence is still skipped each time."""
+    calls: list[str] = []
+    real = pipeline_module.text_features
+
+    def counting(text: str, *args: object) -> object:
+        calls.append(text)
+        return real(text, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "text_features", counting)
+    monkeypatch.setattr(pipeline_module, "TEXT_CACHE_SENTENCES", 2)
+    pipeline._text_cache.clear()
+    first = pipeline._sentence_features("The kettle is on.", "en")
+    again = pipeline._sentence_features("The kettle is on.", "en")
+    assert first is not None and again is first and calls == ["The kettle is on."]
+    assert pipeline._sentence_features("The kettle is on.", "zh") is not first  # its own mode
+    pipeline._sentence_features("The kettle is on.", "en")  # most recent again
+    pipeline._sentence_features("Dinner is ready.", "en")  # evicts the "zh" entry
+    assert list(pipeline._text_cache) == [("The kettle is on.", "en"), ("Dinner is ready.", "en")]
+    assert pipeline._sentence_features("...", "en") is None
+    assert pipeline._sentence_features("...", "en") is None
+    assert calls.count("...") == 2

@@ -371,3 +371,31 @@ def test_handler_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_piece_of_audio_goes_out_in_one_write(
+    voices_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunks of one piece the engine hands over are framed together and written once
+    (a socket write and a drain per chunk made the event loop the batch's bottleneck)."""
+    writes: list[int] = []  # audio-chunk headers per server-side write
+    original = asyncio.StreamWriter.write
+
+    def counting(self: asyncio.StreamWriter, data: bytes) -> None:
+        if b'"audio-chunk"' in data:
+            writes.append(data.count(b'"audio-chunk"'))
+        original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "write", counting)
+    backend = FakeBackend(chunk_samples=2000)
+    async with (
+        running_server(voices_dir, backend, samples_per_chunk=100) as server,
+        server.client() as client,
+    ):
+        await client.write_event(Synthesize(text="Hello there, how are you?").event())
+        events = await read_until(client, "audio-stop")
+    chunks = [e for e in events if e.type == "audio-chunk"]
+    assert chunk_samples(events) == produced_samples(server)
+    assert all(len(AudioChunk.from_event(e).audio) == 200 for e in chunks[:-1])
+    pieces = -(-produced_samples(server) // 2000)
+    assert sum(writes) == len(chunks) and len(writes) <= pieces + 1 < len(chunks)

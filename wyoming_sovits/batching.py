@@ -38,12 +38,10 @@ from .generate import (
     next_token,
 )
 from .models.t2s import (
-    AUDIO,
-    PackedPrompt,
     T2SInput,
     T2SInputError,
     Text2Semantic,
-    merge_packed,
+    check_input,
     pack_inputs,
 )
 
@@ -91,6 +89,17 @@ class _BatchState:
             penalty=torch.ones(batch, 1, device=device),
             report=z(batch, steps + 1),
         )
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """A row opened and not yet prefilled: its request and what its state will hold."""
+
+    item: T2SInput
+    params: SamplingParams
+    max_new: int
+    seed: int
+    length: int  # prompt slots: phones + prompt tokens
 
 
 @dataclass
@@ -205,7 +214,7 @@ class ContinuousBatcher:
         self._eos_col[0, self.cfg.eos] = True
         self._free = list(range(max_batch))
         self.defer_prefill = defer_prefill
-        self._waiting: dict[int, tuple[PackedPrompt, int]] = {}  # row -> (prompt, max_new)
+        self._waiting: dict[int, _Admission] = {}  # opened rows the next step prefills
         self._streams: dict[int, RowStream] = {}
         self._pos = [0] * max_batch  # host copy of each live row's next slot
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
@@ -225,19 +234,21 @@ class ContinuousBatcher:
 
     @torch.no_grad()
     def open(
-        self, packed: PackedPrompt, params: SamplingParams, max_new: int, seed: int | None = None
+        self, item: T2SInput, params: SamplingParams, max_new: int, seed: int | None = None
     ) -> RowStream:
-        """Prefill one request (batch 1) into a free row; its tokens come from the stream.
+        """Admit one request into a free row; its tokens come from the stream.
 
-        ``seed`` keys the row's draws when the sampler is the fused one (a fixed seed then
-        gives the same tokens whatever rows decode beside it); None: a fresh seed.
+        Only the host takes note here: the row's prompt and state reach the device with the
+        other rows opened before the next step, in one batched prefill (at once unless
+        ``defer_prefill``). ``seed`` keys the row's draws when the sampler is the fused one
+        (a fixed seed then gives the same tokens whatever rows decode beside it); None: a
+        fresh seed.
         """
-        if packed.batch_size != 1:
-            raise FastPathError("open() admits one request at a time")
+        check_input(0, item, self.cfg)
         if not self._free:
             raise BatchFullError(f"all {self.max_batch} rows are decoding")
-        length = packed.length
-        prompt_tokens = int((packed.kind == AUDIO).sum())
+        prompt_tokens = item.prompt_len
+        length = int(item.phone_ids.shape[0]) + prompt_tokens
         if not 1 <= max_new <= self.max_new_tokens or length + max_new > self.max_seq:
             raise FastPathError(
                 f"a row holds {self.max_seq} slots and {self.max_new_tokens} new tokens; "
@@ -248,24 +259,10 @@ class ContinuousBatcher:
         if params.top_k > TOP_K_CAP:
             raise SamplingError(f"the batched path serves top_k <= {TOP_K_CAP}")
         row = self._free.pop(0)
-        packed = packed.to(self.device)
-        rows = RowParams.of([params], self.cfg.vocab_size, self.device)
-        s = self.state
-        s.top_k[row] = rows.top_k[0]
-        s.top_p[row] = rows.top_p[0]
-        s.temperature[row] = rows.temperature[0]
-        s.penalty[row] = rows.penalty[0]
-        s.seen[row] = False
-        s.seen[row, packed.audio_ids[0][packed.kind[0] == AUDIO]] = True
-        s.active[row] = True
-        s.step[row] = 0
-        s.limit[row] = max_new
-        seeds = getattr(self._sampler, "seed", None)
-        if seeds is not None:
-            seeds[row] = seed if seed is not None else secrets.randbits(62)
+        seed = seed if seed is not None else secrets.randbits(62)
         stream = RowStream(self, row, params.top_p < 1.0)
         self._streams[row] = stream
-        self._waiting[row] = (packed, max_new)
+        self._waiting[row] = _Admission(item, params, max_new, seed, length)
         if not self.defer_prefill:
             self._prefill_waiting()
         return stream
@@ -275,22 +272,22 @@ class ContinuousBatcher:
         prompt still leaves every member its slots for new tokens."""
         if not self._waiting:
             return
-        waiting = sorted(self._waiting.items(), key=lambda item: item[1][0].length)
+        waiting = sorted(self._waiting.items(), key=lambda entry: entry[1].length)
         self._waiting = {}
-        group: list[tuple[int, tuple[PackedPrompt, int]]] = []
+        group: list[tuple[int, _Admission]] = []
         for entry in waiting:
-            longest = entry[1][0].length
-            if group and any(longest + max_new > self.max_seq for _, (_, max_new) in group):
+            longest = entry[1].length
+            if group and any(longest + a.max_new > self.max_seq for _, a in group):
                 self._prefill_group(group)
                 group = []
             group.append(entry)
         self._prefill_group(group)
 
-    def _prefill_group(self, group: list[tuple[int, tuple[PackedPrompt, int]]]) -> None:
+    def _prefill_group(self, group: list[tuple[int, _Admission]]) -> None:
         rows = [row for row, _ in group]
-        packed = merge_packed([p for _, (p, _) in group])
+        packed = pack_inputs([a.item for _, a in group], self.cfg, self.device)
         length = packed.length
-        graphs, longest = self._prefills, max(max_new for _, (_, max_new) in group)
+        graphs, longest = self._prefills, max(a.max_new for _, a in group)
         if graphs is not None and rows == [0] and graphs.padded(length) + longest <= self.max_seq:
             logits, length = graphs(packed)  # left-padded to its bucket: more slots
         else:
@@ -299,11 +296,35 @@ class ContinuousBatcher:
                     logits = self.model.prefill(packed, row=rows[0])
                 else:
                     logits = self.model.prefill(packed, rows=rows)
-        s = self.state
-        for i, (row, (_, max_new)) in enumerate(group):
-            s.logits[row] = logits[i].float()
-            s.input_pos[row] = length
-            s.last_slot[row] = length + max_new - 1
+        self._admit(group, logits, length)
+
+    def _admit(self, group: list[tuple[int, _Admission]], logits: Tensor, length: int) -> None:
+        """The prefilled rows' state, written for the whole group at once: sampling
+        parameters, the prompt's tokens as seen, counters, slots and first logits."""
+        s, dev = self.state, self.device
+        rows = [row for row, _ in group]
+        index = torch.tensor(rows, dtype=torch.long).to(dev)
+        params = RowParams.of([a.params for _, a in group], self.cfg.vocab_size, dev)
+        s.top_k[index] = params.top_k
+        s.top_p[index] = params.top_p
+        s.temperature[index] = params.temperature
+        s.penalty[index] = params.penalty
+        s.seen[index] = False
+        prompts = [(row, a.item.prompt_tokens) for row, a in group if a.item.prompt_len]
+        if prompts:  # (row, token) pairs, built on the host: no device-side masking
+            which = torch.cat([torch.full((len(t),), row) for row, t in prompts if t is not None])
+            tokens = torch.cat([t.long().cpu() for _, t in prompts if t is not None])
+            s.seen[which.to(dev), tokens.to(dev)] = True
+        s.active[index] = True
+        s.step[index] = 0
+        s.limit[index] = torch.tensor([a.max_new for _, a in group]).to(dev)
+        s.logits[index] = logits.float()
+        s.input_pos[index] = length
+        s.last_slot[index] = torch.tensor([length + a.max_new - 1 for _, a in group]).to(dev)
+        seeds = getattr(self._sampler, "seed", None)
+        if seeds is not None:
+            seeds[index] = torch.tensor([a.seed for _, a in group]).to(dev)
+        for row in rows:
             self._pos[row] = length
 
     def _release(self, row: int) -> None:

@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
@@ -85,6 +85,22 @@ class _PcmChunker:
     def flush(self) -> list[bytes]:
         rest, self._pending = self._pending, b""
         return [rest] if rest else []
+
+
+class _Frames:
+    """Collects what ``wyoming.event.async_write_event`` writes (a stream writer's part)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def writelines(self, data: Iterable[bytes]) -> None:
+        self.parts.extend(data)
+
+    async def drain(self) -> None:
+        return None
 
 
 # -- per-connection response state -------------------------------------------------------
@@ -378,16 +394,18 @@ class SovitsEventHandler(AsyncEventHandler):
         started = False
         try:
             async for audio in stream:
-                for payload in chunker.add(audio):
+                payloads = chunker.add(audio)
+                if payloads:
                     if response.streaming and not started:
                         await self._write_audio_start(response)
                     started = True
-                    await self._write_chunk(response, payload)
-            for payload in chunker.flush():
+                    await self._write_chunks(response, payloads)
+            payloads = chunker.flush()
+            if payloads:
                 if response.streaming and not started:
                     await self._write_audio_start(response)
                 started = True
-                await self._write_chunk(response, payload)
+                await self._write_chunks(response, payloads)
         except (ConnectionError, OSError):
             raise
         except Exception as err:  # the handler is where failures become error events
@@ -397,20 +415,30 @@ class SovitsEventHandler(AsyncEventHandler):
         if response.streaming and started:
             await self.write_event(AudioStop(timestamp=self._ms(response)).event())
 
-    async def _write_chunk(self, response: _Response, payload: bytes) -> None:
-        chunk = AudioChunk(
-            rate=self._rate,
-            width=WIDTH,
-            channels=CHANNELS,
-            audio=payload,
-            timestamp=self._ms(response),
-        )
-        await self.write_event(chunk.event())
-        response.samples += len(payload) // (WIDTH * CHANNELS)
+    async def _write_chunks(self, response: _Response, payloads: list[bytes]) -> None:
+        """``audio-chunk`` events, one per payload, framed by wyoming and sent in one write.
+
+        A piece of audio is many chunks (a 0.3 s piece is ten of 1024 samples); writing
+        each on its own cost three socket writes and a drain, and with 64 streams the event
+        loop's share of the GIL slowed the worker (H200, 64 streams: the batch step 11.4 ms
+        with 1024-sample chunks, 8.9 ms with 8192; bench/README run 6)."""
+        frames = _Frames()
+        for payload in payloads:
+            chunk = AudioChunk(
+                rate=self._rate,
+                width=WIDTH,
+                channels=CHANNELS,
+                audio=payload,
+                timestamp=self._ms(response),
+            )
+            await async_write_event(chunk.event(), frames)  # type: ignore[arg-type]
+            response.samples += len(payload) // (WIDTH * CHANNELS)
+        self.writer.write(b"".join(frames.parts))
+        await self.writer.drain()
         # Neither a write the socket buffers nor a chunk already queued gives the event loop
         # a turn: audio that comes faster than it is sent (a fast GPU, a long text, a cached
         # phrase) would keep this task running, and other connections (Home Assistant's
-        # describe probe) would wait 0.1 to 0.3 s. One turn per chunk lets them in.
+        # describe probe) would wait 0.1 to 0.3 s. One turn per piece lets them in.
         await asyncio.sleep(0)
 
     async def _fail(self, response: _Response, err: Exception, *, sentence_open: bool) -> None:

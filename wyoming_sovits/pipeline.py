@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,10 @@ WARM_UP_PHONES = 128
 WARM_UP_BATCH_DECODES = 3
 WARM_UP_BATCH_PHONES = 64
 NOISE_BLOCK_FRAMES = 64
+# Sentences whose phones and BERT features are kept (the same announcement to four rooms,
+# "OK", "Done"): a 15-word English sentence costs ~1 ms of the worker's time, and a burst
+# of requests waits for every one of them before its batched prefill.
+TEXT_CACHE_SENTENCES = 256
 _NOISE_SALT = 0x6E6F697365  # noise seed = seed ^ salt: a stream apart from sampling's
 DEFAULTS = SynthesisConfig(
     top_k=15,
@@ -493,6 +498,7 @@ class Pipeline:
         self.hubert = HubertEncoder.load(paths.hubert, self.device, self.dtype)
         self.bert = BertFeatures.load(paths.bert, self.device, self.dtype)
         self.store = PromptStore(cache_dir)
+        self._text_cache: OrderedDict[tuple[str, str], TextFeatures] = OrderedDict()
 
     @classmethod
     def load(
@@ -897,12 +903,23 @@ class Pipeline:
         return self._decode(prompt, all_tokens, feats, cfg, noise, from_frame)[2]
 
     def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
-        """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable."""
+        """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable.
+        The last ``TEXT_CACHE_SENTENCES`` sentences' features are kept (they depend on the
+        text, the language mode and the BERT model alone)."""
+        key = (sentence, language)
+        feats = self._text_cache.get(key)
+        if feats is not None:
+            self._text_cache.move_to_end(key)
+            return feats
         try:
-            return text_features(sentence, language, self.bert, self.gpt.config.bert_dim)
+            feats = text_features(sentence, language, self.bert, self.gpt.config.bert_dim)
         except TextFrontendError as err:
             _LOGGER.warning("Skipping %r: %s", sentence, err)
             return None
+        self._text_cache[key] = feats
+        if len(self._text_cache) > TEXT_CACHE_SENTENCES:
+            self._text_cache.popitem(last=False)
+        return feats
 
     def _plan(self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig) -> _GptPlan:
         """What one sentence's GPT run needs, and which decoder serves it."""
@@ -951,7 +968,7 @@ class Pipeline:
         """The sentence's new tokens as they come, ``STREAM_CHUNK_TOKENS`` at a time."""
         plan = plan or self._plan(prompt, feats, cfg)
         if plan.batcher is not None:
-            return drain(plan.batcher.open(plan.packed(), plan.params, plan.cap, cfg.seed))
+            return drain(plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed))
         if plan.runner is not None:
             return plan.runner.stream_tokens(plan.packed(), plan.params, plan.cap)
         item = plan.item

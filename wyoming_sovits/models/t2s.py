@@ -170,8 +170,9 @@ class PackedPrompt:
         )
 
 
-def _check_input(i: int, item: T2SInput, config: T2SConfig) -> None:
-    """Reject what would otherwise fail deep inside an embedding or a matmul."""
+def check_input(i: int, item: T2SInput, config: T2SConfig) -> None:
+    """Reject what would otherwise fail deep inside an embedding or a matmul (request
+    ``i`` of a batch, as the message names it)."""
     ids, bert = item.phone_ids, item.bert
     if ids.ndim != 1 or ids.numel() == 0 or ids.dtype.is_floating_point:
         raise T2SInputError(f"request {i}: phone_ids must be a non-empty 1-D integer tensor")
@@ -191,24 +192,29 @@ def _check_input(i: int, item: T2SInput, config: T2SConfig) -> None:
             raise T2SInputError(f"request {i}: prompt tokens must lie in [0, {config.eos})")
 
 
-def pack_inputs(inputs: Sequence[T2SInput], config: T2SConfig) -> PackedPrompt:
-    """Validate requests and left-pad them into one prefill batch (on CPU)."""
+def pack_inputs(
+    inputs: Sequence[T2SInput], config: T2SConfig, device: torch.device | str = "cpu"
+) -> PackedPrompt:
+    """Validate requests and left-pad them into one prefill batch on ``device``.
+
+    The BERT features, the bulk of it, are padded where they will be read: each request's
+    (bert_dim, Lx) goes to the device once, into a batch allocated there."""
     if not inputs:
         raise T2SInputError("pack_inputs needs at least one request")
     for i, item in enumerate(inputs):
-        _check_input(i, item, config)
+        check_input(i, item, config)
     lengths = [int(item.phone_ids.shape[0]) + item.prompt_len for item in inputs]
     batch, total = len(inputs), max(lengths)
     text_ids = torch.zeros(batch, total, dtype=torch.long)
     audio_ids = torch.zeros(batch, total, dtype=torch.long)
     kind = torch.full((batch, total), PAD, dtype=torch.long)
     positions = torch.zeros(batch, total, dtype=torch.long)
-    bert = torch.zeros(batch, total, config.bert_dim, dtype=torch.float32)
+    bert = torch.zeros(batch, total, config.bert_dim, dtype=torch.float32, device=device)
     for row, (item, length) in enumerate(zip(inputs, lengths, strict=True)):
         lx, start = int(item.phone_ids.shape[0]), total - length
         text = slice(start, start + lx)
         text_ids[row, text] = item.phone_ids.long().cpu()
-        bert[row, text] = item.bert.detach().float().cpu().T  # (Lx, bert_dim)
+        bert[row, text] = item.bert.detach().to(device, torch.float32).T  # (Lx, bert_dim)
         kind[row, text] = TEXT
         positions[row, text] = torch.arange(lx)
         if item.prompt_tokens is not None and item.prompt_len:
@@ -216,7 +222,8 @@ def pack_inputs(inputs: Sequence[T2SInput], config: T2SConfig) -> PackedPrompt:
             audio_ids[row, audio] = item.prompt_tokens.long().cpu()
             kind[row, audio] = AUDIO
             positions[row, audio] = torch.arange(item.prompt_len)
-    return PackedPrompt(text_ids, bert, audio_ids, kind, positions)
+    packed = PackedPrompt(text_ids, bert, audio_ids, kind, positions)
+    return packed if bert.device.type == "cpu" else packed.to(device)
 
 
 def merge_packed(parts: Sequence[PackedPrompt], length: int = 0) -> PackedPrompt:
