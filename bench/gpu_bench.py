@@ -821,6 +821,41 @@ def windows_only() -> None:
 
 
 @torch.no_grad()
+def prefill_only() -> None:
+    """``python3 bench/gpu_bench.py prefill``: the batched prefill as a burst of streams
+    has it (one call, rows scattered into a 64-row cache): packing on the device, with
+    zero BERT features (English) and with nonzero ones, and the prefill alone, at 1, 16
+    and 64 rows; then the prefill's GPU time per operator at 64 rows (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from wyoming_sovits.generate import dynamic_shape_attention
+
+    gpt = t2s_model(torch.float16)
+    cfg = gpt.config
+    gpt.setup_caches(64, PHONES + PROMPT + N_TOK + 64)
+    for batch in (1, 16, 64):
+        items = request(batch)
+        zero = [T2SInput(i.phone_ids, torch.zeros_like(i.bert), i.prompt_tokens) for i in items]
+        rows = list(range(batch))
+        t_zero = cuda_time(lambda: pack_inputs(zero, cfg, DEV), reps=5)  # noqa: B023
+        t_bert = cuda_time(lambda: pack_inputs(items, cfg, DEV), reps=5)  # noqa: B023
+        packed = pack_inputs(items, cfg, DEV)
+
+        def prefill() -> None:
+            with torch.no_grad(), dynamic_shape_attention():
+                gpt.prefill(packed, rows=rows)  # noqa: B023
+
+        t_prefill = cuda_time(prefill, reps=5)
+        row(f"prefill B={batch} x {packed.length} slots", f"{1e3 * t_prefill:.1f} ms",
+            f"packing on the device: zero BERT {1e3 * t_zero:.1f} ms, "
+            f"nonzero {1e3 * t_bert:.1f} ms")  # fmt: skip
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        prefill()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20), flush=True)
+    print_table()
+
+
 def batch_only() -> None:
     """``python3 bench/gpu_bench.py batch``: the GPT step at 16 and 64 rows, tuned as the
     product tunes it (``pipeline._fused_step``'s candidates, the row-blocked GEMVs among
@@ -949,6 +984,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["windows"]:
         windows_only()
+        return
+    if sys.argv[1:] == ["prefill"]:
+        prefill_only()
         return
     if sys.argv[1:] == ["batch"]:
         batch_only()

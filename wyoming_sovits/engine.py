@@ -429,8 +429,8 @@ class Engine:
         Sentences admitted together take their first turns before the running ones take
         their next: a batching backend then opens all their rows before its next step, and
         a burst of requests is prefilled as one batch rather than as whoever came first
-        and then the rest a step later (64 at once on the H200: first audio p95 279 ->
-        XXX ms, bench/README run 6)."""
+        and then the rest a step later (64 at once on the H200, with the handler's batched
+        writes: first audio p95 279 -> 180 ms, bench/README run 6)."""
         running: deque[_Running] = deque()
         while True:
             fresh: list[_Running] = []

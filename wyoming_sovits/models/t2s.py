@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -198,32 +199,32 @@ def pack_inputs(
     """Validate requests and left-pad them into one prefill batch on ``device``.
 
     The BERT features, the bulk of it, are padded where they will be read: each request's
-    (bert_dim, Lx) goes to the device once, into a batch allocated there."""
+    (bert_dim, Lx) goes to the device once, into a zeroed batch allocated there, and not at
+    all when it is zeros (every language but Chinese gets zeros)."""
     if not inputs:
         raise T2SInputError("pack_inputs needs at least one request")
     for i, item in enumerate(inputs):
         check_input(i, item, config)
     lengths = [int(item.phone_ids.shape[0]) + item.prompt_len for item in inputs]
     batch, total = len(inputs), max(lengths)
-    text_ids = torch.zeros(batch, total, dtype=torch.long)
-    audio_ids = torch.zeros(batch, total, dtype=torch.long)
-    kind = torch.full((batch, total), PAD, dtype=torch.long)
-    positions = torch.zeros(batch, total, dtype=torch.long)
+    ints = np.zeros((4, batch, total), dtype=np.int64)  # text ids, audio ids, kind, positions
+    ints[2] = PAD
     bert = torch.zeros(batch, total, config.bert_dim, dtype=torch.float32, device=device)
     for row, (item, length) in enumerate(zip(inputs, lengths, strict=True)):
         lx, start = int(item.phone_ids.shape[0]), total - length
         text = slice(start, start + lx)
-        text_ids[row, text] = item.phone_ids.long().cpu()
-        bert[row, text] = item.bert.detach().to(device, torch.float32).T  # (Lx, bert_dim)
-        kind[row, text] = TEXT
-        positions[row, text] = torch.arange(lx)
+        ints[0, row, text] = item.phone_ids.detach().cpu().numpy()
+        ints[2, row, text] = TEXT
+        ints[3, row, text] = np.arange(lx)
+        if bool(item.bert.any()):  # zeros (all but Chinese text) stay: the batch is zeroed
+            bert[row, text] = item.bert.detach().to(device, torch.float32).T  # (Lx, bert_dim)
         if item.prompt_tokens is not None and item.prompt_len:
             audio = slice(start + lx, total)
-            audio_ids[row, audio] = item.prompt_tokens.long().cpu()
-            kind[row, audio] = AUDIO
-            positions[row, audio] = torch.arange(item.prompt_len)
-    packed = PackedPrompt(text_ids, bert, audio_ids, kind, positions)
-    return packed if bert.device.type == "cpu" else packed.to(device)
+            ints[1, row, audio] = item.prompt_tokens.detach().cpu().numpy()
+            ints[2, row, audio] = AUDIO
+            ints[3, row, audio] = np.arange(item.prompt_len)
+    text_ids, audio_ids, kind, positions = torch.from_numpy(ints).to(device).unbind(0)
+    return PackedPrompt(text_ids, bert, audio_ids, kind, positions)
 
 
 def merge_packed(parts: Sequence[PackedPrompt], length: int = 0) -> PackedPrompt:
