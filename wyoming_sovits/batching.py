@@ -1,8 +1,10 @@
 """Continuous batching of the GPT decode step: sentences of several requests share each step.
 
 ``ContinuousBatcher`` owns the model's static KV cache with ``max_batch`` rows. A sentence
-``open``s a row (its prompt is prefilled into that row alone, while the other rows are
-mid-sentence) and gets a ``RowStream``: an iterator of its new tokens. Whenever a stream
+``open``s a row and gets a ``RowStream``: an iterator of its new tokens. Opening only takes
+note on the host; before the next step every row opened since is prefilled in one batch
+(while the other rows are mid-sentence) and its state written with one indexed write per
+tensor, so a burst of requests costs one prefill, not one each. Whenever a stream
 has nothing buffered, ``advance`` runs ``steps_per_sync`` decode steps for *every* row at
 once (one CUDA graph replay, one host sync) and hands each row its new tokens; finished
 rows are parked until their stream is closed, then the row is free for the next sentence.

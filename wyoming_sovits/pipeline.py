@@ -711,7 +711,7 @@ class Pipeline:
         sovits = self._sovits_model(prompt.sovits).model
         noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
         tokens: list[Tensor] = []
-        sent, decoded, target = 0, 0, next_decode_at(0)
+        n, sent, decoded, target = 0, 0, 0, next_decode_at(0)  # n: tokens so far
         audio, offset = np.zeros(0, dtype=np.float32), 0
         up = sovits.cfg.upsample_factor
         per_token = up * sovits.cfg.frames_per_token / _f(cfg.speed)
@@ -720,7 +720,7 @@ class Pipeline:
                 yield np.zeros(0, dtype=np.float32)
                 continue
             tokens.append(chunk.cpu())
-            n = sum(len(t) for t in tokens)
+            n += len(chunk)
             if n < target:
                 continue
             target = next_decode_at(n)
@@ -731,7 +731,7 @@ class Pipeline:
             if ready > sent:
                 yield np.clip(audio[sent - offset : ready - offset], -1.0, 1.0)
                 sent = ready
-        if decoded != sum(len(t) for t in tokens):
+        if decoded != n:
             offset = sent // up * up
             audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise, sent // up)
         if offset + len(audio) > sent:
