@@ -18,7 +18,8 @@ Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated s
 compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:mode", or "none"; kernels "torch", "triton" or
 "triton-sampler" (the PyTorch step with the Triton sampler). Each client says its own
-sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "5ms" (the
+sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ahead" (with it; the pipeline builds
+several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
 "chunk4096" (audio-chunks of 4096 samples, not 1024), "py" (also print the second round's
@@ -220,12 +221,20 @@ class InStepBatcher(ContinuousBatcher):
         super().__init__(*args, **{**kwargs, "run_ahead": False})
 
 
+class RunAheadBatcher(ContinuousBatcher):
+    """The batch with ``run_ahead`` whatever the pipeline asks (for the comparison rows)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "run_ahead": True})
+
+
 @contextlib.contextmanager
-def in_step_batch(on: bool) -> Iterator[None]:
-    """While ``on``, pipelines build their batch without ``run_ahead`` (it is built on
-    first use, so this must cover the warm-up and the runs)."""
-    if on:
-        pipeline_module.ContinuousBatcher = InStepBatcher  # type: ignore[misc]
+def in_step_batch(on: bool, ahead: bool = False) -> Iterator[None]:
+    """While ``on``, pipelines build their batch without ``run_ahead``; while ``ahead``,
+    with it (the batch is built on first use, so this must cover the warm-up and the runs)."""
+    if on or ahead:
+        chosen = InStepBatcher if on else RunAheadBatcher
+        pipeline_module.ContinuousBatcher = chosen  # type: ignore[misc]
     try:
         yield
     finally:
@@ -402,19 +411,24 @@ def measure_concurrent(
     tokens: int = TOKENS,
     profile: bool = False,
     python_profile: bool = False,
-    run_ahead: bool = True,
+    run_ahead: bool | None = None,
     switch_interval: float | None = None,
     samples_per_chunk: int | None = None,
     same_text: bool = False,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
-    ``run_ahead`` False: the batch reads each replay before queueing the next;
+    ``run_ahead`` False: the batch reads each replay before queueing the next, True: it
+    queues the next first (None: as the pipeline builds it, which with several streams is
+    False);
     ``python_profile``: print the second round's Python profile (cProfile, all threads);
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's)."""
-    with in_step_batch(not run_ahead), torch_step(kernels == "triton-sampler"):
+    with (
+        in_step_batch(run_ahead is False, run_ahead is True),
+        torch_step(kernels == "triton-sampler"),
+    ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
                             same_text)  # fmt: skip
@@ -446,7 +460,7 @@ def _measure_concurrent(
     tokens: int,
     profile: bool,
     python_profile: bool,
-    run_ahead: bool,
+    run_ahead: bool | None,
     switch_interval: float | None,
     samples_per_chunk: int | None,
     same_text: bool,
@@ -488,7 +502,8 @@ def _measure_concurrent(
     rate = pipeline.sample_rate
     firsts = [1e3 * f for f, _, _ in timed]
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
-    label = f"{clients} streams batched ({kernels}{'' if run_ahead else ', no run-ahead'}"
+    ahead = {None: "", False: ", no run-ahead", True: ", run-ahead"}[run_ahead]
+    label = f"{clients} streams batched ({kernels}{ahead}"
     label += ")" if switch_interval is None else f", GIL switch {1e3 * switch_interval:g} ms)"
     label += " [Python profiled]" if python_profile else ""
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
@@ -612,7 +627,7 @@ def main() -> None:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
                                profile=clients in profile_for, python_profile=mode == "py",
-                               run_ahead=mode != "sync",
+                               run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same",
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
