@@ -239,8 +239,9 @@ def test_speak_cli_writes_wav(
 
 
 def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sentence said again reuses its phones and BERT features; the cache is bounded and
-    keeps the most recently used; an unspeakable sentence is still skipped each time."""
+    """A sentence said again reuses its phones and BERT features; the cache is bounded in
+    sentences and in phones and keeps the most recently used; an unspeakable sentence is
+    still skipped each time."""
     calls: list[str] = []
     real = pipeline_module.text_features
 
@@ -261,3 +262,10 @@ def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.Monk
     assert pipeline._sentence_features("...", "en") is None
     assert pipeline._sentence_features("...", "en") is None
     assert calls.count("...") == 2
+    kept = sum(len(f.ids) for f in pipeline._text_cache.values())
+    assert pipeline._text_cache_phones == kept
+    monkeypatch.setattr(pipeline_module, "TEXT_CACHE_PHONES", kept + 1)  # full by phones
+    pipeline._sentence_features("The washing machine has finished.", "en")
+    assert ("The kettle is on.", "en") not in pipeline._text_cache  # the oldest went
+    kept = sum(len(f.ids) for f in pipeline._text_cache.values())
+    assert pipeline._text_cache_phones == kept <= pipeline_module.TEXT_CACHE_PHONES

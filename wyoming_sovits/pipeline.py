@@ -138,8 +138,10 @@ WARM_UP_BATCH_PHONES = 64
 NOISE_BLOCK_FRAMES = 64
 # Sentences whose phones and BERT features are kept (the same announcement to four rooms,
 # "OK", "Done"): a 15-word English sentence costs ~1 ms of the worker's time, and a burst
-# of requests waits for every one of them before its batched prefill.
+# of requests waits for every one of them before its batched prefill. At most this many
+# sentences and phones (each phone's features are 4 KB: 8,192 phones are 32 MB).
 TEXT_CACHE_SENTENCES = 256
+TEXT_CACHE_PHONES = 8192
 _NOISE_SALT = 0x6E6F697365  # noise seed = seed ^ salt: a stream apart from sampling's
 DEFAULTS = SynthesisConfig(
     top_k=15,
@@ -499,6 +501,7 @@ class Pipeline:
         self.bert = BertFeatures.load(paths.bert, self.device, self.dtype)
         self.store = PromptStore(cache_dir)
         self._text_cache: OrderedDict[tuple[str, str], TextFeatures] = OrderedDict()
+        self._text_cache_phones = 0
 
     @classmethod
     def load(
@@ -904,8 +907,9 @@ class Pipeline:
 
     def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
         """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable.
-        The last ``TEXT_CACHE_SENTENCES`` sentences' features are kept (they depend on the
-        text, the language mode and the BERT model alone)."""
+        The last ``TEXT_CACHE_SENTENCES`` sentences' features are kept, within
+        ``TEXT_CACHE_PHONES`` phones (they depend on the text, the language mode and the
+        BERT model alone)."""
         key = (sentence, language)
         feats = self._text_cache.get(key)
         if feats is not None:
@@ -917,8 +921,13 @@ class Pipeline:
             _LOGGER.warning("Skipping %r: %s", sentence, err)
             return None
         self._text_cache[key] = feats
-        if len(self._text_cache) > TEXT_CACHE_SENTENCES:
-            self._text_cache.popitem(last=False)
+        self._text_cache_phones += len(feats.ids)
+        while self._text_cache and (
+            len(self._text_cache) > TEXT_CACHE_SENTENCES
+            or self._text_cache_phones > TEXT_CACHE_PHONES
+        ):
+            _, dropped = self._text_cache.popitem(last=False)
+            self._text_cache_phones -= len(dropped.ids)
         return feats
 
     def _plan(self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig) -> _GptPlan:
