@@ -251,7 +251,8 @@ def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(pipeline_module, "text_features", counting)
     monkeypatch.setattr(pipeline_module, "TEXT_CACHE_SENTENCES", 2)
-    pipeline._text_cache.clear()
+    pipeline._text_cache.clear()  # earlier tests' sentences
+    pipeline._text_cache_phones = 0
     first = pipeline._sentence_features("The kettle is on.", "en")
     again = pipeline._sentence_features("The kettle is on.", "en")
     assert first is not None and again is first and calls == ["The kettle is on."]
