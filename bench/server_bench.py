@@ -214,27 +214,18 @@ def measure(
     return timed
 
 
-class InStepBatcher(ContinuousBatcher):
-    """The batch without ``run_ahead`` (for the comparison rows)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{**kwargs, "run_ahead": False})
-
-
-class RunAheadBatcher(ContinuousBatcher):
-    """The batch with ``run_ahead`` whatever the pipeline asks (for the comparison rows)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **{**kwargs, "run_ahead": True})
-
-
 @contextlib.contextmanager
-def in_step_batch(on: bool, ahead: bool = False) -> Iterator[None]:
-    """While ``on``, pipelines build their batch without ``run_ahead``; while ``ahead``,
-    with it (the batch is built on first use, so this must cover the warm-up and the runs)."""
-    if on or ahead:
-        chosen = InStepBatcher if on else RunAheadBatcher
-        pipeline_module.ContinuousBatcher = chosen  # type: ignore[misc]
+def batch_run_ahead(run_ahead: bool | None) -> Iterator[None]:
+    """While in the block, pipelines build their batch with ``run_ahead`` forced to this
+    value (None: as the pipeline asks). The batch is built on first use, so the block must
+    cover the warm-up and the runs."""
+    if run_ahead is not None:
+
+        class Forced(ContinuousBatcher):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **{**kwargs, "run_ahead": run_ahead})
+
+        pipeline_module.ContinuousBatcher = Forced  # type: ignore[misc]
     try:
         yield
     finally:
@@ -426,7 +417,7 @@ def measure_concurrent(
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's)."""
     with (
-        in_step_batch(run_ahead is False, run_ahead is True),
+        batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
@@ -550,7 +541,7 @@ def run_variants(
     "compiled SoVITS" compiles the SoVITS decode (``--sovits-compile``; its warm-up
     includes the compiling)."""
     for name, fast, kernels in variants:
-        with in_step_batch(name.endswith("(no run-ahead)")):
+        with batch_run_ahead(False if name.endswith("(no run-ahead)") else None):
             measure_variant(models, work, device, dtype, name, fast, kernels, tokens, runs)
 
 

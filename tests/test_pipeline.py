@@ -252,7 +252,6 @@ def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.Monk
     monkeypatch.setattr(pipeline_module, "text_features", counting)
     monkeypatch.setattr(pipeline_module, "TEXT_CACHE_SENTENCES", 2)
     pipeline._text_cache.clear()  # earlier tests' sentences
-    pipeline._text_cache_phones = 0
     first = pipeline._sentence_features("The kettle is on.", "en")
     again = pipeline._sentence_features("The kettle is on.", "en")
     assert first is not None and again is first and calls == ["The kettle is on."]
@@ -264,9 +263,9 @@ def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.Monk
     assert pipeline._sentence_features("...", "en") is None
     assert calls.count("...") == 2
     kept = sum(len(f.ids) for f in pipeline._text_cache.values())
-    assert pipeline._text_cache_phones == kept
+    assert pipeline._text_cache.phones == kept
     monkeypatch.setattr(pipeline_module, "TEXT_CACHE_PHONES", kept + 1)  # full by phones
     pipeline._sentence_features("The washing machine has finished.", "en")
     assert ("The kettle is on.", "en") not in pipeline._text_cache  # the oldest went
     kept = sum(len(f.ids) for f in pipeline._text_cache.values())
-    assert pipeline._text_cache_phones == kept <= pipeline_module.TEXT_CACHE_PHONES
+    assert pipeline._text_cache.phones == kept <= pipeline_module.TEXT_CACHE_PHONES

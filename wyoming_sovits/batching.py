@@ -287,7 +287,7 @@ class ContinuousBatcher:
 
     def _prefill_group(self, group: list[tuple[int, _Admission]]) -> None:
         rows = [row for row, _ in group]
-        packed = pack_inputs([a.item for _, a in group], self.cfg, self.device)
+        packed = pack_inputs([a.item for _, a in group], self.cfg, self.device, checked=True)
         length = packed.length
         graphs, longest = self._prefills, max(a.max_new for _, a in group)
         if graphs is not None and rows == [0] and graphs.padded(length) + longest <= self.max_seq:
@@ -312,10 +312,10 @@ class ContinuousBatcher:
         s.temperature[index] = params.temperature
         s.penalty[index] = params.penalty
         s.seen[index] = False
-        prompts = [(row, a.item.prompt_tokens) for row, a in group if a.item.prompt_len]
-        if prompts:  # (row, token) pairs, built on the host: no device-side masking
-            which = torch.cat([torch.full((len(t),), row) for row, t in prompts if t is not None])
-            tokens = torch.cat([t.long().cpu() for _, t in prompts if t is not None])
+        prompts = [(row, t) for row, a in group if (t := a.item.prompt_tokens) is not None]
+        if any(len(t) for _, t in prompts):  # (row, token) pairs built on the host: no masking
+            which = torch.cat([torch.full((len(t),), row) for row, t in prompts])
+            tokens = torch.cat([t.long().cpu() for _, t in prompts])
             s.seen[which.to(dev), tokens.to(dev)] = True
         s.active[index] = True
         s.step[index] = 0

@@ -428,6 +428,43 @@ class _GptPlan:
         return pack_inputs([self.item], self.model.config)
 
 
+class _TextCache:
+    """LRU of sentences' features, at most ``TEXT_CACHE_SENTENCES`` sentences and
+    ``TEXT_CACHE_PHONES`` phones (``phones``: how many it holds now)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[str, str], TextFeatures] = OrderedDict()
+        self.phones = 0
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def values(self) -> list[TextFeatures]:
+        return list(self._entries.values())
+
+    def get(self, key: tuple[str, str]) -> TextFeatures | None:
+        feats = self._entries.get(key)
+        if feats is not None:
+            self._entries.move_to_end(key)
+        return feats
+
+    def put(self, key: tuple[str, str], feats: TextFeatures) -> None:
+        self._entries[key] = feats
+        self.phones += len(feats.ids)
+        while self._entries and (
+            len(self._entries) > TEXT_CACHE_SENTENCES or self.phones > TEXT_CACHE_PHONES
+        ):
+            _, dropped = self._entries.popitem(last=False)
+            self.phones -= len(dropped.ids)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.phones = 0
+
+
 class Pipeline:
     """The loaded models and the three operations the engine needs (``SynthesisBackend``)."""
 
@@ -500,8 +537,7 @@ class Pipeline:
         self.hubert = HubertEncoder.load(paths.hubert, self.device, self.dtype)
         self.bert = BertFeatures.load(paths.bert, self.device, self.dtype)
         self.store = PromptStore(cache_dir)
-        self._text_cache: OrderedDict[tuple[str, str], TextFeatures] = OrderedDict()
-        self._text_cache_phones = 0
+        self._text_cache = _TextCache()
 
     @classmethod
     def load(
@@ -907,27 +943,18 @@ class Pipeline:
 
     def _sentence_features(self, sentence: str, language: str) -> TextFeatures | None:
         """Phones + BERT of a sentence; None (skipped, as upstream) when nothing is speakable.
-        The last ``TEXT_CACHE_SENTENCES`` sentences' features are kept, within
-        ``TEXT_CACHE_PHONES`` phones (they depend on the text, the language mode and the
-        BERT model alone)."""
+        Recent sentences' features are kept (``_TextCache``: they depend on the text, the
+        language mode and the BERT model alone)."""
         key = (sentence, language)
         feats = self._text_cache.get(key)
         if feats is not None:
-            self._text_cache.move_to_end(key)
             return feats
         try:
             feats = text_features(sentence, language, self.bert, self.gpt.config.bert_dim)
         except TextFrontendError as err:
             _LOGGER.warning("Skipping %r: %s", sentence, err)
             return None
-        self._text_cache[key] = feats
-        self._text_cache_phones += len(feats.ids)
-        while self._text_cache and (
-            len(self._text_cache) > TEXT_CACHE_SENTENCES
-            or self._text_cache_phones > TEXT_CACHE_PHONES
-        ):
-            _, dropped = self._text_cache.popitem(last=False)
-            self._text_cache_phones -= len(dropped.ids)
+        self._text_cache.put(key, feats)
         return feats
 
     def _plan(self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig) -> _GptPlan:

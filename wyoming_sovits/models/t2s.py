@@ -194,17 +194,23 @@ def check_input(i: int, item: T2SInput, config: T2SConfig) -> None:
 
 
 def pack_inputs(
-    inputs: Sequence[T2SInput], config: T2SConfig, device: torch.device | str = "cpu"
+    inputs: Sequence[T2SInput],
+    config: T2SConfig,
+    device: torch.device | str = "cpu",
+    *,
+    checked: bool = False,
 ) -> PackedPrompt:
     """Validate requests and left-pad them into one prefill batch on ``device``.
 
     The BERT features, the bulk of it, are padded where they will be read: each request's
     (bert_dim, Lx) goes to the device once, into a zeroed batch allocated there, and not at
-    all when it is zeros (every language but Chinese gets zeros)."""
+    all when it is zeros (every language but Chinese gets zeros). ``checked``: the caller
+    has already passed each request through ``check_input``."""
     if not inputs:
         raise T2SInputError("pack_inputs needs at least one request")
     for i, item in enumerate(inputs):
-        check_input(i, item, config)
+        if not checked:
+            check_input(i, item, config)
     lengths = [int(item.phone_ids.shape[0]) + item.prompt_len for item in inputs]
     batch, total = len(inputs), max(lengths)
     ints = np.zeros((4, batch, total), dtype=np.int64)  # text ids, audio ids, kind, positions
