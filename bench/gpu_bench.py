@@ -856,6 +856,66 @@ def prefill_only() -> None:
     print_table()
 
 
+def _graphed(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+    """``fn`` captured in a CUDA graph (warmed up once on a side stream): its replay, output."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph.replay, out
+
+
+VOCODER_SHAPES = ((64, 24, False), (64, 24, True), (64, 96, True), (16, 48, False), (1, 100, False),
+                  (1, 500, False))  # fmt: skip
+
+
+def vocoder_only() -> None:
+    """``python3 bench/gpu_bench.py vocoder``: the vocoder alone (fp16, CUDA graphs) as the
+    1-D convolutions it loads as, against channels-last 2-D ones
+    (``Generator.use_channels_last``, the product's on CUDA), each also with
+    ``cudnn.benchmark``: 64 rows of first chunks (24 frames, with and without lengths),
+    64 rows of later windows, 16 rows, one 2 s and one 10 s window; the largest
+    difference of the two layouts' audio."""
+    import copy
+
+    model = sovits_model(torch.float16)
+    plain = model.dec
+    if plain.channels_last:
+        raise RuntimeError("the bench's model must load as 1-D convolutions")
+    last = copy.deepcopy(plain)
+    last.use_channels_last()
+    cfg = model.cfg
+    g = torch.Generator(device=DEV).manual_seed(0)
+    for rows, frames, masked in VOCODER_SHAPES:
+        z = 0.5 * torch.randn(rows, cfg.inter_channels, frames, device=DEV, generator=g).half()
+        ge = 0.1 * torch.randn(rows, cfg.gin_channels, 1, device=DEV, generator=g).half()
+        lengths = None
+        if masked:
+            lengths = torch.full((rows,), frames, device=DEV)
+            lengths[rows // 2 :] = frames * 2 // 3
+        times, outs = {}, {}
+        for bench_mode in (False, True):
+            torch.backends.cudnn.benchmark = bench_mode
+            for name, dec in (("1-D", plain), ("channels-last", last)):
+                replay, out = _graphed(partial(dec, z, ge, lengths))
+                times[(name, bench_mode)] = cuda_time(replay, reps=10)
+                outs[name] = out.float()
+        torch.backends.cudnn.benchmark = False
+        base = times[("1-D", False)]
+        audio_s = rows * frames * cfg.upsample_factor / 32000
+        diff = (outs["1-D"] - outs["channels-last"]).abs().max().item()
+        notes = ", ".join(f"{n}{' +benchmark' if b else ''} {1e3 * t:.2f} ms ({base / t:.2f}x)"
+                          for (n, b), t in times.items() if (n, b) != ("1-D", False))  # fmt: skip
+        row(f"vocoder {rows} x {frames} frames{' masked' if masked else ''}, 1-D",
+            f"{1e3 * base:.2f} ms",
+            f"{audio_s / base:.0f}x real time; {notes}; max |diff| {diff:.1e}")  # fmt: skip
+    print_table()
+
+
 def batch_only() -> None:
     """``python3 bench/gpu_bench.py batch``: the GPT step at 16 and 64 rows, tuned as the
     product tunes it (``pipeline._fused_step``'s candidates, the row-blocked GEMVs among
@@ -990,6 +1050,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["batch"]:
         batch_only()
+        return
+    if sys.argv[1:] == ["vocoder"]:
+        vocoder_only()
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -22,7 +22,8 @@ sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ah
 several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
-"chunk4096" (audio-chunks of 4096 samples, not 1024), "py" (also print the second round's
+"chunk4096" (audio-chunks of 4096 samples, not 1024), "1d" (the vocoder's 1-D
+convolutions, not the product's channels-last 2-D ones), "py" (also print the second round's
 Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
@@ -67,6 +68,7 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeVoice,
 )
 
+import wyoming_sovits.batching as batching_module  # noqa: E402
 import wyoming_sovits.pipeline as pipeline_module  # noqa: E402
 from wyoming_sovits.batching import ContinuousBatcher  # noqa: E402
 from wyoming_sovits.engine import Engine  # noqa: E402
@@ -277,8 +279,9 @@ def report_python_profile(python_profile: cProfile.Profile, top: int = 45) -> No
 def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]]:
     """Events of a concurrent row as (kind, start, end, count), perf_counter seconds:
     each request reaching the engine (event loop), admitted by the worker, its
-    text features done, each prefill group (rows), each flush of queued SoVITS decodes
-    (requests) and each stream's first chunk handed to the event loop."""
+    text features done, each prefill group (rows; within it, the packing of its inputs and
+    the writing of its rows' state), each flush of queued SoVITS decodes (requests) and
+    each stream's first chunk handed to the event loop."""
     from wyoming_sovits import engine as engine_module
 
     events: list[tuple[str, float, float, int]] = []
@@ -306,6 +309,8 @@ def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]
     wrap(pipeline, "_sentence_features", "text + BERT", None)
     wrap(pipeline, "_flush_decodes", "decode flush", lambda: len(pipeline._pending_decodes))
     wrap(ContinuousBatcher, "_prefill_group", "prefill group", lambda _self, group: len(group))
+    wrap(batching_module, "pack_inputs", "prefill packing", lambda items, *_a: len(items))
+    wrap(ContinuousBatcher, "_admit", "prefill rows' state", lambda _self, group, *_a: len(group))
     deliver = engine_module._SynthJob.deliver
     seen: set[int] = set()
 
@@ -340,7 +345,7 @@ def report_timeline(label: str, events: list[tuple[str, float, float, int]], sta
     for kind, got in kinds.items():
         at = sorted(t for t, _, _ in got)
         note = f"first {at[0]:.0f}, median {statistics.median(at):.0f}, last {at[-1]:.0f} ms"
-        if kind in ("prefill group", "decode flush"):
+        if kind in ("prefill group", "prefill packing", "prefill rows' state", "decode flush"):
             note = "; ".join(f"{t:.0f}+{d:.0f} ({n})" for t, d, n in got[:14])
         row(f"{label}: round 2 {kind}", f"{len(got)}", note)
     at = sorted(firsts)
@@ -406,6 +411,7 @@ def measure_concurrent(
     switch_interval: float | None = None,
     samples_per_chunk: int | None = None,
     same_text: bool = False,
+    one_d_vocoder: bool = False,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -415,14 +421,27 @@ def measure_concurrent(
     ``python_profile``: print the second round's Python profile (cProfile, all threads);
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
-    interpreter's switch interval while the clients run (None: the engine's)."""
+    interpreter's switch interval while the clients run (None: the engine's);
+    ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last."""
     with (
         batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
+        vocoder_layout(channels_last=not one_d_vocoder),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
                             same_text)  # fmt: skip
+
+
+@contextlib.contextmanager
+def vocoder_layout(channels_last: bool) -> Iterator[None]:
+    """Pipelines loaded meanwhile run the vocoder channels-last (the product) or not."""
+    saved = pipeline_module.SOVITS_CHANNELS_LAST
+    pipeline_module.SOVITS_CHANNELS_LAST = channels_last
+    try:
+        yield
+    finally:
+        pipeline_module.SOVITS_CHANNELS_LAST = saved
 
 
 @contextlib.contextmanager
@@ -499,6 +518,7 @@ def _measure_concurrent(
     label += " [Python profiled]" if python_profile else ""
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
+    label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -620,7 +640,7 @@ def main() -> None:
                                profile=clients in profile_for, python_profile=mode == "py",
                                run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
-                               same_text=mode == "same",
+                               same_text=mode == "same", one_d_vocoder=mode == "1d",
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()

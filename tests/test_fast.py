@@ -203,6 +203,28 @@ def test_sovits_graphs_decode_windows_as_the_whole_decode_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_channels_last_vocoder_in_half_precision_on_gpu() -> None:
+    """The product's vocoder layout on CUDA (fp16, channels-last 2-D convolutions) against
+    the 1-D one of the same weights: 64 first-chunk windows, rows masked by their lengths."""
+    import copy
+
+    model = sovits_v2proplus("cuda").half()
+    one_d = model.dec
+    two_d = copy.deepcopy(one_d)
+    two_d.use_channels_last()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    z = 0.5 * torch.randn(64, model.cfg.inter_channels, 24, device="cuda", generator=gen)
+    g = 0.1 * torch.randn(64, model.cfg.gin_channels, 1, device="cuda", generator=gen)
+    lengths = torch.full((64,), 24, device="cuda")
+    lengths[32:] = 16
+    with torch.no_grad():
+        want = one_d(z.half(), g.half(), lengths).float()
+        got = two_d(z.half(), g.half(), lengths).float()
+    assert got.shape == want.shape == (64, 1, 24 * 640)
+    assert float((got - want).norm() / want.norm()) < 1e-2
+
+
+@pytest.mark.gpu
 def test_a_failed_capture_leaves_random_draws_working_on_gpu() -> None:
     """A capture that raises (a host sync inside it) is reported as it was, and then
     random draws, a graph that draws captured before and a new capture still work."""

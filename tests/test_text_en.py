@@ -90,6 +90,62 @@ def test_homograph_rule(word: str, tag: str, phones: list[str]) -> None:
     assert english_g2p()._token(word, tag) == phones
 
 
+def _nltk_tagger() -> Any:
+    """NLTK's own tagger filled with the weights we ship (the reference's tagger)."""
+    import gzip
+
+    from nltk.tag.perceptron import PerceptronTagger
+
+    from wyoming_sovits.text.g2p_en import DATA_DIR
+
+    with gzip.open(DATA_DIR / "pos_tagger.json.gz", "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    tagger = PerceptronTagger(load=False)
+    tagger.model.weights, tagger.tagdict = data["weights"], data["tagdict"]
+    tagger.classes = tagger.model.classes = set(data["classes"])
+    return tagger
+
+
+def test_tagger_gives_nltks_tags() -> None:
+    """Our tagger against NLTK's on 1,500 random sentences (known and unknown words,
+    numbers, hyphens, punctuation): the same tag for every token, and a tagging stopped
+    early gives the same first tags."""
+    import random
+
+    reference, ours = _nltk_tagger(), english_g2p().tagger
+    rnd = random.Random(7)
+    vocab = [*list(reference.tagdict)[:2000], "read", "record", "live", "close", "lead",
+             "present", "use", "tear", "2024", "12", "well-known", "-x", "Xyzzy", "qwrtp",
+             ",", ".", "?", "'s", "Smith"]  # fmt: skip
+    for _ in range(1500):
+        tokens = [rnd.choice(vocab) for _ in range(rnd.randint(1, 24))]
+        expected = [tag for _, tag in reference.tag(tokens)]
+        assert ours.tags(tokens) == expected, tokens
+        upto = rnd.randint(0, len(tokens))
+        assert ours.tags(tokens, upto) == expected[:upto], tokens
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please record the show and then read the record of it.",
+        "I live here and the show is live, so close the close door.",
+        "They present the present; we read, they read.",
+        "Use the use case before the refund, then refund it.",
+    ],
+)
+def test_homographs_read_the_whole_sentences_tags(text: str) -> None:
+    """Tagging stops after the last homograph; each homograph's reading is that of NLTK
+    tagging the whole sentence."""
+    g2p_en = english_g2p()
+    tokens = g2p_en.tokenizer.tokenize(text)
+    tags = [tag for _, tag in _nltk_tagger().tag(tokens)]
+    expected = [
+        ph for token, tag in zip(tokens, tags, strict=True) for ph in g2p_en._token(token, tag)
+    ]
+    assert g2p_en.raw_phones(text) == expected
+
+
 SMART_HOME = [
     ("It is 21.5°C inside.", "It is twenty-one point five degrees celsius inside."),
     ("It is 21.5 °C inside.", "It is twenty-one point five degrees celsius inside."),

@@ -44,6 +44,7 @@ from .models.t2s import (
     T2SInputError,
     Text2Semantic,
     check_input,
+    host_to_device,
     pack_inputs,
 )
 
@@ -302,10 +303,11 @@ class ContinuousBatcher:
 
     def _admit(self, group: list[tuple[int, _Admission]], logits: Tensor, length: int) -> None:
         """The prefilled rows' state, written for the whole group at once: sampling
-        parameters, the prompt's tokens as seen, counters, slots and first logits."""
+        parameters, the prompt's tokens as seen, counters, slots and first logits. The host
+        values go over asynchronously: the host does not wait for the prefill here."""
         s, dev = self.state, self.device
         rows = [row for row, _ in group]
-        index = torch.tensor(rows, dtype=torch.long).to(dev)
+        index = host_to_device(torch.tensor(rows, dtype=torch.long), dev)
         params = RowParams.of([a.params for _, a in group], self.cfg.vocab_size, dev)
         s.top_k[index] = params.top_k
         s.top_p[index] = params.top_p
@@ -316,16 +318,18 @@ class ContinuousBatcher:
         if any(len(t) for _, t in prompts):  # (row, token) pairs built on the host: no masking
             which = torch.cat([torch.full((len(t),), row) for row, t in prompts])
             tokens = torch.cat([t.long().cpu() for _, t in prompts])
-            s.seen[which.to(dev), tokens.to(dev)] = True
+            s.seen[host_to_device(which, dev), host_to_device(tokens, dev)] = True
         s.active[index] = True
         s.step[index] = 0
-        s.limit[index] = torch.tensor([a.max_new for _, a in group]).to(dev)
+        s.limit[index] = host_to_device(torch.tensor([a.max_new for _, a in group]), dev)
         s.logits[index] = logits.float()
         s.input_pos[index] = length
-        s.last_slot[index] = torch.tensor([length + a.max_new - 1 for _, a in group]).to(dev)
+        s.last_slot[index] = host_to_device(
+            torch.tensor([length + a.max_new - 1 for _, a in group]), dev
+        )
         seeds = getattr(self._sampler, "seed", None)
         if seeds is not None:
-            seeds[index] = torch.tensor([a.seed for _, a in group]).to(dev)
+            seeds[index] = host_to_device(torch.tensor([a.seed for _, a in group]), dev)
         for row in rows:
             self._pos[row] = length
 

@@ -58,6 +58,7 @@ from .models.t2s import (
     T2SInput,
     T2SInputError,
     Text2Semantic,
+    host_to_device,
     merge_packed,
     pack_inputs,
 )
@@ -555,6 +556,15 @@ class PrefillGraphs:
         return graph, inputs, logits
 
 
+def _copy_in(buffer: Tensor, host: Tensor) -> None:
+    """Copy a host tensor into a device buffer without the host waiting for the GPU
+    (through pinned memory, asynchronously; a plain copy waits for all queued kernels)."""
+    if buffer.device.type == "cuda" and host.device.type == "cpu":
+        buffer.copy_(host.pin_memory(), non_blocking=True)
+    else:
+        buffer.copy_(host)
+
+
 def _fill_decode_inputs(
     io: dict[str, Tensor],
     rows: Sequence[tuple[Tensor, Tensor, Tensor, Tensor | None, float]],
@@ -573,11 +583,10 @@ def _fill_decode_inputs(
         codes[b, : len(c)] = c.cpu()
         text[b, : len(t)] = t.cpu()
         code_len[b], text_len[b], scale[b] = len(c), len(t), s
-    io["codes"][0].copy_(codes)
-    io["text"].copy_(text)
-    io["code_len"].copy_(code_len)
-    io["text_len"].copy_(text_len)
-    io["scale"].copy_(scale)
+    for name, value in (("code_len", code_len), ("text_len", text_len), ("scale", scale)):
+        _copy_in(io[name], value)
+    _copy_in(io["codes"][0], codes)
+    _copy_in(io["text"], text)
     io["ge"].zero_()
     io["ge"][: len(rows)] = torch.cat([r[2] for r in rows]).to(io["ge"])
     io["noise"].zero_()
@@ -1017,9 +1026,9 @@ class SoVITSGraphs:
         replay_vocoder, vocoder = self._vocoders[(key[0], width, windows.ragged)]
         _fill_decode_inputs(latents, rows, cfg.frames_per_token)
         replay_latents()
-        index = windows.index.to(self.device).expand(-1, cfg.inter_channels, -1)
+        index = host_to_device(windows.index, self.device).expand(-1, cfg.inter_channels, -1)
         torch.gather(latents["z"], 2, index, out=vocoder["z"])
-        vocoder["lengths"].copy_(windows.lengths)
+        _copy_in(vocoder["lengths"], windows.lengths)
         vocoder["ge"].copy_(latents["ge"])
         replay_vocoder()
         return [a.clone() for a in windows.cut(vocoder["audio"], cfg.upsample_factor)]

@@ -24,7 +24,15 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .models.t2s import AUDIO, PackedPrompt, T2SInput, T2SInputError, Text2Semantic, pack_inputs
+from .models.t2s import (
+    AUDIO,
+    PackedPrompt,
+    T2SInput,
+    T2SInputError,
+    Text2Semantic,
+    host_to_device,
+    pack_inputs,
+)
 
 EOS_BLOCKED_STEPS = 11
 """Steps 0–10 cannot end the utterance: at least 11 tokens (0.44 s) are produced."""
@@ -91,10 +99,10 @@ class RowParams:
         ks = [min(p.top_k, vocab_size) for p in params]
 
         def column(values: list[float]) -> Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device)[:, None]
+            return host_to_device(torch.tensor(values, dtype=torch.float32)[:, None], device)
 
         return cls(
-            top_k=torch.tensor(ks, dtype=torch.long, device=device),
+            top_k=host_to_device(torch.tensor(ks, dtype=torch.long), device),
             top_p=column([p.top_p for p in params]),
             temperature=column([max(p.temperature, 1e-5) for p in params]),
             penalty=column([p.repetition_penalty for p in params]),

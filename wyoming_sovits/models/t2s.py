@@ -193,6 +193,16 @@ def check_input(i: int, item: T2SInput, config: T2SConfig) -> None:
             raise T2SInputError(f"request {i}: prompt tokens must lie in [0, {config.eos})")
 
 
+def host_to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """A host tensor on ``device`` without waiting for the GPU: to CUDA through pinned
+    memory and an asynchronous copy (a copy from pageable memory first waits for every
+    kernel queued before it). PyTorch keeps the pinned block until the copy has run."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def pack_inputs(
     inputs: Sequence[T2SInput],
     config: T2SConfig,
@@ -229,7 +239,7 @@ def pack_inputs(
             ints[1, row, audio] = item.prompt_tokens.detach().cpu().numpy()
             ints[2, row, audio] = AUDIO
             ints[3, row, audio] = np.arange(item.prompt_len)
-    text_ids, audio_ids, kind, positions = torch.from_numpy(ints).to(device).unbind(0)
+    text_ids, audio_ids, kind, positions = host_to_device(torch.from_numpy(ints), device).unbind(0)
     return PackedPrompt(text_ids, bert, audio_ids, kind, positions)
 
 

@@ -393,9 +393,33 @@ def _zero_padding(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
 
 
 def _keep_mask(lengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) real lengths at ``like``'s rate -> (B, 1, T) of ones then zeros, ``like``'s dtype."""
+    """(B,) real lengths at ``like``'s rate -> (B, 1, T) of ones then zeros (B, 1, 1, T for a
+    4-D ``like``), ``like``'s dtype."""
     positions = torch.arange(like.shape[-1], device=like.device)
-    return (positions < lengths[:, None])[:, None, :].to(like.dtype)
+    keep = (positions < lengths[:, None]).to(like.dtype)  # (B, T)
+    return keep.view(keep.shape[0], *([1] * (like.ndim - 2)), keep.shape[1])
+
+
+def _as_2d(conv: nn.Module) -> nn.Module:
+    """A 1-D convolution (plain or transposed) as the 2-D one over (B, C, 1, T) with the
+    same weights, in channels-last memory (what cuDNN's half-precision kernels read)."""
+    if isinstance(conv, nn.ConvTranspose1d):
+        two_d: nn.Module = nn.ConvTranspose2d(
+            conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]), (1, conv.stride[0]),
+            padding=(0, int(conv.padding[0])), bias=conv.bias is not None,
+        )  # fmt: skip
+    else:
+        assert isinstance(conv, nn.Conv1d)
+        two_d = nn.Conv2d(
+            conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]), (1, conv.stride[0]),
+            padding=(0, int(conv.padding[0])), dilation=(1, conv.dilation[0]),
+            bias=conv.bias is not None,
+        )  # fmt: skip
+    weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    two_d.weight = nn.Parameter(weight, requires_grad=False)
+    if conv.bias is not None:
+        two_d.bias = nn.Parameter(conv.bias.detach(), requires_grad=False)
+    return two_d
 
 
 class Generator(nn.Module):
@@ -427,6 +451,22 @@ class Generator(nn.Module):
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=False)
         self.n_kernels = len(resblock_kernel_sizes)
         self.upsample_rates = tuple(upsample_rates)
+        self.channels_last = False
+
+    def use_channels_last(self) -> None:
+        """Run as 2-D convolutions over (B, C, 1, T) in channels-last memory: the same
+        function and weights (state-dict keys unchanged, shapes gain the 1), for GPUs,
+        where cuDNN's half-precision kernels read channels last and 1-D inputs would be
+        transposed around every convolution. Irreversible; load weights first."""
+        for module in [self, *self.resblocks]:
+            for name, child in list(module.named_children()):
+                if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)):
+                    setattr(module, name, _as_2d(child))
+                elif isinstance(child, nn.ModuleList):
+                    for i, conv in enumerate(child):
+                        if isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
+                            child[i] = _as_2d(conv)
+        self.channels_last = True
 
     def forward(
         self, x: torch.Tensor, g: torch.Tensor, lengths: torch.Tensor | None = None
@@ -439,6 +479,9 @@ class Generator(nn.Module):
         the last ~100 ms would change. With the lengths every convolution's input is zeroed
         past them (one mask per rate), and each row is its exact-length decode.
         """
+        if self.channels_last:  # (B, C, 1, T), channels last (use_channels_last)
+            x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            g = g.unsqueeze(2)
         keep = None if lengths is None else _keep_mask(lengths, x)
         x = self.conv_pre(_zero_padding(x, keep)) + self.cond(g)  # (B, U, T)
         rate = 1
@@ -454,4 +497,5 @@ class Generator(nn.Module):
                 total = total + block(x, keep)
             x = total / self.n_kernels
         # The trained weights expect torch's default slope (0.01) here, not LRELU_SLOPE.
-        return torch.tanh(self.conv_post(_zero_padding(F.leaky_relu(x), keep)))  # (B, 1, T_audio)
+        audio = torch.tanh(self.conv_post(_zero_padding(F.leaky_relu(x), keep)))
+        return audio.squeeze(2) if self.channels_last else audio  # (B, 1, T_audio)

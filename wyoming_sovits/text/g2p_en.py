@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import wordsegment
-from nltk.tag.perceptron import PerceptronTagger
 from nltk.tokenize import TweetTokenizer
 
 from wyoming_sovits.text.en_normalize import normalize
@@ -92,16 +91,96 @@ def _read_homographs(path: Path) -> dict[str, tuple[list[str], list[str], str]]:
     return table
 
 
-def _load_tagger(path: Path) -> PerceptronTagger:
-    """NLTK's averaged-perceptron tagger, filled from our copy of its weights."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        data = json.load(f)
-    tagger = PerceptronTagger(load=False)
-    tagger.model.weights = data["weights"]
-    tagger.tagdict = data["tagdict"]
-    tagger.classes = set(data["classes"])
-    tagger.model.classes = tagger.classes
-    return tagger
+class PosTagger:
+    """NLTK's averaged-perceptron English tagger (the one g2p_en tags with), read from our
+    copy of its weights: greedy, left to right, each tag from the words around it and the
+    two tags before; words the tag dictionary knows get its tag.
+
+    Only homographs read their tag, so ``tags`` stops after a given token: the tags it
+    returns are those of tagging the whole sentence (a tag depends on later words, never
+    on later tags). The arithmetic is NLTK's, feature by feature in its order, so the
+    scores and the tie-break (highest score, then the alphabetically last tag) are too.
+    """
+
+    START = ("-START-", "-START2-")
+    END = ("-END-", "-END2-")
+
+    def __init__(
+        self, weights: dict[str, dict[str, float]], tagdict: dict[str, str], classes: list[str]
+    ) -> None:
+        self.weights, self.tagdict = weights, tagdict
+        self.classes = sorted(set(classes))
+        self._known = frozenset(self.classes)
+
+    @classmethod
+    def load(cls, path: Path) -> PosTagger:
+        if not path.is_file():
+            raise EnglishDataError(f"English tagger {path} is missing; reinstall wyoming-sovits")
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+        return cls(data["weights"], data["tagdict"], data["classes"])
+
+    @staticmethod
+    def _normal(word: str) -> str:
+        if "-" in word and word[0] != "-":
+            return "!HYPHEN"
+        if word.isdigit() and len(word) == 4:
+            return "!YEAR"
+        if word and word[0].isdigit():
+            return "!DIGITS"
+        return word.lower()
+
+    def tags(self, tokens: list[str], upto: int | None = None) -> list[str]:
+        """The tags of ``tokens[:upto]`` (all by default), as tagging all of ``tokens``."""
+        context = [*self.START, *(self._normal(w) for w in tokens), *self.END]
+        prev, prev2 = self.START
+        out: list[str] = []
+        for i, word in enumerate(tokens[:upto]):
+            tag = self.tagdict.get(word)
+            if not tag:
+                tag = self._predict(self._features(i + 2, word, context, prev, prev2))
+            out.append(tag)
+            prev, prev2 = tag, prev
+        return out
+
+    @staticmethod
+    def _features(i: int, word: str, context: list[str], prev: str, prev2: str) -> dict[str, int]:
+        """NLTK's feature set of the word at ``context[i]``, in its order."""
+        names = (
+            "bias",
+            f"i suffix {word[-3:]}",
+            f"i pref1 {word[0] if word else ''}",
+            f"i-1 tag {prev}",
+            f"i-2 tag {prev2}",
+            f"i tag+i-2 tag {prev} {prev2}",
+            f"i word {context[i]}",
+            f"i-1 tag+i word {prev} {context[i]}",
+            f"i-1 word {context[i - 1]}",
+            f"i-1 suffix {context[i - 1][-3:]}",
+            f"i-2 word {context[i - 2]}",
+            f"i+1 word {context[i + 1]}",
+            f"i+1 suffix {context[i + 1][-3:]}",
+            f"i+2 word {context[i + 2]}",
+        )
+        features: dict[str, int] = {}
+        for name in names:
+            features[name] = features.get(name, 0) + 1
+        return features
+
+    def _predict(self, features: dict[str, int]) -> str:
+        scores: dict[str, float] = {}
+        weights = self.weights
+        for feature, count in features.items():
+            row = weights.get(feature)
+            if row is None:
+                continue
+            for label, weight in row.items():
+                scores[label] = scores.get(label, 0.0) + count * weight
+        best = max(scores.items(), key=lambda kv: (kv[1], kv[0]), default=None)
+        if best is not None and best[1] > 0.0 and best[0] in self._known:
+            return best[0]
+        # A tag with no score has 0.0: it may beat or tie the best (then the later name wins).
+        return max(self.classes, key=lambda label: (scores.get(label, 0.0), label))
 
 
 class OovPredictor:
@@ -174,7 +253,7 @@ class EnglishG2p:
     lexicon: dict[str, list[str]]
     names: dict[str, list[str]]
     homographs: dict[str, tuple[list[str], list[str], str]]
-    tagger: PerceptronTagger
+    tagger: PosTagger
     segmenter: wordsegment.Segmenter
     predictor: OovPredictor
     tokenizer: TweetTokenizer
@@ -188,7 +267,7 @@ class EnglishG2p:
             lexicon=_read_lexicon(data_dir / "cmudict.tsv.gz"),
             names=_read_lexicon(data_dir / "names.tsv.gz"),
             homographs=_read_homographs(g2p_en_dir / "homographs.en"),
-            tagger=_load_tagger(data_dir / "pos_tagger.json.gz"),
+            tagger=PosTagger.load(data_dir / "pos_tagger.json.gz"),
             segmenter=segmenter,
             predictor=OovPredictor(g2p_en_dir / "checkpoint20.npz"),
             tokenizer=TweetTokenizer(),
@@ -197,10 +276,18 @@ class EnglishG2p:
     def raw_phones(self, text: str) -> list[str]:
         """Phones and punctuation tokens of ``text``, before the symbol filter."""
         tokens = self.tokenizer.tokenize(text)
+        # Tags are read by homographs only: tag up to the last one (most sentences: none).
+        last = max((i for i, t in enumerate(tokens) if self._is_homograph(t)), default=-1)
+        tags = self.tagger.tags(tokens, last + 1)
         phones: list[str] = []
-        for token, tag in self.tagger.tag(tokens):
-            phones.extend(self._token(token, tag))
+        for i, token in enumerate(tokens):
+            phones.extend(self._token(token, tags[i] if i <= last else ""))
         return phones
+
+    def _is_homograph(self, token: str) -> bool:
+        """Whether ``_token`` reads this token's tag."""
+        word = token.lower()
+        return len(word) > 1 and word in self.homographs and _HAS_LETTER.search(word) is not None
 
     def _token(self, token: str, tag: str) -> list[str]:
         word = token.lower()
