@@ -8,6 +8,7 @@ Environment: ``BENCH_COMPILE=1`` adds a torch.compile variant of the step; ``BEN
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -869,25 +870,25 @@ def _graphed(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.
     return graph.replay, out
 
 
-VOCODER_SHAPES = ((64, 24, False), (64, 24, True), (64, 96, True), (16, 48, False), (1, 100, False),
-                  (1, 500, False))  # fmt: skip
+VOCODER_SHAPES = ((64, 24, False), (64, 24, True), (64, 96, True), (16, 48, False), (8, 24, False),
+                  (4, 48, True), (2, 24, False), (2, 100, False), (1, 100, False))  # fmt: skip
 
 
 def vocoder_only() -> None:
     """``python3 bench/gpu_bench.py vocoder``: the vocoder alone (fp16, CUDA graphs) as the
     1-D convolutions it loads as, against channels-last 2-D ones
-    (``Generator.use_channels_last``, the product's on CUDA), each also with
-    ``cudnn.benchmark``: 64 rows of first chunks (24 frames, with and without lengths),
-    64 rows of later windows, 16 rows, one 2 s and one 10 s window; the largest
-    difference of the two layouts' audio."""
+    (``Generator.use_channels_last``'s twin, which the product uses on CUDA from two
+    rows): 64 rows of first chunks (24 frames, with and without lengths), 64 rows of later
+    windows, 16 to 2 rows, one row of 2 s; the largest difference of the two layouts'
+    audio. (``cudnn.benchmark`` changed neither, sixth session.)"""
     import copy
 
     model = sovits_model(torch.float16)
     plain = model.dec
-    if plain.channels_last:
+    if plain._twin:
         raise RuntimeError("the bench's model must load as 1-D convolutions")
     last = copy.deepcopy(plain)
-    last.use_channels_last()
+    last.use_channels_last(min_rows=1)  # every batch size through the 2-D twin
     cfg = model.cfg
     g = torch.Generator(device=DEV).manual_seed(0)
     for rows, frames, masked in VOCODER_SHAPES:
@@ -898,21 +899,89 @@ def vocoder_only() -> None:
             lengths = torch.full((rows,), frames, device=DEV)
             lengths[rows // 2 :] = frames * 2 // 3
         times, outs = {}, {}
-        for bench_mode in (False, True):
-            torch.backends.cudnn.benchmark = bench_mode
-            for name, dec in (("1-D", plain), ("channels-last", last)):
-                replay, out = _graphed(partial(dec, z, ge, lengths))
-                times[(name, bench_mode)] = cuda_time(replay, reps=10)
-                outs[name] = out.float()
-        torch.backends.cudnn.benchmark = False
-        base = times[("1-D", False)]
+        for name, dec in (("1-D", plain), ("channels-last", last)):
+            replay, out = _graphed(partial(dec, z, ge, lengths))
+            times[name] = cuda_time(replay, reps=10)
+            outs[name] = out.float()
+        base, fast = times["1-D"], times["channels-last"]
         audio_s = rows * frames * cfg.upsample_factor / 32000
         diff = (outs["1-D"] - outs["channels-last"]).abs().max().item()
-        notes = ", ".join(f"{n}{' +benchmark' if b else ''} {1e3 * t:.2f} ms ({base / t:.2f}x)"
-                          for (n, b), t in times.items() if (n, b) != ("1-D", False))  # fmt: skip
         row(f"vocoder {rows} x {frames} frames{' masked' if masked else ''}, 1-D",
             f"{1e3 * base:.2f} ms",
-            f"{audio_s / base:.0f}x real time; {notes}; max |diff| {diff:.1e}")  # fmt: skip
+            f"{audio_s / base:.0f}x real time; channels-last {1e3 * fast:.2f} ms "
+            f"({base / fast:.2f}x); max |diff| {diff:.1e}")  # fmt: skip
+    print_table()
+
+
+def admit_only() -> None:
+    """``python3 bench/gpu_bench.py admit``: a burst of 64 requests as the product's batch
+    admits them (Triton step and sampler, prefill deferred to the next step, English-like
+    rows: zero BERT features, host tensors): the host time of opening the rows and of the
+    first step's parts (packing, prefill launch, rows' state, first replay), the GPU time
+    of the whole, and the host's CUDA calls in that step (torch.profiler, self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import wyoming_sovits.batching as batching_module
+
+    gpt = t2s_model(torch.float16)
+    cfg, batch = gpt.config, 64
+    sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV)
+    b = ContinuousBatcher(gpt, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
+                          steps_per_sync=4, forward=FusedDecodeStep(gpt, batch), sampler=sampler,
+                          defer_prefill=True, run_ahead=False)  # fmt: skip
+    b.capture(PHONES + PROMPT + N_TOK + 8)
+    spent: dict[str, float] = {}
+
+    def timed(owner: object, name: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+
+        setattr(owner, name, wrapper)
+
+    timed(batching_module, "pack_inputs")
+    timed(gpt, "prefill")
+    timed(b, "_admit")
+    timed(b, "_launch")
+    items = [
+        T2SInput(i.phone_ids, torch.zeros_like(i.bert), i.prompt_tokens) for i in request(batch)
+    ]
+    for burst in range(4):
+        torch.cuda.synchronize()
+        spent.clear()
+        t0 = time.perf_counter()
+        streams = [b.open(item, SamplingParams(), N_TOK) for item in items]
+        t_open = time.perf_counter() - t0
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+        t1 = time.perf_counter()
+        with (
+            profile(activities=[ProfilerActivity.CPU])
+            if burst == 3
+            else contextlib.nullcontext() as prof
+        ):
+            b.advance()
+        t_step = time.perf_counter() - t1
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        if burst >= 1:
+            parts = ", ".join(f"{k} {1e3 * v:.1f}" for k, v in spent.items())
+            row(f"admit 64 rows, burst {burst}{' (profiled)' if prof else ''}",
+                f"{1e3 * t_step:.1f} ms", f"host: open {1e3 * t_open:.1f} ms; step's {parts} ms; "
+                f"GPU {start.elapsed_time(end):.1f} ms")  # fmt: skip
+        if prof is not None:
+            print(
+                prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18), flush=True
+            )
+        for stream in streams:
+            stream.close()
+        b.advance()  # the closed rows park
     print_table()
 
 
@@ -1053,6 +1122,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["vocoder"]:
         vocoder_only()
+        return
+    if sys.argv[1:] == ["admit"]:
+        admit_only()
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -212,6 +212,7 @@ def test_channels_last_vocoder_in_half_precision_on_gpu() -> None:
     one_d = model.dec
     two_d = copy.deepcopy(one_d)
     two_d.use_channels_last()
+    assert two_d._twin and not one_d._twin
     gen = torch.Generator(device="cuda").manual_seed(0)
     z = 0.5 * torch.randn(64, model.cfg.inter_channels, 24, device="cuda", generator=gen)
     g = 0.1 * torch.randn(64, model.cfg.gin_channels, 1, device="cuda", generator=gen)

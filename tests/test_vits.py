@@ -253,29 +253,29 @@ def test_vocoder_reach_is_its_receptive_field(version: str) -> None:
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_channels_last_vocoder_is_the_same_function(masked: bool) -> None:
-    """``use_channels_last`` (the fast path's vocoder on CUDA) computes what the 1-D
-    convolutions do, padded rows masked by their lengths alike, keeps the state-dict keys,
-    and is then the layout in use."""
+    """``use_channels_last`` (the fast path's vocoder on CUDA): batches go through a twin
+    of 2-D channels-last convolutions that computes what the 1-D ones do, padded rows
+    masked by their lengths alike; one row stays 1-D; the state dict is unchanged."""
     cfg = VitsConfig.from_hparams(manifest("s2_v2ProPlus")["config"], "v2ProPlus")
     torch.manual_seed(0)
-    one_d = Generator(8, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes,
-                      cfg.upsample_rates, 64, cfg.upsample_kernel_sizes, 4).eval()  # fmt: skip
-    two_d = Generator(8, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes,
-                      cfg.upsample_rates, 64, cfg.upsample_kernel_sizes, 4).eval()  # fmt: skip
-    two_d.load_state_dict(one_d.state_dict())
-    two_d.use_channels_last()
-    assert two_d.channels_last and not one_d.channels_last
-    assert list(two_d.state_dict()) == list(one_d.state_dict())
-    assert two_d.conv_pre.weight.is_contiguous(memory_format=torch.channels_last)
+    vocoder = Generator(8, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes,
+                        cfg.upsample_rates, 64, cfg.upsample_kernel_sizes, 4).eval()  # fmt: skip
     z, g = torch.randn(3, 8, 20), torch.randn(3, 4, 1)
     lengths = torch.tensor([20, 13, 7]) if masked else None
+    keys = {k: v.shape for k, v in vocoder.state_dict().items()}
     with torch.no_grad():
-        want, got = one_d(z, g, lengths), two_d(z, g, lengths)
+        want, want_one = vocoder(z, g, lengths), vocoder(z[2:, :, :7], g[2:])
+        vocoder.use_channels_last()
+        twin = vocoder._twin[0]
+        assert twin.channels_last and not vocoder.channels_last
+        assert twin.conv_pre.weight.is_contiguous(memory_format=torch.channels_last)
+        assert {k: v.shape for k, v in vocoder.state_dict().items()} == keys
+        calls: list[int] = []
+        twin.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+        got, one = vocoder(z, g, lengths), vocoder(z[2:, :, :7], g[2:])
+    assert calls == [3]  # the batch went through the twin, the single row did not
     assert got.shape == want.shape == (3, 1, 20 * cfg.upsample_factor)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(one, want_one, rtol=0, atol=0)
     if masked:  # a padded row is still its own exact-length decode
-        with torch.no_grad():
-            alone = two_d(z[2:, :, :7], g[2:])
-        torch.testing.assert_close(
-            got[2:, :, : 7 * cfg.upsample_factor], alone, rtol=1e-5, atol=1e-6
-        )
+        torch.testing.assert_close(got[2:, :, : 7 * cfg.upsample_factor], one, rtol=1e-5, atol=1e-6)

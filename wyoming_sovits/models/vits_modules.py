@@ -7,6 +7,7 @@ pairs are folded into plain ``weight`` tensors before loading; nothing here is t
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -451,14 +452,20 @@ class Generator(nn.Module):
         self.conv_post = nn.Conv1d(ch, 1, 7, padding=3, bias=False)
         self.n_kernels = len(resblock_kernel_sizes)
         self.upsample_rates = tuple(upsample_rates)
-        self.channels_last = False
+        self.channels_last = False  # this module's own convolutions are 2-D, channels last
+        self._twin: list[Generator] = []  # use_channels_last's copy for batches (unregistered)
+        self._twin_rows = 2
 
-    def use_channels_last(self) -> None:
-        """Run as 2-D convolutions over (B, C, 1, T) in channels-last memory: the same
-        function and weights (state-dict keys unchanged, shapes gain the 1), for GPUs,
-        where cuDNN's half-precision kernels read channels last and 1-D inputs would be
-        transposed around every convolution. Irreversible; load weights first."""
-        for module in [self, *self.resblocks]:
+    def use_channels_last(self, min_rows: int = 2) -> None:
+        """Vocode batches of at least ``min_rows`` rows with a twin of this vocoder whose
+        convolutions are 2-D over (B, C, 1, T) in channels-last memory: the same function
+        and weights, for GPUs, where cuDNN's half-precision kernels read channels last and
+        1-D inputs of many rows are transposed around every convolution (1.4x faster at 16
+        and 64 rows on an H200; one row is faster as it is, 0.3x otherwise). Call it after
+        loading and moving the weights: the twin is a copy (not in the state dict)."""
+        twin = copy.deepcopy(self)
+        twin._twin = []
+        for module in [twin, *twin.resblocks]:
             for name, child in list(module.named_children()):
                 if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)):
                     setattr(module, name, _as_2d(child))
@@ -466,7 +473,8 @@ class Generator(nn.Module):
                     for i, conv in enumerate(child):
                         if isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
                             child[i] = _as_2d(conv)
-        self.channels_last = True
+        twin.channels_last = True
+        self._twin, self._twin_rows = [twin], min_rows
 
     def forward(
         self, x: torch.Tensor, g: torch.Tensor, lengths: torch.Tensor | None = None
@@ -479,6 +487,8 @@ class Generator(nn.Module):
         the last ~100 ms would change. With the lengths every convolution's input is zeroed
         past them (one mask per rate), and each row is its exact-length decode.
         """
+        if self._twin and x.shape[0] >= self._twin_rows:
+            return self._twin[0](x, g, lengths)
         if self.channels_last:  # (B, C, 1, T), channels last (use_channels_last)
             x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
             g = g.unsqueeze(2)
