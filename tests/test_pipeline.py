@@ -269,3 +269,21 @@ def test_sentence_features_are_kept(pipeline: Pipeline, monkeypatch: pytest.Monk
     assert ("The kettle is on.", "en") not in pipeline._text_cache  # the oldest went
     kept = sum(len(f.ids) for f in pipeline._text_cache.values())
     assert pipeline._text_cache.phones == kept <= pipeline_module.TEXT_CACHE_PHONES
+
+
+def test_english_requests_skip_their_zero_features(pipeline: Pipeline) -> None:
+    """English phones come with BERT features known to be zeros: the GPT's input marks
+    them so (packing neither reads nor copies them) and holds a zero view, not a copy;
+    Chinese text gets real features, read as they are."""
+    prompt = pipeline.prepare_prompt(make_voice(CLIP))  # an English transcript
+    english = pipeline._sentence_features("The kettle is on.", "en")
+    chinese = pipeline._sentence_features("水开了。", "zh")
+    assert english is not None and chinese is not None
+    assert english.bert_zeros and not english.bert.any()
+    assert not chinese.bert_zeros and chinese.bert.any()
+    cfg = pipeline_module.DEFAULTS.merged(SynthesisConfig())
+    item = pipeline._plan(prompt, english, cfg).item
+    assert item.bert_zeros and item.bert.stride() == (0, 0)
+    assert item.bert.shape == (pipeline.gpt.config.bert_dim, len(item.phone_ids))
+    mixed = pipeline._plan(prompt, chinese, cfg).item
+    assert not mixed.bert_zeros and mixed.bert[:, -len(chinese.ids) :].equal(chinese.bert)

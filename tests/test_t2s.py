@@ -121,6 +121,19 @@ def test_pack_inputs_left_pads_text_then_audio() -> None:
     assert packed.bert.shape == (2, 5, TINY.bert_dim)
 
 
+def test_pack_inputs_copies_bert_unless_the_caller_knows_it_is_zeros() -> None:
+    """Features are copied into the batch; with ``bert_zeros`` (English and the other
+    languages but Chinese) they are neither read nor copied, and a zero view serves."""
+    bert = torch.ones(TINY.bert_dim, 3)
+    ids = torch.tensor([1, 2, 3])
+    copied = pack_inputs([T2SInput(ids, bert)], TINY)
+    assert copied.bert[0].T.tolist() == bert.tolist()
+    marked = pack_inputs([T2SInput(ids, bert, bert_zeros=True)], TINY)
+    assert not marked.bert.any()
+    view = torch.zeros(()).expand(TINY.bert_dim, 3)
+    assert not pack_inputs([T2SInput(ids, view, bert_zeros=True)], TINY).bert.any()
+
+
 def test_prefill_mask_follows_text_audio_rule() -> None:
     kind = torch.tensor([[PAD, TEXT, TEXT, AUDIO, AUDIO]])
     allowed = prefill_mask(kind)[0, 0].int().tolist()

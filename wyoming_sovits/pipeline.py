@@ -549,6 +549,7 @@ class Pipeline:
         self.bert = BertFeatures.load(paths.bert, self.device, self.dtype)
         self.store = PromptStore(cache_dir)
         self._text_cache = _TextCache()
+        self._bert_zeros: dict[str, bool] = {}  # prompt key -> its features are zeros
 
     @classmethod
     def load(
@@ -973,13 +974,22 @@ class Pipeline:
     def _plan(self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig) -> _GptPlan:
         """What one sentence's GPT run needs, and which decoder serves it."""
         gpt = self._gpt(prompt.gpt)
-        phone_ids, bert = _t2s_text(prompt, feats)
+        zeros = feats.bert_zeros and self._prompt_bert_zeros(prompt)
+        phone_ids, bert = _t2s_text(prompt, feats, zeros)
         params, cap = _sampling(cfg), self.cap(gpt)
         slots = len(phone_ids) + len(prompt.tokens)
         batcher = self._batcher_for(prompt.gpt, slots, params, cap)
         runner = None if batcher is not None else self._runner_for(prompt.gpt, slots, params, cap)
-        item = T2SInput(phone_ids, bert, prompt.tokens)
+        item = T2SInput(phone_ids, bert, prompt.tokens, bert_zeros=zeros)
         return _GptPlan(gpt.model, item, params, cap, batcher, runner)
+
+    def _prompt_bert_zeros(self, prompt: Prompt) -> bool:
+        """Whether a prompt's transcript features are all zeros (not Chinese), once per
+        prompt: packing a batch then skips reading them."""
+        zeros = self._bert_zeros.get(prompt.key)
+        if zeros is None:
+            zeros = self._bert_zeros[prompt.key] = not bool(prompt.bert.any())
+        return zeros
 
     def _generate(
         self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
@@ -1358,9 +1368,13 @@ def _seed_default_generator(device: torch.device, seed: int) -> None:
         torch.default_generator.manual_seed(seed)
 
 
-def _t2s_text(prompt: Prompt, feats: TextFeatures) -> tuple[Tensor, Tensor]:
-    """The GPT reads the transcript's phones, then the sentence's: ids (L,), bert (D, L)."""
-    return torch.cat([prompt.phone_ids, feats.ids]), torch.cat([prompt.bert, feats.bert], dim=1)
+def _t2s_text(prompt: Prompt, feats: TextFeatures, zeros: bool = False) -> tuple[Tensor, Tensor]:
+    """The GPT reads the transcript's phones, then the sentence's: ids (L,), bert (D, L);
+    ``zeros`` (both features are): bert is a zero view, not a copy."""
+    ids = torch.cat([prompt.phone_ids, feats.ids])
+    if zeros:
+        return ids, prompt.bert.new_zeros(()).expand(prompt.bert.shape[0], len(ids))
+    return ids, torch.cat([prompt.bert, feats.bert], dim=1)
 
 
 def _sampling(cfg: SynthesisConfig) -> SamplingParams:

@@ -119,6 +119,7 @@ class TextFeatures:
     phones: Phones
     ids: Tensor
     bert: Tensor
+    bert_zeros: bool = False  # no Chinese segment: ``bert`` is all zeros
 
 
 def text_features(text: str, language: str, bert: BertFeatures, bert_dim: int) -> TextFeatures:
@@ -129,13 +130,15 @@ def text_features(text: str, language: str, bert: BertFeatures, bert_dim: int) -
     """
     phones = to_phones(text, language)
     parts: list[Tensor] = []
+    zeros = True
     for seg in phones.segments:
         if seg.language.removeprefix("all_") == "zh" and seg.word2ph is not None:
             parts.append(bert(seg.norm_text, seg.word2ph).float().cpu())  # (D, n_seg)
+            zeros = False
         else:
             parts.append(torch.zeros(bert_dim, len(seg.ids)))
     ids = torch.tensor(phones.ids, dtype=torch.long)  # (L,)
-    return TextFeatures(phones, ids, torch.cat(parts, dim=1))  # bert (D, L)
+    return TextFeatures(phones, ids, torch.cat(parts, dim=1), zeros)  # bert (D, L)
 
 
 def prompt_text(transcript: str, language: str) -> str:

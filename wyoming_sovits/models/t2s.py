@@ -132,11 +132,14 @@ class T2SInput:
 
     ``phone_ids`` (Lx,) int64, ``bert`` (bert_dim, Lx) float, ``prompt_tokens`` (Ly,)
     int64 semantic tokens of the reference clip, or ``None`` for reference-free mode.
+    ``bert_zeros``: the caller knows ``bert`` is all zeros (every language but Chinese),
+    so packing neither reads nor copies it.
     """
 
     phone_ids: Tensor
     bert: Tensor
     prompt_tokens: Tensor | None = None
+    bert_zeros: bool = False
 
     @property
     def prompt_len(self) -> int:
@@ -232,7 +235,7 @@ def pack_inputs(
         ints[0, row, text] = item.phone_ids.detach().cpu().numpy()
         ints[2, row, text] = TEXT
         ints[3, row, text] = np.arange(lx)
-        if bool(item.bert.any()):  # zeros (all but Chinese text) stay: the batch is zeroed
+        if not item.bert_zeros and bool(item.bert.any()):  # zeros stay: the batch is zeroed
             bert[row, text] = item.bert.detach().to(device, torch.float32).T  # (Lx, bert_dim)
         if item.prompt_tokens is not None and item.prompt_len:
             audio = slice(start + lx, total)
