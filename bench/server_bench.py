@@ -23,7 +23,8 @@ several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
 "chunk4096" (audio-chunks of 4096 samples, not 1024), "1d" (the vocoder's 1-D
-convolutions, not the product's channels-last 2-D ones), "py" (also print the second round's
+convolutions, not the product's channels-last 2-D ones), "serial" (the batched SoVITS
+decodes on the GPT's stream, the worker waiting for each: no overlap), "py" (also print the second round's
 Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
@@ -412,6 +413,7 @@ def measure_concurrent(
     samples_per_chunk: int | None = None,
     same_text: bool = False,
     one_d_vocoder: bool = False,
+    serial_decodes: bool = False,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -422,11 +424,13 @@ def measure_concurrent(
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's);
-    ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last."""
+    ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last;
+    ``serial_decodes``: the batched decodes not overlapped with the GPT steps."""
     with (
         batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
-        vocoder_layout(channels_last=not one_d_vocoder),
+        pipeline_constant("SOVITS_CHANNELS_LAST", not one_d_vocoder),
+        pipeline_constant("OVERLAP_DECODES", not serial_decodes),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
@@ -434,14 +438,15 @@ def measure_concurrent(
 
 
 @contextlib.contextmanager
-def vocoder_layout(channels_last: bool) -> Iterator[None]:
-    """Pipelines loaded meanwhile run the vocoder channels-last (the product) or not."""
-    saved = pipeline_module.SOVITS_CHANNELS_LAST
-    pipeline_module.SOVITS_CHANNELS_LAST = channels_last
+def pipeline_constant(name: str, value: object) -> Iterator[None]:
+    """Pipelines built meanwhile see ``wyoming_sovits.pipeline``'s constant ``name`` (a
+    product choice: ``SOVITS_CHANNELS_LAST``, ``OVERLAP_DECODES``) set to ``value``."""
+    saved = getattr(pipeline_module, name)
+    setattr(pipeline_module, name, value)
     try:
         yield
     finally:
-        pipeline_module.SOVITS_CHANNELS_LAST = saved
+        setattr(pipeline_module, name, saved)
 
 
 @contextlib.contextmanager
@@ -519,6 +524,7 @@ def _measure_concurrent(
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
+    label += " [decodes not overlapped]" if not pipeline_module.OVERLAP_DECODES else ""
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -641,6 +647,7 @@ def main() -> None:
                                run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same", one_d_vocoder=mode == "1d",
+                               serial_decodes=mode == "serial",
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()

@@ -104,6 +104,43 @@ def test_full_batch_and_early_close(run_ahead: bool) -> None:
     assert torch.cat(again).tolist() == alone(model, item, 20)
 
 
+class _SlowEvent:
+    """Stands in for a CUDA event: incomplete for its first ``polls`` queries, complete
+    once waited for."""
+
+    def __init__(self, polls: int) -> None:
+        self.polls, self.queries, self.waited = polls, 0, False
+
+    def query(self) -> bool:
+        self.queries += 1
+        return self.waited or self.queries > self.polls
+
+    def synchronize(self) -> None:
+        self.waited = True
+
+
+def test_pump_steps_the_rows_without_waiting() -> None:
+    """``pump`` queues a replay and hands out a finished one's tokens, never waiting on
+    the GPU: a replay still running is left queued; tokens are those of ``advance``."""
+    model = tiny_model(3)
+    items = [request(5, 4, seed=1), request(8, 6, seed=2)]
+    want = [alone(model, item, 30) for item in items]
+    b = batcher(model, rows=2)
+    streams = [b.open(item, GREEDY_PARAMS, 30) for item in items]
+    assert b.pump() and b._pending is not None  # queued, nothing handed out yet
+    assert all(not s.buffer for s in streams)
+    slow = _SlowEvent(polls=2)
+    b._pending.done = slow  # type: ignore[assignment]
+    queued = b._pending
+    assert b.pump() and b.pump() and b._pending is queued  # still running: left queued
+    assert all(not s.buffer for s in streams)
+    assert b.pump() and b._pending is not queued  # finished: its tokens out, the next queued
+    assert all(len(s.buffer) == 1 for s in streams)
+    got = [torch.cat(list(drain(s))).tolist() for s in streams]  # advance collects the rest
+    assert got == want
+    assert not b.pump()  # no live row: nothing queued
+
+
 @RUN_AHEAD
 def test_one_row_prefill_padded_to_its_bucket(run_ahead: bool) -> None:
     """``prefill_bucket``: a one-row batch's prompt is left-padded to a multiple of the
@@ -390,6 +427,47 @@ def test_streams_decode_together(
     assert batched._pending_decodes == []
 
 
+def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
+    single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batched decode's audio that is still on its way from the GPU (``OVERLAP_DECODES``)
+    is not read: its stream yields empty chunks and steps the GPT batch meanwhile, or, no
+    row being left to step, waits for it. The audio is the same."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    events: list[_SlowEvent] = []
+    decode_rows = Pipeline._decode_rows
+
+    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
+        decode_rows(self, path, batch)
+        events.append(_SlowEvent(polls=3))
+        for queued in batch:
+            queued.done = events[-1]
+
+    pumps: list[bool] = []
+    pump = ContinuousBatcher.pump
+
+    def counted(self: ContinuousBatcher) -> bool:
+        pumps.append(pump(self))
+        return pumps[-1]
+
+    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
+    monkeypatch.setattr(ContinuousBatcher, "pump", counted)
+    prompt = single.prepare_prompt(make_voice())
+    want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    got = _interleave(batched, prompt)
+    assert events and all(e.waited or e.queries > e.polls for e in events)
+    assert True in pumps  # the batch stepped while decodes were in flight
+    assert any(e.waited for e in events)  # the last streams' decodes: nothing else to step
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+    assert batched._pending_decodes == []
+    assert all(b.live_rows == 0 for b in batched._batchers.values())
+
+
 class _TwoRowBuckets:
     """Stands in for ``SoVITSGraphs`` (CUDA only; ``decode_rows`` is tested on the GPU in
     test_fast.py): buckets of at most two rows, decoded by the eager batched call."""
@@ -407,6 +485,9 @@ class _TwoRowBuckets:
 
     def price(self, tokens: int, phones: int, rows: int, window: int, *_: object) -> int | None:
         return rows * window if rows == 2 else None
+
+    def price_rows(self, rows: int) -> int:
+        return rows
 
     def window_frames(self, tokens: int, start: int) -> int:
         return 2 * tokens
@@ -500,6 +581,7 @@ def test_streams_batched_on_gpu(
     got = _interleave(gpu, prompt)
     # several streams read each replay before queueing the next (measured faster)
     assert not any(b.run_ahead for b in gpu._batchers.values())
+    assert gpu._decode_stream is not None  # the batched decodes ran on their own stream
     for chunks, w in zip(got, want, strict=True):
         audio = np.concatenate(chunks)
         assert audio.shape == w.shape
@@ -761,3 +843,19 @@ def test_windowed_buckets_hold_more_rows_than_whole_ones(single: Pipeline) -> No
     assert Pipeline._graph_rows(small, rows, [0, 0]) is None  # 2 x 50 whole tokens: eager
     small.windows_failed = "off"
     assert not small.fits_windows(30, 20, 2, 32)
+
+
+def test_price_rows_answers_as_the_row_count(single: Pipeline) -> None:
+    """``_decode_calls`` prices a run of queued decodes by its row bucket
+    (``SoVITSGraphs.price_rows``) to share answers: the same price for every count."""
+    graphs = SoVITSGraphs(single.sovits.model, use_graphs=False, row_buckets=(2, 8, 64))
+    graphs.capture_windows(12, 30, 8, 24, masked=False)  # one captured bucket prices less
+    assert [graphs.price_rows(r) for r in (1, 2, 3, 8, 9, 64, 65)] == [1, 2, 8, 8, 64, 64, 65]
+    for rows in range(1, 70):
+        for tokens, phones, window, sent, shortest in [
+            (12, 30, 24, False, 24), (36, 20, 68, True, 24), (100, 60, 92, True, 200),
+            (250, 128, 212, False, 500), (12, 300, 24, False, 24),
+        ]:  # fmt: skip
+            args = (tokens, phones, window, sent, shortest)
+            want = graphs.price(tokens, phones, rows, *args[2:])
+            assert graphs.price(tokens, phones, graphs.price_rows(rows), *args[2:]) == want

@@ -78,6 +78,8 @@ WINDOW_BUCKETS = (24, 32, 48, 72, 96, 128, 176, 224, 288, 384, 512, 768, 1024)
 # What a graph's capture costs in ``SoVITSGraphs.price``: 0.2 to 0.3 s on the H200, the time
 # its vocoder takes for about this many latent frames (64 x 68 frames in 90 ms).
 CAPTURE_FRAMES = 12288
+# CUDA stream priority of the SoVITS work (lower is higher; the GPT's streams have 0).
+DECODE_STREAM_PRIORITY = -1
 
 _DEFAULT_PARAMS = SamplingParams()
 
@@ -556,6 +558,14 @@ class PrefillGraphs:
         return graph, inputs, logits
 
 
+def decode_stream(device: torch.device | str) -> torch.cuda.Stream:
+    """A CUDA stream for SoVITS work (its graphs are captured on one): of higher priority
+    than the GPT's, so its kernels go first where both run at once. PyTorch keeps a pool
+    of streams per priority, so graphs captured on these never share a stream, and with it
+    a cuBLAS workspace, with the GPT's graphs, which may replay at the same time."""
+    return torch.cuda.Stream(device=device, priority=DECODE_STREAM_PRIORITY)
+
+
 def _copy_in(buffer: Tensor, host: Tensor) -> None:
     """Copy a host tensor into a device buffer without the host waiting for the GPU
     (through pinned memory, asynchronously; a plain copy waits for all queued kernels)."""
@@ -777,6 +787,13 @@ class SoVITSGraphs:
             return None
         return frames + (0 if ready else CAPTURE_FRAMES)
 
+    def price_rows(self, rows: int) -> int:
+        """A row count that ``price`` answers for as for ``rows``: its row bucket (one row,
+        or more than the largest bucket holds, as it is), so callers can share answers."""
+        if rows == 1 or rows > self.row_buckets[-1]:
+            return rows
+        return self._pick(self.row_buckets, rows, "rows")
+
     def _key(self, tokens: int, phones: int, rows: int = 1) -> tuple[int, int, int]:
         return (
             self._pick(self.row_buckets, rows, "rows"),
@@ -811,7 +828,7 @@ class SoVITSGraphs:
 
         if not self.use_graphs:
             return lambda: io.update(zip(("m", "z", "audio"), run(), strict=True)), io
-        stream = torch.cuda.Stream(device=dev)
+        stream = decode_stream(dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.no_grad():
             with torch.cuda.stream(stream):  # warm-up off the capture: kernels, compilation
@@ -829,7 +846,7 @@ class SoVITSGraphs:
         outputs into ``io``; ``run`` itself without graphs."""
         if not self.use_graphs:
             return lambda: io.update(run())
-        stream = torch.cuda.Stream(device=self.device)
+        stream = decode_stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.no_grad():
             with torch.cuda.stream(stream):

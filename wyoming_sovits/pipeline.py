@@ -42,6 +42,7 @@ requests' generators interleave on that one thread when batching).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -58,7 +59,7 @@ from torch import Tensor
 from .batching import ContinuousBatcher, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
-from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner
+from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner, decode_stream
 from .generate import (
     DEFAULT_MAX_NEW_TOKENS,
     EOS_BLOCKED_STEPS,
@@ -121,6 +122,11 @@ FAST_KV_BUCKET = 256
 # length). Measured on the H200, eager calls cost 130-170 ms each in the server, mostly
 # first-shape work, as every batch had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
+# On CUDA with several streams the batched decodes run on a stream of their own, of higher
+# priority than the GPT's, and their audio comes back without the worker waiting for it:
+# the streams whose decodes are in flight keep the GPT batch stepping meanwhile
+# (``ContinuousBatcher.pump``), so the GPU runs both at once.
+OVERLAP_DECODES = True
 BATCH_DECODE_MAX_TOKENS = 2048
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
@@ -309,10 +315,27 @@ def batch_warm_up_buckets(graphs: SoVITSGraphs, max_streams: int) -> list[tuple[
 def host_audio(pieces: Sequence[Tensor]) -> list[np.ndarray]:
     """Rows' audio on the device as float32 arrays, fetched in one copy (a ``.cpu()`` per
     row would wait on the GPU once per row)."""
+    audio, done = host_audio_soon(pieces)
+    if done is not None:
+        done.synchronize()
+    return audio
+
+
+def host_audio_soon(pieces: Sequence[Tensor]) -> tuple[list[np.ndarray], torch.cuda.Event | None]:
+    """``host_audio`` without waiting: the arrays (in pinned memory) hold the audio once the
+    event, recorded on the current stream after the copy, has completed (None: at once)."""
     if not pieces:
-        return []
-    flat = torch.cat([p.reshape(-1) for p in pieces]).float().cpu().numpy()
-    return np.split(flat, np.cumsum([p.numel() for p in pieces])[:-1])
+        return [], None
+    flat = torch.cat([p.reshape(-1) for p in pieces]).float()
+    done = None
+    if flat.device.type == "cuda":
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+    else:
+        host = flat
+    return np.split(host.numpy(), np.cumsum([p.numel() for p in pieces])[:-1]), done
 
 
 def with_pause(audio: np.ndarray, pause_s: float) -> np.ndarray:
@@ -421,6 +444,21 @@ class _DecodeRequest:
     from_frame: int = 0  # the audio wanted starts at this latent frame
     audio: np.ndarray | None = None
     error: Exception | None = None
+    done: torch.cuda.Event | None = None  # ``audio`` holds the samples once this completes
+
+    @property
+    def launched(self) -> bool:
+        return self.audio is not None or self.error is not None
+
+    def ready(self) -> bool:
+        """Decoded (or failed), its audio on the host."""
+        return self.error is not None or (
+            self.audio is not None and (self.done is None or self.done.query())
+        )
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()
 
 
 @dataclass(frozen=True)
@@ -537,6 +575,7 @@ class Pipeline:
         self.sovits_compile = sovits_compile
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._pending_decodes: list[_DecodeRequest] = []
+        self._decode_stream: torch.cuda.Stream | None = None  # see OVERLAP_DECODES
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
         self.gpt = self._gpt(paths.gpt)
@@ -805,6 +844,8 @@ class Pipeline:
         With one stream (``max_streams`` 1) this is ``_decode_all``. Otherwise the decode is
         queued and an empty chunk is yielded: the engine then steps the other streams, which
         queue theirs, and the first of them to come back decodes the whole queue at once.
+        While its audio is on its way (``OVERLAP_DECODES``) the stream keeps the GPT batch
+        stepping and yields empty chunks; with no row to step it waits.
         """
         if self.max_streams <= 1:
             return self._decode_all(tokens, prompt, feats, cfg, noise, from_frame)
@@ -812,8 +853,13 @@ class Pipeline:
         self._pending_decodes.append(request)
         try:
             yield np.zeros(0, dtype=np.float32)
-            if request.audio is None and request.error is None:
+            if not request.launched:
                 self._flush_decodes()
+            while not request.ready():
+                if not self._step_gpt_meanwhile():
+                    request.wait()
+                    break
+                yield np.zeros(0, dtype=np.float32)
         finally:  # a stream closed while waiting leaves the queue
             if request in self._pending_decodes:
                 self._pending_decodes.remove(request)
@@ -822,9 +868,30 @@ class Pipeline:
         assert request.audio is not None
         return request.audio
 
+    def _step_gpt_meanwhile(self) -> bool:
+        """One more GPT replay for the batches' live rows, queued or collected without
+        waiting (``ContinuousBatcher.pump``); False when no batch has a row to step."""
+        stepping = False
+        for batcher in self._batchers.values():
+            stepping = batcher.pump() or stepping
+        return stepping
+
+    def _side_stream(self) -> torch.cuda.Stream | None:
+        """The batched decodes' CUDA stream (``OVERLAP_DECODES``), or None: the current."""
+        if self._decode_stream is None and OVERLAP_DECODES and self.device.type == "cuda":
+            self._decode_stream = decode_stream(self.device)
+        return self._decode_stream
+
     def _flush_decodes(self) -> None:
         """Decode every queued request: batched when enough share a SoVITS file and speed
-        1, else one by one (graphs). A failure is each affected request's own error."""
+        1, else one by one (graphs). A failure is each affected request's own error.
+        On CUDA they run on the decode stream (``OVERLAP_DECODES``): the batched calls'
+        audio is then still on its way when this returns (``_DecodeRequest.ready``)."""
+        side = self._side_stream()
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            self._decode_pending()
+
+    def _decode_pending(self) -> None:
         pending, self._pending_decodes = self._pending_decodes, []
         groups: dict[Path, list[_DecodeRequest]] = {}
         alone: list[_DecodeRequest] = []
@@ -866,25 +933,37 @@ class Pipeline:
         graphs = self._graphs_for(path)
         vits = self._sovits_model(path).model.cfg
         per_token = vits.frames_per_token
-        ordered = sorted(requests, key=lambda r: vits.window_frames(len(r.tokens), r.from_frame))
-        windows = [vits.window_frames(len(r.tokens), r.from_frame) for r in ordered]
+        # each request's sizes once: (window, tokens, phones, sent), sorted by window
+        sizes = sorted(
+            ((vits.window_frames(len(r.tokens), r.from_frame), len(r.tokens), len(r.feats.ids),
+              r.from_frame > 0, k) for k, r in enumerate(requests)),
+            key=lambda size: (size[0], size[4]),  # ties in arrival order
+        )  # fmt: skip
+        ordered = [requests[size[4]] for size in sizes]
         n = len(ordered)
+        # a run's price depends on its row count through its row bucket: priced once each
+        rows_key = [0] + [1 if graphs is None else graphs.price_rows(r) for r in range(1, n + 1)]
+        prices: dict[tuple[int, int, int, int, bool, int], int | None] = {}
         cost, cut = [0] + [-1] * n, [0] * (n + 1)
         for j in range(1, n + 1):
             tokens = phones = total = 0
-            shortest, sent, widest = 1 << 30, False, windows[j - 1]
+            shortest, sent, widest = 1 << 30, False, sizes[j - 1][0]
             for i in range(j - 1, -1, -1):
-                r = ordered[i]
-                tokens, phones = max(tokens, len(r.tokens)), max(phones, len(r.feats.ids))
-                total, sent = total + len(r.tokens), sent or r.from_frame > 0
-                shortest = min(shortest, len(r.tokens) * per_token)
+                _, n_tok, n_ph, from_sent, _ = sizes[i]
+                tokens, phones = max(tokens, n_tok), max(phones, n_ph)
+                total, sent = total + n_tok, sent or from_sent
+                shortest = min(shortest, n_tok * per_token)
                 rows = j - i
                 if graphs is None:
                     price: int | None = rows * widest
                     if total > BATCH_DECODE_MAX_TOKENS:
                         price = None
                 else:
-                    price = graphs.price(tokens, phones, rows, widest, sent, shortest)
+                    key = (tokens, phones, rows_key[rows], widest, sent, shortest)
+                    if key in prices:
+                        price = prices[key]
+                    else:
+                        price = prices[key] = graphs.price(*key)
                 if price is None:
                     if rows > 1:
                         break  # a longer run does not fit either
@@ -909,12 +988,13 @@ class Pipeline:
         try:
             starts = [r.from_frame for r in batch]
             decoded = None if graphs is None else self._graph_rows(graphs, rows, starts)
+            done = None
             if decoded is not None:
-                audios = host_audio(decoded)
+                audios, done = host_audio_soon(decoded)
             else:
                 audios = decode_batch(sovits, rows, starts)
             for request, audio in zip(batch, audios, strict=True):
-                request.audio = audio
+                request.audio, request.done = audio, done
         except Exception as err:  # raised in each request's own stream
             for request in batch:
                 request.error = err
