@@ -39,6 +39,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -584,24 +585,26 @@ def _fill_decode_inputs(
     the host and copied once (not a small copy per row); spare rows decode one silent token."""
     slots, tokens = io["codes"].shape[1:]
     phones = io["text"].shape[1]
-    codes = torch.zeros(slots, tokens, dtype=torch.long)
-    text = torch.zeros(slots, phones, dtype=torch.long)
-    code_len = torch.ones(slots, dtype=torch.long)
-    text_len = torch.ones(slots, dtype=torch.long)
-    scale = torch.zeros(slots, 1, 1)
+    codes = np.zeros((slots, tokens), dtype=np.int64)  # padded in numpy: 64 rows' torch
+    text = np.zeros((slots, phones), dtype=np.int64)  # indexing took ~1 ms of the host
+    code_len = np.ones(slots, dtype=np.int64)
+    text_len = np.ones(slots, dtype=np.int64)
+    scale = np.zeros((slots, 1, 1), dtype=np.float32)
+    lengths = []
     for b, (c, t, _, _, s) in enumerate(rows):
-        codes[b, : len(c)] = c.cpu()
-        text[b, : len(t)] = t.cpu()
-        code_len[b], text_len[b], scale[b] = len(c), len(t), s
+        n_c, n_t = len(c), len(t)
+        codes[b, :n_c], text[b, :n_t] = c.cpu().numpy(), t.cpu().numpy()
+        code_len[b], text_len[b], scale[b] = n_c, n_t, s
+        lengths.append(n_c)
     for name, value in (("code_len", code_len), ("text_len", text_len), ("scale", scale)):
-        _copy_in(io[name], value)
-    _copy_in(io["codes"][0], codes)
-    _copy_in(io["text"], text)
+        _copy_in(io[name], torch.from_numpy(value))
+    _copy_in(io["codes"][0], torch.from_numpy(codes))
+    _copy_in(io["text"], torch.from_numpy(text))
     io["ge"].zero_()
     io["ge"][: len(rows)] = torch.cat([r[2] for r in rows]).to(io["ge"])
     io["noise"].zero_()
-    for b, (c, _, _, noise, _) in enumerate(rows):
-        frames = len(c) * frames_per_token
+    for b, (n_c, (_, _, _, noise, _)) in enumerate(zip(lengths, rows, strict=True)):
+        frames = n_c * frames_per_token
         if noise is None:
             io["noise"][b, :, :frames].normal_()
         else:
