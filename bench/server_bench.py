@@ -23,8 +23,8 @@ several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
 "chunk4096" (audio-chunks of 4096 samples, not 1024), "1d" (the vocoder's 1-D
-convolutions, not the product's channels-last 2-D ones), "serial" (the batched SoVITS
-decodes on the GPT's stream, the worker waiting for each: no overlap), "py" (also print the second round's
+convolutions, not the product's channels-last 2-D ones), "serial" / "overlap" (the SoVITS
+decodes on the GPT's CUDA stream / on their own, whatever the pipeline's streams), "py" (also print the second round's
 Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
@@ -80,6 +80,7 @@ from wyoming_sovits.voices import VoiceRegistry  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 TOKENS = 100  # per fragment (4 s of audio)
+OVERLAP_DEFAULT = pipeline_module.OVERLAP_DECODES_MIN_STREAMS  # the product's
 TEXT = "The washing machine has finished, so please take the laundry out before dinner tonight."
 ROWS: list[tuple[str, str, str]] = []
 
@@ -413,7 +414,7 @@ def measure_concurrent(
     samples_per_chunk: int | None = None,
     same_text: bool = False,
     one_d_vocoder: bool = False,
-    serial_decodes: bool = False,
+    overlap: bool | None = None,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -425,12 +426,14 @@ def measure_concurrent(
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's);
     ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last;
-    ``serial_decodes``: the batched decodes not overlapped with the GPT steps."""
+    ``overlap``: the SoVITS decodes on a CUDA stream of their own (True) or on the GPT's
+    (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``)."""
+    min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
         pipeline_constant("SOVITS_CHANNELS_LAST", not one_d_vocoder),
-        pipeline_constant("OVERLAP_DECODES", not serial_decodes),
+        pipeline_constant("OVERLAP_DECODES_MIN_STREAMS", min_streams),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
@@ -440,7 +443,8 @@ def measure_concurrent(
 @contextlib.contextmanager
 def pipeline_constant(name: str, value: object) -> Iterator[None]:
     """Pipelines built meanwhile see ``wyoming_sovits.pipeline``'s constant ``name`` (a
-    product choice: ``SOVITS_CHANNELS_LAST``, ``OVERLAP_DECODES``) set to ``value``."""
+    product choice: ``SOVITS_CHANNELS_LAST``, ``OVERLAP_DECODES_MIN_STREAMS``) set to
+    ``value``."""
     saved = getattr(pipeline_module, name)
     setattr(pipeline_module, name, value)
     try:
@@ -524,7 +528,9 @@ def _measure_concurrent(
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
-    label += " [decodes not overlapped]" if not pipeline_module.OVERLAP_DECODES else ""
+    overlap = pipeline._decode_stream is not None
+    if overlap != (clients >= OVERLAP_DEFAULT):
+        label += " [decodes overlapped]" if overlap else " [decodes not overlapped]"
     row(f"{label}: first audio p50", f"{statistics.median(firsts):.1f} ms",
         f"p95 {_percentile(firsts, 0.95):.1f} ms; first round p95 {first_round:.0f} ms")  # fmt: skip
     row(f"{label}: slowest stream", f"{min(speed):.1f}x real time",
@@ -647,7 +653,7 @@ def main() -> None:
                                run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same", one_d_vocoder=mode == "1d",
-                               serial_decodes=mode == "serial",
+                               overlap={"serial": False, "overlap": True}.get(mode),
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()

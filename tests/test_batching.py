@@ -430,9 +430,9 @@ def test_streams_decode_together(
 def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
     single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batched decode's audio that is still on its way from the GPU (``OVERLAP_DECODES``)
-    is not read: its stream yields empty chunks and steps the GPT batch meanwhile, or, no
-    row being left to step, waits for it. The audio is the same."""
+    """A batched decode's audio that is still on its way from the GPU is not read: its
+    stream yields empty chunks and steps the GPT batch meanwhile, or, no row being left
+    to step, waits for it. The audio is the same."""
     import wyoming_sovits.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
@@ -562,14 +562,17 @@ def test_rows_opened_together_prefill_together(
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
+@pytest.mark.parametrize("overlap", [False, True], ids=["GPT's stream", "own stream"])
 def test_streams_batched_on_gpu(
-    models_dir: Path, kernels: str, monkeypatch: pytest.MonkeyPatch
+    models_dir: Path, kernels: str, overlap: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On CUDA (graphs, batched prefill and SoVITS, optionally Triton): three interleaved
-    streams speak as each does alone through the default fast path."""
+    streams speak as each does alone through the default fast path, the SoVITS decodes on
+    the GPT's CUDA stream or on their own, overlapping the GPT's replays."""
     import wyoming_sovits.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    monkeypatch.setattr(pipeline_module, "OVERLAP_DECODES_MIN_STREAMS", 3 if overlap else 4)
     gpu = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
                         max_streams=3, gpt_kernels=kernels)  # fmt: skip
     gpu.max_new_tokens = MAX_TOKENS
@@ -581,7 +584,7 @@ def test_streams_batched_on_gpu(
     got = _interleave(gpu, prompt)
     # several streams read each replay before queueing the next (measured faster)
     assert not any(b.run_ahead for b in gpu._batchers.values())
-    assert gpu._decode_stream is not None  # the batched decodes ran on their own stream
+    assert (gpu._decode_stream is not None) is overlap
     for chunks, w in zip(got, want, strict=True):
         audio = np.concatenate(chunks)
         assert audio.shape == w.shape

@@ -122,11 +122,14 @@ FAST_KV_BUCKET = 256
 # length). Measured on the H200, eager calls cost 130-170 ms each in the server, mostly
 # first-shape work, as every batch had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
-# On CUDA with several streams the batched decodes run on a stream of their own, of higher
-# priority than the GPT's, and their audio comes back without the worker waiting for it:
-# the streams whose decodes are in flight keep the GPT batch stepping meanwhile
-# (``ContinuousBatcher.pump``), so the GPU runs both at once.
-OVERLAP_DECODES = True
+# With several streams a decode's audio comes back without the worker waiting for it: the
+# streams whose decodes are in flight keep the GPT batch stepping meanwhile
+# (``ContinuousBatcher.pump``). With at least this many streams (CUDA) the decodes also run
+# on a CUDA stream of their own, of higher priority than the GPT's, so the GPU runs both at
+# once. Measured on the H200 (bench/README): 64 streams' first audio 166 -> 148 ms and
+# 318x -> 370x real time in all; at 16 and 4 streams first audio is 7-16 ms later that way
+# (the GPT's kernels slow a small decode), for no more throughput.
+OVERLAP_DECODES_MIN_STREAMS = 32
 BATCH_DECODE_MAX_TOKENS = 2048
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
@@ -575,7 +578,7 @@ class Pipeline:
         self.sovits_compile = sovits_compile
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._pending_decodes: list[_DecodeRequest] = []
-        self._decode_stream: torch.cuda.Stream | None = None  # see OVERLAP_DECODES
+        self._decode_stream: torch.cuda.Stream | None = None  # see OVERLAP_DECODES_MIN_STREAMS
         self._gpts: dict[Path, LoadedGPT] = {}
         self._sovits: dict[Path, LoadedSoVITS] = {}
         self.gpt = self._gpt(paths.gpt)
@@ -844,8 +847,8 @@ class Pipeline:
         With one stream (``max_streams`` 1) this is ``_decode_all``. Otherwise the decode is
         queued and an empty chunk is yielded: the engine then steps the other streams, which
         queue theirs, and the first of them to come back decodes the whole queue at once.
-        While its audio is on its way (``OVERLAP_DECODES``) the stream keeps the GPT batch
-        stepping and yields empty chunks; with no row to step it waits.
+        While its audio is on its way the stream keeps the GPT batch stepping and yields
+        empty chunks; with no row to step it waits.
         """
         if self.max_streams <= 1:
             return self._decode_all(tokens, prompt, feats, cfg, noise, from_frame)
@@ -877,16 +880,18 @@ class Pipeline:
         return stepping
 
     def _side_stream(self) -> torch.cuda.Stream | None:
-        """The batched decodes' CUDA stream (``OVERLAP_DECODES``), or None: the current."""
-        if self._decode_stream is None and OVERLAP_DECODES and self.device.type == "cuda":
+        """The decodes' own CUDA stream (``OVERLAP_DECODES_MIN_STREAMS``), or None: the
+        current one, the GPT's. Decided once: every decode of a pipeline runs on one."""
+        overlap = self.max_streams >= OVERLAP_DECODES_MIN_STREAMS and self.device.type == "cuda"
+        if self._decode_stream is None and overlap:
             self._decode_stream = decode_stream(self.device)
         return self._decode_stream
 
     def _flush_decodes(self) -> None:
         """Decode every queued request: batched when enough share a SoVITS file and speed
         1, else one by one (graphs). A failure is each affected request's own error.
-        On CUDA they run on the decode stream (``OVERLAP_DECODES``): the batched calls'
-        audio is then still on its way when this returns (``_DecodeRequest.ready``)."""
+        On CUDA the batched calls' audio is still on its way when this returns
+        (``_DecodeRequest.ready``); with many streams they run on their own stream."""
         side = self._side_stream()
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             self._decode_pending()
