@@ -1102,29 +1102,18 @@ def rtf_only() -> None:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["rtf"]:
-        rtf_only()
-        return
-    if sys.argv[1:] == ["sovits"]:
-        sovits_only()
-        return
-    if sys.argv[1:] == ["decode"]:
-        decode_only()
-        return
-    if sys.argv[1:] == ["windows"]:
-        windows_only()
-        return
-    if sys.argv[1:] == ["prefill"]:
-        prefill_only()
-        return
-    if sys.argv[1:] == ["batch"]:
-        batch_only()
-        return
-    if sys.argv[1:] == ["vocoder"]:
-        vocoder_only()
-        return
-    if sys.argv[1:] == ["admit"]:
-        admit_only()
+    short_runs = {
+        "rtf": rtf_only,
+        "sovits": sovits_only,
+        "decode": decode_only,
+        "windows": windows_only,
+        "prefill": prefill_only,
+        "batch": batch_only,
+        "vocoder": vocoder_only,
+        "admit": admit_only,
+    }
+    if len(sys.argv) == 2 and sys.argv[1] in short_runs:
+        short_runs[sys.argv[1]]()
         return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -122,6 +122,7 @@ FAST_KV_BUCKET = 256
 # length). Measured on the H200, eager calls cost 130-170 ms each in the server, mostly
 # first-shape work, as every batch had a new shape.
 BATCH_DECODE_MIN_ROWS = 4
+BATCH_DECODE_MAX_TOKENS = 2048
 # With several streams a decode's audio comes back without the worker waiting for it: the
 # streams whose decodes are in flight keep the GPT batch stepping meanwhile
 # (``ContinuousBatcher.pump``). With at least this many streams (CUDA) the decodes also run
@@ -130,7 +131,6 @@ BATCH_DECODE_MIN_ROWS = 4
 # 318x -> 370x real time in all; at 16 and 4 streams first audio is 7-16 ms later that way
 # (the GPT's kernels slow a small decode), for no more throughput.
 OVERLAP_DECODES_MIN_STREAMS = 32
-BATCH_DECODE_MAX_TOKENS = 2048
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
 # the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
