@@ -530,6 +530,41 @@ def test_stream_closed_while_its_decode_waits(batched: Pipeline) -> None:
     assert batch.live_rows == 0
 
 
+def test_stream_closed_while_its_decode_is_in_flight(
+    batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream closed while its decode's audio is on its way gives its row back; the
+    batch keeps serving (the replay queued meanwhile is collected by the next sentence)."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 1)
+    never = _SlowEvent(polls=1 << 30)
+    decode_rows = Pipeline._decode_rows
+
+    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
+        decode_rows(self, path, batch)
+        for queued in batch:
+            queued.done = never
+
+    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
+    prompt = batched.prepare_prompt(make_voice())
+    chunks = iter(batched.synthesize("Good morning, everyone.", prompt, GREEDY, stream=True))
+    for _, chunk in zip(range(200), chunks, strict=False):
+        assert len(chunk) == 0  # nothing comes back: the decode does not complete
+        if never.queries:
+            break
+    (batch,) = batched._batchers.values()
+    # polled once; the row stepped meanwhile: a replay is queued for it
+    assert never.queries == 1 and batch.live_rows == 1 and batch._pending is not None
+    chunks.close()  # type: ignore[attr-defined]
+    assert batch.live_rows == 0 and batched._pending_decodes == []
+    monkeypatch.setattr(Pipeline, "_decode_rows", decode_rows)
+    audio = np.concatenate(
+        list(batched.synthesize("Dinner is ready.", prompt, GREEDY, stream=True))
+    )
+    assert audio.size > 0 and batch.live_rows == 0
+
+
 @RUN_AHEAD
 def test_rows_opened_together_prefill_together(
     monkeypatch: pytest.MonkeyPatch, run_ahead: bool
