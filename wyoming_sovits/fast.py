@@ -590,25 +590,22 @@ def _fill_decode_inputs(
     code_len = np.ones(slots, dtype=np.int64)
     text_len = np.ones(slots, dtype=np.int64)
     scale = np.zeros((slots, 1, 1), dtype=np.float32)
-    lengths = []
-    for b, (c, t, _, _, s) in enumerate(rows):
+    io["noise"].zero_()
+    for b, (c, t, _, noise, s) in enumerate(rows):
         n_c, n_t = len(c), len(t)
         codes[b, :n_c], text[b, :n_t] = c.cpu().numpy(), t.cpu().numpy()
         code_len[b], text_len[b], scale[b] = n_c, n_t, s
-        lengths.append(n_c)
+        frames = n_c * frames_per_token
+        if noise is None:
+            io["noise"][b, :, :frames].normal_()
+        else:
+            io["noise"][b, :, :frames] = noise[0]
     for name, value in (("code_len", code_len), ("text_len", text_len), ("scale", scale)):
         _copy_in(io[name], torch.from_numpy(value))
     _copy_in(io["codes"][0], torch.from_numpy(codes))
     _copy_in(io["text"], torch.from_numpy(text))
     io["ge"].zero_()
     io["ge"][: len(rows)] = torch.cat([r[2] for r in rows]).to(io["ge"])
-    io["noise"].zero_()
-    for b, (n_c, (_, _, _, noise, _)) in enumerate(zip(lengths, rows, strict=True)):
-        frames = n_c * frames_per_token
-        if noise is None:
-            io["noise"][b, :, :frames].normal_()
-        else:
-            io["noise"][b, :, :frames] = noise[0]
 
 
 def _decode_body(

@@ -947,7 +947,9 @@ class Pipeline:
         ordered = [requests[size[4]] for size in sizes]
         n = len(ordered)
         # a run's price depends on its row count through its row bucket: priced once each
-        rows_key = [0] + [1 if graphs is None else graphs.price_rows(r) for r in range(1, n + 1)]
+        rows_key = (
+            [0] + [graphs.price_rows(r) for r in range(1, n + 1)] if graphs is not None else []
+        )
         prices: dict[tuple[int, int, int, int, bool, int], int | None] = {}
         cost, cut = [0] + [-1] * n, [0] * (n + 1)
         for j in range(1, n + 1):
