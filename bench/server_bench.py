@@ -22,7 +22,10 @@ sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ah
 several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
-"chunk4096" (audio-chunks of 4096 samples, not 1024), "1d" (the vocoder's 1-D
+"chunk4096" (audio-chunks of 4096 samples, not 1024), "inproc" (the clients in the
+server's process, as before 2026-12-03's second session, not in ``CLIENT_PROCESSES`` processes
+of their own), "wall" (where the worker thread
+and the event loop spend the second round's wall time: sampled stacks), "1d" (the vocoder's 1-D
 convolutions, not the product's channels-last 2-D ones), "serial" / "overlap" (the SoVITS
 decodes on the GPT's CUDA stream / on their own, whatever the pipeline's streams), "py" (also print the second round's
 Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
@@ -45,6 +48,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -55,19 +59,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from test_pipeline_golden import build_models  # noqa: E402
-from wyoming.audio import AudioChunk  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
 from wyoming.server import AsyncServer, AsyncTcpServer  # noqa: E402
-from wyoming.tts import (  # noqa: E402
-    Synthesize,
-    SynthesizeChunk,
-    SynthesizeStart,
-    SynthesizeStop,
-    SynthesizeVoice,
-)
+from wyoming_clients import first_and_last, serve_clients, timed_client  # noqa: E402
 
 import wyoming_sovits.batching as batching_module  # noqa: E402
 import wyoming_sovits.pipeline as pipeline_module  # noqa: E402
@@ -81,6 +77,7 @@ from wyoming_sovits.voices import VoiceRegistry  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 TOKENS = 100  # per fragment (4 s of audio)
 OVERLAP_DEFAULT = pipeline_module.OVERLAP_DECODES_MIN_STREAMS  # the product's
+CLIENT_PROCESSES = 4  # the concurrent rows' clients: 16 per process at 64 streams
 TEXT = "The washing machine has finished, so please take the laundry out before dinner tonight."
 ROWS: list[tuple[str, str, str]] = []
 
@@ -117,30 +114,7 @@ async def _first_and_last(
     port: int, streaming_flow: bool, text: str = TEXT
 ) -> tuple[float, float, int]:
     """(seconds to first audio-chunk, seconds to the end, samples received)."""
-    async with AsyncTcpClient("127.0.0.1", port) as client:
-        voice = SynthesizeVoice(name="austen")
-        start = time.perf_counter()
-        if streaming_flow:
-            await client.write_event(SynthesizeStart(voice=voice).event())
-            await client.write_event(SynthesizeChunk(text=text).event())
-            await client.write_event(SynthesizeStop().event())
-            end_type = "synthesize-stopped"
-        else:
-            await client.write_event(Synthesize(text=text, voice=voice).event())
-            end_type = "audio-stop"
-        first, samples = 0.0, 0
-        while True:
-            event = await client.read_event()
-            if event is None:
-                raise ConnectionError("server closed the connection")
-            if AudioChunk.is_type(event.type):
-                if not samples:
-                    first = time.perf_counter() - start
-                samples += len(AudioChunk.from_event(event).audio) // 2
-            elif event.type == "error":
-                raise RuntimeError(event.data)
-            elif event.type == end_type:
-                return first, time.perf_counter() - start, samples
+    return await first_and_last(port, streaming_flow, text)
 
 
 @contextlib.asynccontextmanager
@@ -241,31 +215,100 @@ async def _concurrent(
     registry: VoiceRegistry,
     settings: ServerSettings,
     clients: int,
-    python_profile: cProfile.Profile | None = None,
+    python_profile: cProfile.Profile | WallSampler | None = None,
     same_text: bool = False,
+    client_processes: int = CLIENT_PROCESSES,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
     captures the batched graphs it needs): the second round's timings and wall, the first
     round's first-audio p95, and when the second round began (``time.perf_counter``).
     Each client says its own sentence, new in each round, unless ``same_text`` (then all
-    say ``TEXT``, and its phones come from the cache). ``python_profile`` runs during the
-    second round (every thread's Python, on 3.12+)."""
+    say ``TEXT``, and its phones come from the cache). The clients run in
+    ``client_processes`` processes of their own (``wyoming_clients.serve_clients``), as
+    Home Assistant does; 0: in this process, where they parse every audio-chunk under the
+    server's GIL. ``python_profile`` runs during the second round (every thread's Python,
+    on 3.12+)."""
     texts = [TEXT] * 2 * clients if same_text else distinct_sentences(2 * clients)
     async with _serving(engine, registry, settings) as port:
         await _first_and_last(port, False)  # warm-up
         first_round = 0.0
         for round_ in range(2):
+            said = texts[round_ * clients : (round_ + 1) * clients]
             if round_ == 1 and python_profile is not None:
                 python_profile.enable()
-            start = time.perf_counter()
-            said = texts[round_ * clients : (round_ + 1) * clients]
-            timed = await asyncio.gather(*(_first_and_last(port, False, t) for t in said))
+            if client_processes:
+                timed = await serve_clients(port, said, client_processes)
+            else:
+                timed = await asyncio.gather(*(timed_client(port, t) for t in said))
             if round_ == 0:
-                first_round = _percentile([1e3 * f for f, _, _ in timed], 0.95)
-        wall = time.perf_counter() - start
+                first_round = _percentile([1e3 * f for _, f, _, _ in timed], 0.95)
         if python_profile is not None:
             python_profile.disable()
-        return list(timed), wall, first_round, start
+        start = min(t[0] for t in timed)
+        wall = max(t[0] + t[2] for t in timed) - start
+        return [(f, total, int(n)) for _, f, total, n in timed], wall, first_round, start
+
+
+class WallSampler:
+    """Where the worker thread and the event loop spend wall time: every ``interval`` s a
+    sampling thread reads both threads' Python stacks (``sys._current_frames``), between
+    ``enable`` and ``disable`` (the protocol ``_concurrent`` drives a cProfile with). A
+    thread waiting on the GPU shows as the Python line that called the wait."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.interval = interval
+        self.samples: dict[str, list[tuple[str, ...]]] = {"worker": [], "event loop": []}
+        self._loop_thread = threading.get_ident()  # the thread running asyncio.run
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def enable(self) -> None:
+        workers = [t.ident for t in threading.enumerate() if t.name == "sovits-engine"]
+        ids = {"worker": workers[0] if workers else None, "event loop": self._loop_thread}
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, args=(ids,), daemon=True)
+        self._thread.start()
+
+    def disable(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _sample(self, ids: dict[str, int | None]) -> None:
+        while not self._stop.wait(self.interval):
+            frames = sys._current_frames()
+            for name, ident in ids.items():
+                frame = frames.get(ident) if ident is not None else None
+                stack: list[str] = []
+                while frame is not None:
+                    code = frame.f_code
+                    where = Path(code.co_filename)
+                    stack.append(
+                        f"{where.parent.name}/{where.name}:{code.co_name}:{frame.f_lineno}"
+                    )
+                    frame = frame.f_back
+                self.samples[name].append(tuple(stack))
+            del frames
+
+    def report(self, label: str, top: int = 14) -> None:
+        """Per thread: the innermost lines with the most samples, and the package's
+        functions by share of samples anywhere on the stack (wall time inside them)."""
+        for name, stacks in self.samples.items():
+            if not stacks:
+                continue
+            n = len(stacks)
+            leaves: dict[str, int] = {}
+            inside: dict[str, int] = {}
+            for stack in stacks:
+                if stack:
+                    leaves[stack[0]] = leaves.get(stack[0], 0) + 1
+                funcs = {f.rsplit(":", 1)[0] for f in stack if f.startswith("wyoming_sovits/")}
+                for func in funcs:
+                    inside[func] = inside.get(func, 0) + 1
+            for kind, counts in (("line", leaves), ("inside", inside)):
+                ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+                note = "; ".join(f"{where} {100 * c / n:.1f}%" for where, c in ranked)
+                row(f"{label}: {name} wall by {kind}", f"{n} samples", note)
 
 
 def report_python_profile(python_profile: cProfile.Profile, top: int = 45) -> None:
@@ -408,26 +451,31 @@ def measure_concurrent(
     kernels: str = "torch",
     tokens: int = TOKENS,
     profile: bool = False,
-    python_profile: bool = False,
+    python_profile: str = "",
     run_ahead: bool | None = None,
     switch_interval: float | None = None,
     samples_per_chunk: int | None = None,
     same_text: bool = False,
     one_d_vocoder: bool = False,
     overlap: bool | None = None,
+    client_processes: int = CLIENT_PROCESSES,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
     ``run_ahead`` False: the batch reads each replay before queueing the next, True: it
     queues the next first (None: as the pipeline builds it, which with several streams is
     False);
-    ``python_profile``: print the second round's Python profile (cProfile, all threads);
+    ``python_profile`` "py": print the second round's Python profile (cProfile, all
+    threads); "wall": where the worker and the event loop spend its wall time
+    (``WallSampler``);
     ``kernels`` "triton-sampler": the PyTorch step with the Triton sampler (what the
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's);
     ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last;
     ``overlap``: the SoVITS decodes on a CUDA stream of their own (True) or on the GPT's
-    (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``)."""
+    (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``);
+    ``client_processes``: the processes the clients run in (0: this one, see
+    ``_concurrent``)."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -437,7 +485,7 @@ def measure_concurrent(
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
-                            same_text)  # fmt: skip
+                            same_text, client_processes)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -478,11 +526,12 @@ def _measure_concurrent(
     kernels: str,
     tokens: int,
     profile: bool,
-    python_profile: bool,
+    python_profile: str,
     run_ahead: bool | None,
     switch_interval: float | None,
     samples_per_chunk: int | None,
     same_text: bool,
+    client_processes: int,
 ) -> None:
     settings = _settings(work, device, dtype)
     if samples_per_chunk is not None:  # fewer, larger audio-chunk events
@@ -507,12 +556,16 @@ def _measure_concurrent(
             if profile
             else contextlib.nullcontext()
         )
-        py_prof = cProfile.Profile() if python_profile else None
+        py_prof: cProfile.Profile | WallSampler | None = None
+        if python_profile:
+            py_prof = cProfile.Profile() if python_profile == "py" else WallSampler()
         with stage_timers(pipeline) as spent, profiler as prof, timeline(pipeline) as events:
             timed, wall, first_round, start = asyncio.run(
-                _concurrent(engine, registry, settings, clients, py_prof, same_text)
+                _concurrent(
+                    engine, registry, settings, clients, py_prof, same_text, client_processes
+                )
             )
-        if py_prof is not None:
+        if isinstance(py_prof, cProfile.Profile):
             report_python_profile(py_prof)
         if prof is not None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
@@ -524,9 +577,10 @@ def _measure_concurrent(
     ahead = {None: "", False: ", no run-ahead", True: ", run-ahead"}[run_ahead]
     label = f"{clients} streams batched ({kernels}{ahead}"
     label += ")" if switch_interval is None else f", GIL switch {1e3 * switch_interval:g} ms)"
-    label += " [Python profiled]" if python_profile else ""
+    label += {"py": " [Python profiled]", "wall": " [wall sampled]"}.get(python_profile, "")
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
+    label += " [clients in-process]" if not client_processes else ""
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
     overlap = pipeline._decode_stream is not None
     if overlap != (clients >= OVERLAP_DEFAULT):
@@ -542,6 +596,8 @@ def _measure_concurrent(
             f"{len(times)} calls, {1e3 * sum(times) / len(times):.1f} ms each")  # fmt: skip
     if events:
         report_timeline(label, events, start, firsts)
+    if isinstance(py_prof, WallSampler):
+        py_prof.report(label)
 
 
 def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
@@ -649,10 +705,11 @@ def main() -> None:
     for clients, kernels, mode in concurrent:
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=clients in profile_for, python_profile=mode == "py",
+                               profile=clients in profile_for, python_profile=mode if mode in ("py", "wall") else "",
                                run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same", one_d_vocoder=mode == "1d",
+                               client_processes=0 if mode == "inproc" else CLIENT_PROCESSES,
                                overlap={"serial": False, "overlap": True}.get(mode),
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:

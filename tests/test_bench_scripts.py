@@ -47,6 +47,10 @@ def test_server_bench_concurrency_on_tiny_models(server_bench: object, tmp_path:
     rows = {measure: value for measure, value, _ in bench.ROWS}  # type: ignore[attr-defined]
     assert rows["3 streams batched (torch): aggregate"].endswith("x real time")
     assert float(rows["3 streams batched (torch): slowest stream"].split("x")[0]) > 0
+    # the clients in the server's own process, as the bench ran them before
+    bench.measure_concurrent(models, tmp_path, "cpu", "float32", 2, tokens=16, client_processes=0)  # type: ignore[attr-defined]
+    rows = {measure: value for measure, value, _ in bench.ROWS}  # type: ignore[attr-defined]
+    assert rows["2 streams batched (torch) [clients in-process]: aggregate"].endswith("x real time")
 
 
 def test_gpu_bench_imports() -> None:

@@ -399,3 +399,44 @@ async def test_a_piece_of_audio_goes_out_in_one_write(
     assert all(len(AudioChunk.from_event(e).audio) == 200 for e in chunks[:-1])
     pieces = -(-produced_samples(server) // 2000)
     assert sum(writes) == len(chunks) and len(writes) <= pieces + 1 < len(chunks)
+
+
+class _Collect:
+    """What ``async_write_event`` writes, as one byte string."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.parts.extend(data)
+
+    async def drain(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("rate", [32000, 48000, 16000])
+async def test_chunk_framer_writes_the_bytes_wyoming_writes(rate: int) -> None:
+    """The handler frames audio-chunks itself; the bytes are wyoming's own, for timestamps of
+    every width, none, and payloads of any length (an empty one has no payload_length)."""
+    from wyoming.event import async_read_event, async_write_event
+
+    from wyoming_sovits.handler import _ChunkFramer
+
+    framer = _ChunkFramer(rate, 2, 1)
+    for timestamp in (0, 7, 32, 999, 123456789, None):
+        for payload in (bytes(2048), b"\x01\x02" * 5, b""):
+            ours = framer.frame(payload, timestamp)
+            theirs = _Collect()
+            chunk = AudioChunk(rate=rate, width=2, channels=1, audio=payload, timestamp=timestamp)
+            await async_write_event(chunk.event(), theirs)  # type: ignore[arg-type]
+            assert ours == b"".join(theirs.parts)
+            reader = asyncio.StreamReader()
+            reader.feed_data(ours)
+            reader.feed_eof()
+            event = await async_read_event(reader)
+            assert event is not None and AudioChunk.is_type(event.type)
+            back = AudioChunk.from_event(event)
+            assert (back.rate, back.timestamp, back.audio) == (rate, timestamp, payload)
