@@ -468,6 +468,136 @@ def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
     assert all(b.live_rows == 0 for b in batched._batchers.values())
 
 
+LONG_TEXTS = ("Good morning! The kettle is on.", "Dinner is ready. Wash your hands!", "Hello.")
+
+
+def _slow_decodes(monkeypatch: pytest.MonkeyPatch, polls: int) -> list[_SlowEvent]:
+    """Batched decodes whose audio stays "on its way" for ``polls`` queries."""
+    events: list[_SlowEvent] = []
+    decode_rows = Pipeline._decode_rows
+
+    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
+        decode_rows(self, path, batch)
+        events.append(_SlowEvent(polls=polls))
+        for queued in batch:
+            queued.done = events[-1]
+
+    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
+    return events
+
+
+def test_next_sentence_opens_while_the_last_decode_is_on_its_way(
+    single: Pipeline, batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several streams a request's next sentence is opened (features, row) once its
+    sentence's last decode is on its way: its row is prefilled and stepped beside that
+    decode. Each stream's audio is still its single-stream audio, sentence by sentence."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
+    events = _slow_decodes(monkeypatch, polls=3)
+    opened: list[bool] = []  # per sentence opened ahead: whether a decode was in flight then
+    open_next = Pipeline._open_next
+
+    def watched(self: Pipeline, *args: object) -> object:
+        opened.append(any(not (e.waited or e.queries > e.polls) for e in events))
+        return open_next(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "_open_next", watched)
+    prompt = single.prepare_prompt(make_voice())
+    want = [
+        np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in LONG_TEXTS
+    ]
+    streams = [iter(batched.synthesize(t, prompt, GREEDY, stream=True)) for t in LONG_TEXTS]
+    got: list[list[np.ndarray]] = [[] for _ in LONG_TEXTS]
+    live = list(range(len(LONG_TEXTS)))
+    while live:
+        for i in list(live):
+            chunk = next(streams[i], None)
+            if chunk is None:
+                live.remove(i)
+            else:
+                got[i].append(chunk)
+    assert opened and all(opened)  # each while its sentence's last decode was in flight
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+    assert batched._pending_decodes == []
+    assert all(b.live_rows == 0 for b in batched._batchers.values())
+
+
+def test_next_sentence_opened_ahead_gives_its_row_back_when_closed(
+    batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream closed while its next sentence's row is open (the last decode of the
+    sentence before still on its way) gives that row back too."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 1)
+    prompt = batched.prepare_prompt(make_voice())
+    text = "Good morning! The kettle is on."
+    first = np.concatenate(list(batched.synthesize("Good morning!", prompt, GREEDY, stream=True)))
+    never = _SlowEvent(polls=1 << 30)
+    decode_rows, decode_soon = Pipeline._decode_rows, Pipeline._decode_soon
+    last: list[bool] = []  # per decode: whether it is its sentence's last (with ``meanwhile``)
+
+    def marked(self: Pipeline, *args: object) -> object:
+        last.append(len(args) > 6 and args[6] is not None)
+        return (yield from decode_soon(self, *args))  # type: ignore[arg-type]
+
+    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
+        decode_rows(self, path, batch)
+        for queued in batch:
+            queued.done = never if last[-1] else None  # the first sentence's end never comes
+
+    monkeypatch.setattr(Pipeline, "_decode_soon", marked)
+    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
+    chunks = iter(batched.synthesize(text, prompt, GREEDY, stream=True))
+    (batch,) = batched._batchers.values()
+    heard = []
+    for _, chunk in zip(range(400), chunks, strict=False):
+        heard.append(chunk)
+        if batch.live_rows and never.queries:  # the next sentence's row, opened ahead
+            break
+    assert never.queries and batch.live_rows == 1
+    assert 0 < sum(map(len, heard)) < len(first)  # the first sentence's tail not yet out
+    chunks.close()  # type: ignore[attr-defined]
+    assert batch.live_rows == 0 and batched._pending_decodes == []
+
+
+def test_next_sentence_failing_to_open_fails_after_the_sentence_before(
+    batched: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the next sentence ahead fails (here its plan): the sentence before still
+    ends with all its audio and its pause, then the stream raises that error."""
+    import wyoming_sovits.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 1)
+    _slow_decodes(monkeypatch, polls=2)
+    prompt = batched.prepare_prompt(make_voice())
+    first = np.concatenate(list(batched.synthesize("Good morning!", prompt, GREEDY, stream=True)))
+    plan = Pipeline._plan
+    plans: list[str] = []
+
+    def second_fails(self: Pipeline, prompt: object, feats: object, cfg: object) -> object:
+        plans.append("plan")
+        if len(plans) == 2:
+            raise SamplingError("the second sentence's plan")
+        return plan(self, prompt, feats, cfg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "_plan", second_fails)
+    heard: list[np.ndarray] = []
+    with pytest.raises(SamplingError, match="second sentence"):
+        for chunk in batched.synthesize(
+            "Good morning! The kettle is on.", prompt, GREEDY, stream=True
+        ):
+            heard.append(chunk)
+    assert len(plans) == 2  # the second was planned ahead, while the first's end decoded
+    np.testing.assert_allclose(np.concatenate(heard), first, atol=1e-5)  # its audio and pause
+    assert all(b.live_rows == 0 for b in batched._batchers.values())
+
+
 class _TwoRowBuckets:
     """Stands in for ``SoVITSGraphs`` (CUDA only; ``decode_rows`` is tested on the GPU in
     test_fast.py): buckets of at most two rows, decoded by the eager batched call."""

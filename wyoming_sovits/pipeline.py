@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import ContinuousBatcher, drain
+from .batching import ContinuousBatcher, RowStream, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
 from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner, decode_stream
@@ -480,6 +480,21 @@ class _GptPlan:
         return pack_inputs([self.item], self.model.config)
 
 
+@dataclass
+class _NextSentence:
+    """A request's next sentence, opened while the one before is still being decoded: its
+    features and, when it decodes in the shared batch, its row (already taking its turns);
+    or the error opening it raised, which is the next sentence's to raise."""
+
+    feats: TextFeatures | None = None
+    row: RowStream | None = None
+    error: Exception | None = None
+
+    def close(self) -> None:
+        if self.row is not None:
+            self.row.close()
+
+
 class _TextCache:
     """LRU of sentences' features, at most ``TEXT_CACHE_SENTENCES`` sentences and
     ``TEXT_CACHE_PHONES`` phones (``phones``: how many it holds now)."""
@@ -784,24 +799,83 @@ class Pipeline:
     def _stream(
         self, text: str, prompt: Prompt, cfg: SynthesisConfig, split_method: str
     ) -> Iterator[np.ndarray]:
+        """Each sentence's pieces, then its pause. With several streams the next sentence
+        is opened while the last decode of the one before runs (``_open_next``)."""
         language = cfg.text_language or prompt.text_language
         rng = self._random(cfg.seed)
         pause = np.zeros(int(OUTPUT_RATE * _f(cfg.fragment_pause)), dtype=np.float32)
-        for sentence in self.sentences(text, language, split_method):
+        sentences = iter(self.sentences(text, language, split_method))
+        ahead: list[_NextSentence] = []
+
+        def open_next() -> None:
+            ahead.append(self._open_next(sentences, prompt, language, cfg))
+
+        try:
+            while True:
+                upcoming = ahead.pop() if ahead else self._next_features(sentences, language)
+                if isinstance(upcoming, _NextSentence):
+                    if upcoming.error is not None:
+                        raise upcoming.error
+                    feats, row = upcoming.feats, upcoming.row
+                else:
+                    feats, row = upcoming, None
+                if feats is None:
+                    return
+                chunks = drain(row) if row is not None else None
+                meanwhile = open_next if self.max_streams > 1 else None
+                try:
+                    yield from self._stream_sentence(prompt, feats, cfg, rng, chunks, meanwhile)
+                finally:
+                    if row is not None:  # given back even if the sentence never read it
+                        row.close()
+                yield pause
+        finally:
+            for upcoming in ahead:  # opened, never read: its row goes back
+                upcoming.close()
+
+    def _next_features(self, sentences: Iterator[str], language: str) -> TextFeatures | None:
+        """The next speakable sentence's features (None: no sentence left)."""
+        for sentence in sentences:
             feats = self._sentence_features(sentence, language)
+            if feats is not None:
+                return feats
+        return None
+
+    def _open_next(
+        self, sentences: Iterator[str], prompt: Prompt, language: str, cfg: SynthesisConfig
+    ) -> _NextSentence:
+        """The next sentence's features and, in the shared batch, its row: opened now, so
+        its text runs while the GPU decodes the sentence before, and its prefill and first
+        steps beside that decode."""
+        try:
+            feats = self._next_features(sentences, language)
             if feats is None:
-                continue
-            yield from self._stream_sentence(prompt, feats, cfg, rng)
-            yield pause
+                return _NextSentence()
+            plan = self._plan(prompt, feats, cfg)
+            if plan.batcher is None:
+                return _NextSentence(feats)
+            return _NextSentence(
+                feats, plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
+            )
+        except Exception as err:  # the next sentence's to raise, after this one's audio
+            return _NextSentence(error=err)
 
     def _stream_sentence(
-        self, prompt: Prompt, feats: TextFeatures, cfg: SynthesisConfig, rng: RequestRandom
+        self,
+        prompt: Prompt,
+        feats: TextFeatures,
+        cfg: SynthesisConfig,
+        rng: RequestRandom,
+        chunks: Iterator[Tensor] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Re-decode the growing token prefix at each chunk boundary and send the audio that
         later tokens no longer change much (all but the last few tokens' worth).
 
         Each decode vocodes only from the first unsent latent frame (with context): its
-        audio starts at sample ``offset``, that frame's first.
+        audio starts at sample ``offset``, that frame's first. ``chunks``: the sentence's
+        tokens, when its row was opened ahead (else opened here); ``meanwhile`` is called
+        once the GPT is done and the last decode is on its way (``_decode_soon``).
         """
         sovits = self._sovits_model(prompt.sovits).model
         noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
@@ -810,7 +884,9 @@ class Pipeline:
         audio, offset = np.zeros(0, dtype=np.float32), 0
         up = sovits.cfg.upsample_factor
         per_token = up * sovits.cfg.frames_per_token / _f(cfg.speed)
-        for chunk in self._token_chunks(prompt, feats, cfg, rng):
+        if chunks is None:
+            chunks = self._token_chunks(prompt, feats, cfg, rng)
+        for chunk in chunks:
             if len(chunk) == 0:  # the row waits for its (batched) prefill: step the others
                 yield np.zeros(0, dtype=np.float32)
                 continue
@@ -828,7 +904,9 @@ class Pipeline:
                 sent = ready
         if decoded != n:
             offset = sent // up * up
-            audio = yield from self._decode_soon(tokens, prompt, feats, cfg, noise, sent // up)
+            audio = yield from self._decode_soon(
+                tokens, prompt, feats, cfg, noise, sent // up, meanwhile
+            )
         if offset + len(audio) > sent:
             yield np.clip(audio[sent - offset :], -1.0, 1.0)
 
@@ -840,6 +918,7 @@ class Pipeline:
         cfg: SynthesisConfig,
         noise: NoiseTape,
         from_frame: int,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Generator[np.ndarray, None, np.ndarray]:
         """The prefix's audio from latent frame ``from_frame`` on, decoded together with
         other streams' pending decodes.
@@ -848,7 +927,10 @@ class Pipeline:
         queued and an empty chunk is yielded: the engine then steps the other streams, which
         queue theirs, and the first of them to come back decodes the whole queue at once.
         While its audio is on its way the stream keeps the GPT batch stepping and yields
-        empty chunks; with no row to step it waits.
+        empty chunks; with no row to step it waits. ``meanwhile`` runs once the decode is on
+        its way (not when it is already done), before the first such step: a stream opens
+        its next sentence there, and the empty chunk after it lets the other streams open
+        theirs, so that one prefill serves them all.
         """
         if self.max_streams <= 1:
             return self._decode_all(tokens, prompt, feats, cfg, noise, from_frame)
@@ -858,6 +940,9 @@ class Pipeline:
             yield np.zeros(0, dtype=np.float32)
             if not request.launched:
                 self._flush_decodes()
+            if meanwhile is not None and not request.ready():
+                meanwhile()
+                yield np.zeros(0, dtype=np.float32)
             while not request.ready():
                 if not self._step_gpt_meanwhile():
                     request.wait()
