@@ -131,12 +131,6 @@ BATCH_DECODE_MAX_TOKENS = 2048
 # 318x -> 370x real time in all; at 16 and 4 streams first audio is 7-16 ms later that way
 # (the GPT's kernels slow a small decode), for no more throughput.
 OVERLAP_DECODES_MIN_STREAMS = 32
-# With several streams a stream about to hand the engine a piece of audio, or a decode to
-# queue, first queues the GPT batch's next replay if none is running (``pump``: never
-# waits), so the GPU keeps stepping the other rows while the engine takes the streams'
-# turns. Without, the batch stood still from one stream's last token until the next
-# stream ran short: 64 streams' turns, a decode flush.
-KEEP_GPT_STEPPING = True
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
 # the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
@@ -906,7 +900,6 @@ class Pipeline:
             decoded = n
             ready = int((n - STREAM_HOLD_TOKENS) * per_token)
             if ready > sent:
-                self._keep_stepping()
                 yield np.clip(audio[sent - offset : ready - offset], -1.0, 1.0)
                 sent = ready
         if decoded != n:
@@ -915,7 +908,6 @@ class Pipeline:
                 tokens, prompt, feats, cfg, noise, sent // up, meanwhile
             )
         if offset + len(audio) > sent:
-            self._keep_stepping()
             yield np.clip(audio[sent - offset :], -1.0, 1.0)
 
     def _decode_soon(
@@ -945,7 +937,6 @@ class Pipeline:
         request = _DecodeRequest(prompt, torch.cat(tokens), feats, cfg, noise, from_frame)
         self._pending_decodes.append(request)
         try:
-            self._keep_stepping()
             yield np.zeros(0, dtype=np.float32)
             if not request.launched:
                 self._flush_decodes()
@@ -972,12 +963,6 @@ class Pipeline:
         for batcher in self._batchers.values():
             stepping = batcher.pump() or stepping
         return stepping
-
-    def _keep_stepping(self) -> None:
-        """``KEEP_GPT_STEPPING``: before a batched stream yields to the engine. On CUDA only,
-        where a replay is queued without waiting (on the CPU the step would run first)."""
-        if KEEP_GPT_STEPPING and self.max_streams > 1 and self.device.type == "cuda":
-            self._step_gpt_meanwhile()
 
     def _side_stream(self) -> torch.cuda.Stream | None:
         """The decodes' own CUDA stream (``OVERLAP_DECODES_MIN_STREAMS``), or None: the
