@@ -22,7 +22,8 @@ sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ah
 several streams' batch without), "5ms" (the
 interpreter's default GIL switch interval, not the batching engine's 0.5 ms), "same"
 (every client the same sentence: the text frontend's cache serves all but the first),
-"chunk4096" (audio-chunks of 4096 samples, not 1024), "inproc" (the clients in the
+"chunk4096" (audio-chunks of 4096 samples, not 1024), "sequential" (a request's next
+sentence opened once the one before is done, not during its last decode), "inproc" (the clients in the
 server's process, as before 2026-12-03's second session, not in ``CLIENT_PROCESSES`` processes
 of their own), "wall" (where the worker thread
 and the event loop spend the second round's wall time: sampled stacks), "1d" (the vocoder's 1-D
@@ -459,6 +460,7 @@ def measure_concurrent(
     one_d_vocoder: bool = False,
     overlap: bool | None = None,
     client_processes: int = CLIENT_PROCESSES,
+    open_ahead: bool = True,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -475,13 +477,15 @@ def measure_concurrent(
     ``overlap``: the SoVITS decodes on a CUDA stream of their own (True) or on the GPT's
     (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``);
     ``client_processes``: the processes the clients run in (0: this one, see
-    ``_concurrent``)."""
+    ``_concurrent``); ``open_ahead`` False: each sentence opened after the one before is
+    done (``OPEN_NEXT_SENTENCE_AHEAD`` off)."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
         pipeline_constant("SOVITS_CHANNELS_LAST", not one_d_vocoder),
         pipeline_constant("OVERLAP_DECODES_MIN_STREAMS", min_streams),
+        pipeline_constant("OPEN_NEXT_SENTENCE_AHEAD", open_ahead),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
@@ -581,6 +585,9 @@ def _measure_concurrent(
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
     label += " [clients in-process]" if not client_processes else ""
+    label += (
+        " [sentences one after another]" if not pipeline_module.OPEN_NEXT_SENTENCE_AHEAD else ""
+    )
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
     overlap = pipeline._decode_stream is not None
     if overlap != (clients >= OVERLAP_DEFAULT):
@@ -710,6 +717,7 @@ def main() -> None:
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same", one_d_vocoder=mode == "1d",
                                client_processes=0 if mode == "inproc" else CLIENT_PROCESSES,
+                               open_ahead=mode != "sequential",
                                overlap={"serial": False, "overlap": True}.get(mode),
                                switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
         except Exception as exc:

@@ -131,6 +131,10 @@ BATCH_DECODE_MAX_TOKENS = 2048
 # 318x -> 370x real time in all; at 16 and 4 streams first audio is 7-16 ms later that way
 # (the GPT's kernels slow a small decode), for no more throughput.
 OVERLAP_DECODES_MIN_STREAMS = 32
+# With several streams a request's next sentence is opened (its text, its GPT row) while
+# the last decode of the sentence before is on its way (``Pipeline._open_next``), so its
+# text runs while the GPU decodes and its prefill and first steps beside that decode.
+OPEN_NEXT_SENTENCE_AHEAD = True
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
 # the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
@@ -822,7 +826,8 @@ class Pipeline:
                 if feats is None:
                     return
                 chunks = drain(row) if row is not None else None
-                meanwhile = open_next if self.max_streams > 1 else None
+                ahead_ok = OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1
+                meanwhile = open_next if ahead_ok else None
                 try:
                     yield from self._stream_sentence(prompt, feats, cfg, rng, chunks, meanwhile)
                 finally:
