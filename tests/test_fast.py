@@ -367,3 +367,38 @@ def test_a_failed_compilation_falls_back_to_the_plain_decode(
     assert graphs.compile_failed == "RuntimeError: no compiler here"
     graphs._warm_up(run, 4)
     assert calls == ["plain", "plain"]
+
+
+def test_no_garbage_collection_inside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector is off while a capture runs (graphs it frees mid-capture break the
+    capture) and on again after it, whether the capture ends or raises."""
+    import contextlib
+    import gc
+
+    from wyoming_sovits import fast
+
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def fake_graph(graph: object, pool: object = None, stream: object = None) -> Iterator[None]:
+        seen.append(gc.isenabled())
+        yield
+        seen.append(gc.isenabled())
+
+    monkeypatch.setattr(torch.cuda, "graph", fake_graph)
+    assert gc.isenabled()
+    with fast.capturing(object(), torch.device("cpu")):  # type: ignore[arg-type]
+        seen.append(gc.isenabled())
+    assert seen == [False, False, False] and gc.isenabled()
+    failing = fast.capturing(object(), torch.device("cpu"))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="kernel"), failing:
+        assert not gc.isenabled()
+        raise RuntimeError("a kernel failed")
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        with fast.capturing(object(), torch.device("cpu")):  # type: ignore[arg-type]
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -32,6 +32,7 @@ shorter rows (``batching.ContinuousBatcher`` uses it for a one-row batch).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import time
@@ -435,14 +436,24 @@ def capturing(
     stream: torch.cuda.Stream | None = None,
     pool: _PoolHandle | None = None,
 ) -> Iterator[None]:
-    """``torch.cuda.graph`` that leaves the device usable when the capture raises.
+    """``torch.cuda.graph`` that leaves the device usable when the capture raises, and
+    that the garbage collector does not run inside.
 
     A capture marks the default generator of its device as capturing, and only a capture
     that ends clears the mark: after one that raised, every random draw outside a capture
     raises ("Offset increment outside graph capture"), sampling and the replays of graphs
     that draw included. So on a failure one tiny capture that ends runs before the error
     goes on; it clears the mark on the generator state that earlier graphs share.
+
+    Graphs held in reference cycles (a batch and its row streams) are freed by the garbage
+    collector, whenever it runs, in whichever thread: one run during a capture destroys
+    them mid-capture, which CUDA refuses ("operation not permitted when stream is
+    capturing"), and the capture's memory pool was left recording, so the next capture
+    failed ("already recording to mempool_id"; H200, 64 streams, bench/README). So the
+    collector is off while a capture runs (it is process-wide: the event loop's thread too).
     """
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         with torch.cuda.graph(graph, pool=pool, stream=stream):
             yield
@@ -457,6 +468,9 @@ def capturing(
         except Exception as err:  # the capture's own error is the one to report
             _LOGGER.warning("could not clear the generator after a failed capture: %s", err)
         raise
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class PrefillGraphs:
