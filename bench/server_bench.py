@@ -254,7 +254,10 @@ class WallSampler:
     """Where the worker thread and the event loop spend wall time: every ``interval`` s a
     sampling thread reads both threads' Python stacks (``sys._current_frames``), between
     ``enable`` and ``disable`` (the protocol ``_concurrent`` drives a cProfile with). A
-    thread waiting on the GPU shows as the Python line that called the wait."""
+    thread waiting on the GPU shows as the Python line that called the wait. The sampler
+    needs the GIL, which it gets soonest when the sampled thread releases it: lines that do
+    (CUDA waits and queries, ``np.clip``) are over-sampled against pure Python, and the
+    sampling slows the round."""
 
     def __init__(self, interval: float = 0.0005) -> None:
         self.interval = interval
