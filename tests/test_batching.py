@@ -220,10 +220,12 @@ def batched(models_dir: Path) -> Pipeline:
     return load(models_dir, 3)
 
 
-def _interleave(pipeline: Pipeline, prompt: object) -> list[list[np.ndarray]]:
-    streams = [iter(pipeline.synthesize(t, prompt, GREEDY, stream=True)) for t in TEXTS]
-    got: list[list[np.ndarray]] = [[] for _ in TEXTS]
-    live = list(range(len(TEXTS)))
+def _interleave(
+    pipeline: Pipeline, prompt: object, texts: tuple[str, ...] = TEXTS
+) -> list[list[np.ndarray]]:
+    streams = [iter(pipeline.synthesize(t, prompt, GREEDY, stream=True)) for t in texts]
+    got: list[list[np.ndarray]] = [[] for _ in texts]
+    live = list(range(len(texts)))
     while live:  # as the engine steps them: one chunk each in turn
         for i in list(live):
             chunk = next(streams[i], None)
@@ -232,6 +234,34 @@ def _interleave(pipeline: Pipeline, prompt: object) -> list[list[np.ndarray]]:
             else:
                 got[i].append(chunk)
     return got
+
+
+def _slow_decodes(monkeypatch: pytest.MonkeyPatch, polls: int) -> list[_SlowEvent]:
+    """Batched decodes whose audio stays "on its way" for ``polls`` queries."""
+    events: list[_SlowEvent] = []
+    decode_rows = Pipeline._decode_rows
+
+    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
+        decode_rows(self, path, batch)
+        events.append(_SlowEvent(polls=polls))
+        for queued in batch:
+            queued.done = events[-1]
+
+    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
+    return events
+
+
+def _assert_near_alone(
+    batched: Pipeline, got: list[list[np.ndarray]], want: list[np.ndarray]
+) -> None:
+    """Each stream's audio is its single-stream audio but for the batched decode's padding
+    (within 5%), and nothing is left queued or holding a row."""
+    for chunks, w in zip(got, want, strict=True):
+        audio = np.concatenate(chunks)
+        assert audio.shape == w.shape
+        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+    assert batched._pending_decodes == []
+    assert all(b.live_rows == 0 for b in batched._batchers.values())
 
 
 def test_pipeline_batched_speaks_as_alone(single: Pipeline, batched: Pipeline) -> None:
@@ -436,15 +466,7 @@ def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
     import wyoming_sovits.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
-    events: list[_SlowEvent] = []
-    decode_rows = Pipeline._decode_rows
-
-    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
-        decode_rows(self, path, batch)
-        events.append(_SlowEvent(polls=3))
-        for queued in batch:
-            queued.done = events[-1]
-
+    events = _slow_decodes(monkeypatch, polls=3)
     pumps: list[bool] = []
     pump = ContinuousBatcher.pump
 
@@ -452,7 +474,6 @@ def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
         pumps.append(pump(self))
         return pumps[-1]
 
-    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
     monkeypatch.setattr(ContinuousBatcher, "pump", counted)
     prompt = single.prepare_prompt(make_voice())
     want = [np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
@@ -460,30 +481,10 @@ def test_streams_step_the_gpt_while_their_decodes_are_on_the_way(
     assert events and all(e.waited or e.queries > e.polls for e in events)
     assert True in pumps  # the batch stepped while decodes were in flight
     assert any(e.waited for e in events)  # the last streams' decodes: nothing else to step
-    for chunks, w in zip(got, want, strict=True):
-        audio = np.concatenate(chunks)
-        assert audio.shape == w.shape
-        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
-    assert batched._pending_decodes == []
-    assert all(b.live_rows == 0 for b in batched._batchers.values())
+    _assert_near_alone(batched, got, want)
 
 
 LONG_TEXTS = ("Good morning! The kettle is on.", "Dinner is ready. Wash your hands!", "Hello.")
-
-
-def _slow_decodes(monkeypatch: pytest.MonkeyPatch, polls: int) -> list[_SlowEvent]:
-    """Batched decodes whose audio stays "on its way" for ``polls`` queries."""
-    events: list[_SlowEvent] = []
-    decode_rows = Pipeline._decode_rows
-
-    def in_flight(self: Pipeline, path: Path, batch: list) -> None:  # type: ignore[type-arg]
-        decode_rows(self, path, batch)
-        events.append(_SlowEvent(polls=polls))
-        for queued in batch:
-            queued.done = events[-1]
-
-    monkeypatch.setattr(Pipeline, "_decode_rows", in_flight)
-    return events
 
 
 def test_next_sentence_opens_while_the_last_decode_is_on_its_way(
@@ -508,23 +509,9 @@ def test_next_sentence_opens_while_the_last_decode_is_on_its_way(
     want = [
         np.concatenate(list(single.synthesize(t, prompt, GREEDY, stream=True))) for t in LONG_TEXTS
     ]
-    streams = [iter(batched.synthesize(t, prompt, GREEDY, stream=True)) for t in LONG_TEXTS]
-    got: list[list[np.ndarray]] = [[] for _ in LONG_TEXTS]
-    live = list(range(len(LONG_TEXTS)))
-    while live:
-        for i in list(live):
-            chunk = next(streams[i], None)
-            if chunk is None:
-                live.remove(i)
-            else:
-                got[i].append(chunk)
+    got = _interleave(batched, prompt, LONG_TEXTS)
     assert opened and all(opened)  # each while its sentence's last decode was in flight
-    for chunks, w in zip(got, want, strict=True):
-        audio = np.concatenate(chunks)
-        assert audio.shape == w.shape
-        assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
-    assert batched._pending_decodes == []
-    assert all(b.live_rows == 0 for b in batched._batchers.values())
+    _assert_near_alone(batched, got, want)
 
 
 def test_next_sentence_opened_ahead_gives_its_row_back_when_closed(
