@@ -111,13 +111,6 @@ def distinct_sentences(count: int) -> list[str]:
     return out[:count]
 
 
-async def _first_and_last(
-    port: int, streaming_flow: bool, text: str = TEXT
-) -> tuple[float, float, int]:
-    """(seconds to first audio-chunk, seconds to the end, samples received)."""
-    return await first_and_last(port, streaming_flow, text)
-
-
 @contextlib.asynccontextmanager
 async def _serving(
     engine: Engine, registry: VoiceRegistry, settings: ServerSettings
@@ -145,9 +138,9 @@ async def _serve_and_measure(
     texts: list[str] | None = None,
 ) -> list[tuple[float, float, int]]:
     async with _serving(engine, registry, settings) as port:
-        await _first_and_last(port, streaming_flow)  # warm-up (graphs for these lengths)
+        await first_and_last(port, streaming_flow, TEXT)  # warm-up (graphs for these lengths)
         chosen = texts or [TEXT] * runs
-        return [await _first_and_last(port, streaming_flow, text) for text in chosen]
+        return [await first_and_last(port, streaming_flow, text) for text in chosen]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -231,7 +224,7 @@ async def _concurrent(
     on 3.12+)."""
     texts = [TEXT] * 2 * clients if same_text else distinct_sentences(2 * clients)
     async with _serving(engine, registry, settings) as port:
-        await _first_and_last(port, False)  # warm-up
+        await first_and_last(port, False, TEXT)  # warm-up
         first_round = 0.0
         for round_ in range(2):
             said = texts[round_ * clients : (round_ + 1) * clients]

@@ -428,7 +428,7 @@ async def test_chunk_framer_writes_the_bytes_wyoming_writes(rate: int) -> None:
     framer = _ChunkFramer(rate, 2, 1)
     for timestamp in (0, 7, 32, 999, 123456789, None):
         for payload in (bytes(2048), b"\x01\x02" * 5, b""):
-            ours = framer.frame(payload, timestamp)
+            ours = b"".join(framer.frame(payload, timestamp))
             theirs = _Collect()
             chunk = AudioChunk(rate=rate, width=2, channels=1, audio=payload, timestamp=timestamp)
             await async_write_event(chunk.event(), theirs)  # type: ignore[arg-type]

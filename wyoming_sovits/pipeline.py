@@ -814,29 +814,26 @@ class Pipeline:
         def open_next() -> None:
             ahead.append(self._open_next(sentences, prompt, language, cfg))
 
+        meanwhile = open_next if OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1 else None
         try:
             while True:
-                upcoming = ahead.pop() if ahead else self._next_features(sentences, language)
-                if isinstance(upcoming, _NextSentence):
-                    if upcoming.error is not None:
-                        raise upcoming.error
-                    feats, row = upcoming.feats, upcoming.row
-                else:
-                    feats, row = upcoming, None
+                upcoming = ahead.pop() if ahead else None
+                if upcoming is None:
+                    upcoming = _NextSentence(self._next_features(sentences, language))
+                if upcoming.error is not None:
+                    raise upcoming.error
+                feats, row = upcoming.feats, upcoming.row
                 if feats is None:
                     return
                 chunks = drain(row) if row is not None else None
-                ahead_ok = OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1
-                meanwhile = open_next if ahead_ok else None
                 try:
                     yield from self._stream_sentence(prompt, feats, cfg, rng, chunks, meanwhile)
                 finally:
-                    if row is not None:  # given back even if the sentence never read it
-                        row.close()
+                    upcoming.close()  # its row back, even if the sentence never read it
                 yield pause
         finally:
-            for upcoming in ahead:  # opened, never read: its row goes back
-                upcoming.close()
+            for opened in ahead:  # opened, never read: its row goes back
+                opened.close()
 
     def _next_features(self, sentences: Iterator[str], language: str) -> TextFeatures | None:
         """The next speakable sentence's features (None: no sentence left)."""
