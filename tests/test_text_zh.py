@@ -17,6 +17,7 @@ import yaml
 
 from wyoming_sovits.text import g2p_zh
 from wyoming_sovits.text.symbols import UNK, phones_to_ids, symbol_to_id
+from wyoming_sovits.text.zh_tone_sandhi import finals_tone3, pre_merge
 
 DATA = Path(__file__).parent / "data"
 TEXT_DIR = DATA / "contract" / "text"
@@ -153,3 +154,37 @@ def test_clean_speed() -> None:
     per_sentence = (time.perf_counter() - start) / runs
     print(f"\nzh clean(): {per_sentence * 1000:.2f} ms per 20-char sentence")
     assert per_sentence < 0.05  # target is < 5 ms; loose bound for a shared CI machine
+
+
+def _sentences() -> list[str]:
+    """Normalized clauses of the golden corpus, plus text with Latin letters and digits."""
+    texts = [g2p_zh.normalize(r["text"]) for r in RECORDS]
+    return [*texts, "打开Home Assistant的灯3次", "的灯,的新歌.", "iPhone15和Wi-Fi 6"]
+
+
+def test_pos_tokenizer_matches_jieba() -> None:
+    """The tokenizer with the memoised HMM pass gives jieba's own words and tags,
+    on the first call and on a cached one."""
+    import jieba.posseg
+
+    for text in _sentences():
+        expected = [(p.word, p.flag) for p in jieba.posseg.dt.lcut(text)]
+        for _ in range(2):
+            assert [(p.word, p.flag) for p in g2p_zh._segmenter().lcut(text)] == expected, text
+    assert g2p_zh._hmm_words.cache_info().hits > 0
+
+
+def test_word_phones_cache_returns_the_uncached_reading() -> None:
+    words = [
+        (word, pos)
+        for text in _sentences()
+        for word, pos in pre_merge([(p.word, p.flag) for p in g2p_zh._segmenter().lcut(text)])
+    ]
+    for word, pos in words * 2:
+        assert g2p_zh._word_phones(word, pos) == g2p_zh._word_phones.__wrapped__(word, pos)
+
+
+def test_cached_finals_are_a_new_list_each_time() -> None:
+    finals = finals_tone3("你好")
+    finals[0] = "x"
+    assert finals_tone3("你好") == ["i3", "ao3"]

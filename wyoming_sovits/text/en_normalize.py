@@ -77,6 +77,7 @@ class NumberWords:
                 return digits(number)
 
     @staticmethod
+    @lru_cache(maxsize=4096)
     def year_like(num: int) -> str:
         """How the reference reads any integer: 1001-2999 as years, the rest as cardinals."""
         if 1000 < num < 3000:
@@ -112,17 +113,32 @@ def _sub(
 # Stage 1: clean the characters (ours; the reference drops line breaks and ";").
 
 
+_DIGIT = re.compile(r"\d")
+_CURLY_APOSTROPHE_RE = re.compile(r"(?<=[A-Za-z])[’‘](?=[A-Za-z])")
+_NUMBER_DASH_RE = re.compile(r"(?<=\d)\s*[–—]\s*(?=\d)")
+_DASH_RE = re.compile(r"\s*[—–]+\s*")
+_SEMICOLON_RE = re.compile(r"\s*;")
+# A colon between digits is a clock time; elsewhere it is a pause.
+_COLON_RE = re.compile(r"\s*:(?!\d)|(?<!\d)\s*:")
+
+
 def _clean_chars(text: str) -> str:
-    """Whitespace and control characters separate words; pause marks become commas."""
-    text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    """Whitespace and control characters separate words; pause marks become commas.
+
+    Each rewrite runs only when its character is there: most sentences have none.
+    """
+    if not text.isprintable():  # false exactly when it holds a C* or Z* character but " "
+        text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
     text = text.replace("。", ".").replace("！", "!").replace("？", "?")
     text = text.replace("℃", "°C").replace("℉", "°F")
-    text = re.sub(r"(?<=[A-Za-z])[’‘](?=[A-Za-z])", "'", text)
-    text = re.sub(r"(?<=\d)\s*[–—]\s*(?=\d)", " to ", text)
-    text = re.sub(r"\s*[—–]+\s*", ", ", text)
-    text = re.sub(r"\s*;", ",", text)
-    # A colon between digits is a clock time; elsewhere it is a pause.
-    return re.sub(r"\s*:(?!\d)|(?<!\d)\s*:", ",", text)
+    if "’" in text or "‘" in text:
+        text = _CURLY_APOSTROPHE_RE.sub("'", text)
+    if "–" in text or "—" in text:
+        text = _NUMBER_DASH_RE.sub(" to ", text)
+        text = _DASH_RE.sub(", ", text)
+    if ";" in text:
+        text = _SEMICOLON_RE.sub(",", text)
+    return _COLON_RE.sub(",", text) if ":" in text else text
 
 
 # ---------------------------------------------------------------------------
@@ -270,23 +286,34 @@ def _expand_euros(m: re.Match[str]) -> str:
     return _money(m.group(1) or m.group(2), ("euro", "euros"), ("cent", "cents"))
 
 
+_WIFI_RE = re.compile(r"\bWi-?Fi\b", re.IGNORECASE)
+_PHONE = r"(?<![\d-])(?:\(\d{3}\)\s?\d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{4})(?![\d-])"
+_AMOUNT = r"(\d(?:[\d.,]*\d)?)"
+# Our number forms, in order; every pattern needs a digit.
+_NUMBER_FORMS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), _expand_iso_date),
+    (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b"), _expand_slash_date),
+    (re.compile(_PHONE), _expand_phone),
+    (re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?" + _MARKER + ")?"), _expand_clock),
+    (re.compile(r"\b(1[0-2]|0?[1-9])(\s?)" + _MARKER), _expand_hour_marker),
+    (re.compile(r"\b(1\d\d0|20\d0)s\b"), _expand_decade),
+    (re.compile(r"(?<=\d)\s*°\s*([CF])\b"), r"°\1"),
+    (re.compile(r"(\d+(?:\.\d+)?)°(?![CF]\b)"), _expand_degrees),
+    (_UNIT_RE, _expand_unit),
+    (re.compile(rf"€\s?{_AMOUNT}|{_AMOUNT}\s?€"), _expand_euros),
+]
+
+
 def _expand_special(text: str) -> str:
     """Our additions, applied before the reference chain so it never sees these forms."""
     text = _TITLE_RE.sub(_expand_title, text)
     text = _CALENDAR_RE.sub(_expand_calendar, text)
-    text = re.sub(r"\bWi-?Fi\b", "wifi", text, flags=re.IGNORECASE)
-    text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _expand_iso_date, text)
-    text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b", _expand_slash_date, text)
-    phone = r"(?<![\d-])(?:\(\d{3}\)\s?\d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{4})(?![\d-])"
-    text = re.sub(phone, _expand_phone, text)
-    text = re.sub(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?" + _MARKER + ")?", _expand_clock, text)
-    text = re.sub(r"\b(1[0-2]|0?[1-9])(\s?)" + _MARKER, _expand_hour_marker, text)
-    text = re.sub(r"\b(1\d\d0|20\d0)s\b", _expand_decade, text)
-    text = re.sub(r"(?<=\d)\s*°\s*([CF])\b", r"°\1", text)
-    text = re.sub(r"(\d+(?:\.\d+)?)°(?![CF]\b)", _expand_degrees, text)
-    text = _UNIT_RE.sub(_expand_unit, text)
-    amount = r"(\d(?:[\d.,]*\d)?)"
-    return re.sub(rf"€\s?{amount}|{amount}\s?€", _expand_euros, text)
+    text = _WIFI_RE.sub("wifi", text)
+    if _DIGIT.search(text) is None:
+        return text
+    for pattern, repl in _NUMBER_FORMS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -385,17 +412,29 @@ _REFERENCE_CHAIN: list[Callable[[str], str]] = [
 ]
 
 
+def _arithmetic(m: re.Match[str]) -> str:
+    return m.group(1) + _ARITH_WORDS[m.group(8)] + m.group(9)
+
+
 def _expand_reference(text: str) -> str:
-    """The reference's number/unit/money chain (arithmetic first, repeated to a fixpoint)."""
+    """The reference's number/unit/money chain (arithmetic first, repeated to a fixpoint).
+
+    Every step but the arithmetic needs a digit, and the arithmetic an operator: text
+    without them, most of it, skips those steps.
+    """
+    has_digit = _DIGIT.search(text) is not None
     first, rest = _REFERENCE_CHAIN[0], _REFERENCE_CHAIN[1:]
-    text = first(text)
-    for _ in range(len(text)):
-        replaced = _ARITH_RE.sub(lambda m: m.group(1) + _ARITH_WORDS[m.group(8)] + m.group(9), text)
-        if replaced == text:
-            break
-        text = replaced
-    for step in rest:
-        text = step(text)
+    if has_digit:
+        text = first(text)
+    if any(op in text for op in _ARITH_WORDS):
+        for _ in range(len(text)):
+            replaced = _ARITH_RE.sub(_arithmetic, text)
+            if replaced == text:
+                break
+            text = replaced
+    if has_digit:
+        for step in rest:
+            text = step(text)
     return text
 
 
@@ -403,16 +442,25 @@ def _expand_reference(text: str) -> str:
 # Stage 4: the reference's character filter and letter splitting.
 
 
+_NOT_KEPT_RE = re.compile(r"[^ A-Za-z'.,?!\-]")
+_IE_RE = re.compile(r"(?i)i\.e\.")
+_EG_RE = re.compile(r"(?i)e\.g\.")
+# Capitals inside a word are read as letters ("TV" -> "T V", "iPhone" -> "i Phone").
+_INNER_CAPITAL_RE = re.compile(r"(?<!^)(?<!\s)([A-Z])")
+_PUNCT_RUN_RE = re.compile(rf"([{re.escape(_PUNCT)}\s])([{re.escape(_PUNCT)}])+")
+
+
 def _finish(text: str) -> str:
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    if not text.isascii():  # ASCII has no accents to strip
+        text = "".join(
+            c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn"
+        )
     text = text.replace("%", " percent")
-    text = re.sub(r"[^ A-Za-z'.,?!\-]", "", text)
-    text = re.sub(r"(?i)i\.e\.", "that is", text)
-    text = re.sub(r"(?i)e\.g\.", "for example", text)
-    # Capitals inside a word are read as letters ("TV" -> "T V", "iPhone" -> "i Phone").
-    text = re.sub(r"(?<!^)(?<!\s)([A-Z])", r" \1", text)
-    punct = re.escape(_PUNCT)
-    return re.sub(rf"([{punct}\s])([{punct}])+", r"\1", text)
+    text = _NOT_KEPT_RE.sub("", text)
+    text = _IE_RE.sub("that is", text)
+    text = _EG_RE.sub("for example", text)
+    text = _INNER_CAPITAL_RE.sub(r" \1", text)
+    return _PUNCT_RUN_RE.sub(r"\1", text)
 
 
 def normalize(text: str) -> str:

@@ -19,7 +19,9 @@ import importlib.util
 import json
 import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,11 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "text" / "en"
 _V2_SYMBOLS = frozenset(SYMBOLS_V2)
 _HAS_LETTER = re.compile("[a-z]")
 _POSSESSIVE = re.compile(r"^([a-z]+)('s)$")
+# Text of these characters only (all that ``normalize`` leaves) tokenizes word by word: no
+# TweetTokenizer pattern spans a space or looks past one, except spaced dots (". .", one
+# ellipsis token) and phone numbers, which need digits.
+_PLAIN_TEXT = re.compile(r"[ A-Za-z'.,?!\-]*")
+_SPACED_DOTS = re.compile(r"\. +\.")
 
 # Tokens the reference drops before its symbol check (word separators and the
 # predictor's bookkeeping symbols; bare "UW" has no row in the v2 table).
@@ -257,6 +264,15 @@ class EnglishG2p:
     segmenter: wordsegment.Segmenter
     predictor: OovPredictor
     tokenizer: TweetTokenizer
+    _unknown: Callable[[str], tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _word_tokens: Callable[[str], tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Both depend on the word alone, and words come back sentence after sentence: the
+        # reading of a word no dictionary knows (compound split, neural predictor: about
+        # 1 ms), and the tokens of a space-free chunk (the tokenizer's big regex: ~4 µs a word).
+        self._unknown = lru_cache(maxsize=4096)(self._read_unknown)
+        self._word_tokens = lru_cache(maxsize=8192)(self._tokenize_chunk)
 
     @classmethod
     def load(cls, data_dir: Path = DATA_DIR) -> EnglishG2p:
@@ -273,12 +289,21 @@ class EnglishG2p:
             tokenizer=TweetTokenizer(),
         )
 
+    def tokenize(self, text: str) -> list[str]:
+        """``TweetTokenizer().tokenize(text)``, chunk by chunk when that gives the same tokens."""
+        if _PLAIN_TEXT.fullmatch(text) and not _SPACED_DOTS.search(text):
+            return [token for chunk in text.split(" ") for token in self._word_tokens(chunk)]
+        return self.tokenizer.tokenize(text)
+
+    def _tokenize_chunk(self, chunk: str) -> tuple[str, ...]:
+        return tuple(self.tokenizer.tokenize(chunk))
+
     def raw_phones(self, text: str) -> list[str]:
         """Phones and punctuation tokens of ``text``, before the symbol filter."""
-        tokens = self.tokenizer.tokenize(text)
+        tokens = self.tokenize(text)
         # Tags are read by homographs only: tag up to the last one (most sentences: none).
         last = max((i for i, t in enumerate(tokens) if self._is_homograph(t)), default=-1)
-        tags = self.tagger.tags(tokens, last + 1)
+        tags = self.tagger.tags(tokens, last + 1) if last >= 0 else []
         phones: list[str] = []
         for i, token in enumerate(tokens):
             phones.extend(self._token(token, tags[i] if i <= last else ""))
@@ -313,15 +338,19 @@ class EnglishG2p:
             return self.names[word]
         if len(word) <= 3:
             return self._spell(word)
+        return list(self._unknown(word))
+
+    def _read_unknown(self, word: str) -> tuple[str, ...]:
+        """Possessive, compound parts, or the predictor, for a lowercase word of 4+ letters."""
         if _POSSESSIVE.match(word):
-            return self._possessive(word[:-2])
+            return tuple(self._possessive(word[:-2]))
         if len(word) > _MAX_OOV_CHARS:
             pieces = [word[i : i + _MAX_OOV_CHARS] for i in range(0, len(word), _MAX_OOV_CHARS)]
-            return [ph for piece in pieces for ph in self.predictor(piece)]
+            return tuple(ph for piece in pieces for ph in self.predictor(piece))
         parts = self.segmenter.segment(word)
         if len(parts) == 1:
-            return self.predictor(word)
-        return [ph for part in parts for ph in self.lookup(part)]
+            return tuple(self.predictor(word))
+        return tuple(ph for part in parts for ph in self.lookup(part))
 
     def _spell(self, word: str) -> list[str]:
         """Short unknown words are read letter by letter ("a" as the letter name here)."""

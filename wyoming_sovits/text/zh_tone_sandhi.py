@@ -11,6 +11,7 @@ Word segmentation comes from jieba; ``Segment`` is a ``[word, pos]`` pair.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import suppress
 from functools import cache, lru_cache
 from importlib import resources
@@ -40,8 +41,14 @@ def not_neutral_tone_words() -> frozenset[str]:
 
 
 def finals_tone3(word: str) -> list[str]:
-    """pypinyin finals with tone digit, neutral tone as 5."""
-    return lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
+    """pypinyin finals with tone digit, neutral tone as 5 (a new list: callers edit it)."""
+    return list(_finals_tone3(word))
+
+
+@lru_cache(maxsize=8192)
+def _finals_tone3(word: str) -> tuple[str, ...]:
+    # pypinyin's reading of a word depends on the word alone (its dictionaries are fixed).
+    return tuple(lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3))
 
 
 @lru_cache(maxsize=4096)
@@ -60,7 +67,7 @@ def _set_tone(final: str, tone: str) -> str:
     return final[:-1] + tone
 
 
-def _all_third(finals: list[str]) -> bool:
+def _all_third(finals: Sequence[str]) -> bool:
     return all(f[-1] == "3" for f in finals)
 
 
@@ -238,7 +245,7 @@ def _merge_third_tones(seg: list[Segment], *, whole_words: bool) -> list[Segment
     of the first and the first of the second. Raises ``IndexError`` on a word with no
     final (the caller then keeps the segmentation, as the reference does).
     """
-    finals = [finals_tone3(word) for word, _ in seg]
+    finals = [_finals_tone3(word) for word, _ in seg]
     merged: list[Segment] = []
     merged_last = False
     for i, (word, pos) in enumerate(seg):
