@@ -913,6 +913,135 @@ def vocoder_only() -> None:
     print_table()
 
 
+VCONV_CANDIDATES: dict[int, list[tuple[int, int, int, int, int, bool]]] = {
+    384: [(64, 128, 64, 4, 3, False), (64, 128, 128, 8, 3, False), (64, 256, 64, 8, 3, False)],
+    192: [(128, 256, 64, 8, 3, False), (128, 256, 64, 8, 4, False), (64, 256, 64, 8, 3, False),
+          (128, 256, 128, 8, 3, True)],
+    96: [(64, 128, 32, 4, 4, False), (64, 128, 64, 4, 3, True), (128, 128, 64, 8, 3, True),
+         (64, 128, 128, 8, 3, True), (64, 128, 32, 4, 4, True)],
+    48: [(128, 64, 16, 4, 3, False), (128, 64, 64, 4, 3, True), (128, 64, 32, 4, 3, True),
+         (256, 64, 64, 8, 3, True), (64, 64, 64, 4, 3, True)],
+    24: [(256, 32, 32, 4, 3, False), (256, 32, 64, 4, 3, True), (256, 32, 32, 4, 3, True),
+         (128, 32, 64, 4, 3, True), (512, 32, 64, 8, 3, True), (256, 32, 128, 8, 3, True)],
+}  # fmt: skip
+VCONV_SHAPES = ((64, 96, True), (64, 96, False), (64, 24, False), (16, 48, False),
+                (4, 48, True), (2, 24, False), (1, 100, False), (1, 24, False))  # fmt: skip
+
+
+def vconv_only() -> None:
+    """``python3 bench/gpu_bench.py vconv``: the vocoder's residual blocks through the fused
+    Triton convolutions (``vocoder_kernels``) against cuDNN's channels-last ones. Per
+    upsampling stage at 64 rows x 96 latent frames: the stage's blocks as the product runs
+    them and each candidate launch shape; then the whole vocoder (graphs) 1-D,
+    channels-last, and channels-last with fused blocks (default and the best shapes found),
+    with the largest difference from the channels-last audio; and where the channels-last
+    vocoder's GPU time goes at 64 x 96 (profiler, by kernel)."""
+    import copy
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from wyoming_sovits.models.vits_modules import LRELU_SLOPE, _keep_mask
+    from wyoming_sovits.vocoder_kernels import DEFAULT_CONFIGS, ConvConfig, FusedResBlocks
+
+    torch.backends.cudnn.allow_tf32 = False
+    model = sovits_model(torch.float16)
+    cfg = model.cfg
+    plain = model.dec
+    last = copy.deepcopy(plain)
+    last.use_channels_last(min_rows=1)
+    twin = last._twin[0]
+    n = twin.n_kernels
+    g = torch.Generator(device=DEV).manual_seed(0)
+    best: dict[int, ConvConfig] = {}
+    rows, frames, rate = 64, 96, 1
+    for i, up_rate in enumerate(twin.upsample_rates):
+        rate *= up_rate
+        blocks = twin.resblocks[i * n : (i + 1) * n]
+        channels = blocks[0].convs1[0].in_channels
+        positions = frames * rate
+        x = 0.5 * torch.randn(rows, channels, 1, positions, device=DEV, generator=g).half()
+        x = x.contiguous(memory_format=torch.channels_last)
+        lengths = torch.full((rows,), positions, device=DEV, dtype=torch.int32)
+        lengths[rows // 2 :] = positions * 2 // 3
+        keep = _keep_mask(lengths, x)
+
+        def stage_plain(x: torch.Tensor = x, keep: torch.Tensor = keep,
+                        blocks: Any = blocks) -> torch.Tensor:  # fmt: skip
+            total = blocks[0](x, keep)
+            for block in blocks[1:]:
+                total = total + block(x, keep)
+            return total / len(blocks)
+
+        replay, ref = _graphed(stage_plain)
+        base = cuda_time(replay, reps=10)
+        flops = (
+            2
+            * rows
+            * positions
+            * channels
+            * channels
+            * sum(2 * len(b.convs1) * b.convs1[0].kernel_size[-1] for b in blocks)
+        )
+        row(f"vconv stage {i} ({channels} ch x {positions}), cuDNN", f"{1e3 * base:.3f} ms",
+            f"{flops / base / 1e12:.0f} TFLOP/s")  # fmt: skip
+        times = {}
+        for shape in VCONV_CANDIDATES.get(channels, []):
+            config = ConvConfig(*shape)
+            fused = FusedResBlocks(blocks, LRELU_SLOPE, config)
+            try:
+                replay_f, out = _graphed(partial(fused, x, lengths))
+                t = cuda_time(replay_f, reps=10)
+            except Exception as exc:  # a launch shape the GPU cannot hold
+                row(f"vconv stage {i} {shape}", "failed", type(exc).__name__)
+                continue
+            times[config] = t
+            err = rel(out.float(), ref.float())
+            row(f"vconv stage {i} {shape}", f"{1e3 * t:.3f} ms",
+                f"{base / t:.2f}x cuDNN, {flops / t / 1e12:.0f} TFLOP/s, rel err {err:.1e}")  # fmt: skip
+        if times and min(times.values()) < base:
+            best[channels] = min(times, key=times.__getitem__)
+        row(f"vconv stage {i} best", str(best.get(channels, "cuDNN")), "")
+    print("best configs:", best, flush=True)
+    for rows_, frames_, masked in VCONV_SHAPES:
+        z = 0.5 * torch.randn(rows_, cfg.inter_channels, frames_, device=DEV, generator=g).half()
+        ge = 0.1 * torch.randn(rows_, cfg.gin_channels, 1, device=DEV, generator=g).half()
+        lens = None
+        if masked:
+            lens = torch.full((rows_,), frames_, device=DEV)
+            lens[rows_ // 2 :] = frames_ * 2 // 3
+        results = {}
+        for name, dec, configs in (("1-D", plain, None), ("channels-last", last, None),
+                                   ("fused", last, DEFAULT_CONFIGS), ("fused best", last, best)):  # fmt: skip
+            if configs is not None:
+                dec.use_fused_resblocks(configs)
+            try:
+                replay, out = _graphed(partial(dec, z, ge, lens))
+                results[name] = (cuda_time(replay, reps=10), out.float())
+            except Exception as exc:
+                row(f"vocoder {rows_} x {frames_} {name}", "failed", type(exc).__name__)
+            dec.use_plain_resblocks()
+        audio_s = rows_ * frames_ * cfg.upsample_factor / 32000
+        ref_out = results["channels-last"][1]
+        for name, (t, out) in results.items():
+            diff = (out - ref_out).abs().max().item()
+            row(f"vocoder {rows_} x {frames_}{' masked' if masked else ''}, {name}",
+                f"{1e3 * t:.2f} ms", f"{audio_s / t:.0f}x real time, max |diff| {diff:.1e}")  # fmt: skip
+    z = 0.5 * torch.randn(64, cfg.inter_channels, 96, device=DEV, generator=g).half()
+    ge = 0.1 * torch.randn(64, cfg.gin_channels, 1, device=DEV, generator=g).half()
+    for name, configs in (("channels-last", None), ("fused best", best)):
+        if configs is not None:
+            last.use_fused_resblocks(configs)
+        last(z, ge)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            last(z, ge)
+            torch.cuda.synchronize()
+        print(f"--- vocoder 64 x 96 {name}, by kernel", flush=True)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
+        last.use_plain_resblocks()
+    print_table()
+
+
 def admit_only() -> None:
     """``python3 bench/gpu_bench.py admit``: a burst of 64 requests as the product's batch
     admits them (Triton step and sampler, prefill deferred to the next step, English-like
@@ -1110,6 +1239,7 @@ def main() -> None:
         "prefill": prefill_only,
         "batch": batch_only,
         "vocoder": vocoder_only,
+        "vconv": vconv_only,
         "admit": admit_only,
     }
     if len(sys.argv) == 2 and sys.argv[1] in short_runs:

@@ -14,8 +14,8 @@ times ``synthesize`` sent → first ``audio-chunk`` received, and → ``audio-st
 that time / audio seconds), ``RUNS`` times per configuration. Prints one table last.
 
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
-"eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton +
-compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
+"eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton
+(cuDNN vocoder)", "graphs + Triton + compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:mode", or "none"; kernels "torch", "triton" or
 "triton-sampler" (the PyTorch step with the Triton sampler). Each client says its own
 sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ahead" (with it; the pipeline builds
@@ -27,7 +27,8 @@ sentence opened once the one before is done, not during its last decode), "inpro
 server's process, as before 2026-12-03's second session, not in ``CLIENT_PROCESSES`` processes
 of their own), "wall" (where the worker thread
 and the event loop spend the second round's wall time: sampled stacks), "1d" (the vocoder's 1-D
-convolutions, not the product's channels-last 2-D ones), "serial" / "overlap" (the SoVITS
+convolutions, not the product's channels-last 2-D ones), "cudnn" (the vocoder's residual
+blocks through cuDNN, not the fused Triton convolutions), "serial" / "overlap" (the SoVITS
 decodes on the GPT's CUDA stream / on their own, whatever the pipeline's streams), "py" (also print the second round's
 Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
@@ -454,6 +455,7 @@ def measure_concurrent(
     samples_per_chunk: int | None = None,
     same_text: bool = False,
     one_d_vocoder: bool = False,
+    fused_vocoder: bool = True,
     overlap: bool | None = None,
     client_processes: int = CLIENT_PROCESSES,
     open_ahead: bool = True,
@@ -470,6 +472,7 @@ def measure_concurrent(
     product ran above 32 rows before the row-blocked GEMVs); ``switch_interval``: the
     interpreter's switch interval while the clients run (None: the engine's);
     ``one_d_vocoder``: the vocoder as loaded (1-D convolutions), not channels-last;
+    ``fused_vocoder`` False: its residual blocks through cuDNN (``SOVITS_FUSED_RESBLOCKS``);
     ``overlap``: the SoVITS decodes on a CUDA stream of their own (True) or on the GPT's
     (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``);
     ``client_processes``: the processes the clients run in (0: this one, see
@@ -480,6 +483,7 @@ def measure_concurrent(
         batch_run_ahead(run_ahead),
         torch_step(kernels == "triton-sampler"),
         pipeline_constant("SOVITS_CHANNELS_LAST", not one_d_vocoder),
+        pipeline_constant("SOVITS_FUSED_RESBLOCKS", fused_vocoder),
         pipeline_constant("OVERLAP_DECODES_MIN_STREAMS", min_streams),
         pipeline_constant("OPEN_NEXT_SENTENCE_AHEAD", open_ahead),
     ):
@@ -585,6 +589,7 @@ def _measure_concurrent(
         " [sentences one after another]" if not pipeline_module.OPEN_NEXT_SENTENCE_AHEAD else ""
     )
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
+    label += " [cuDNN vocoder]" if not pipeline_module.SOVITS_FUSED_RESBLOCKS else ""
     overlap = pipeline._decode_stream is not None
     if overlap != (clients >= OVERLAP_DEFAULT):
         label += " [decodes overlapped]" if overlap else " [decodes not overlapped]"
@@ -630,9 +635,13 @@ def run_variants(
     """Every (name, fast, gpt_kernels) variant: streaming, the stream flow, no partial audio.
     A name ending in "(no run-ahead)" runs its batch without ``run_ahead``; one ending in
     "compiled SoVITS" compiles the SoVITS decode (``--sovits-compile``; its warm-up
-    includes the compiling)."""
+    includes the compiling); one ending in "(cuDNN vocoder)" runs the vocoder's residual
+    blocks through cuDNN (``SOVITS_FUSED_RESBLOCKS`` off)."""
     for name, fast, kernels in variants:
-        with batch_run_ahead(False if name.endswith("(no run-ahead)") else None):
+        with (
+            batch_run_ahead(False if name.endswith("(no run-ahead)") else None),
+            pipeline_constant("SOVITS_FUSED_RESBLOCKS", not name.endswith("(cuDNN vocoder)")),
+        ):
             measure_variant(models, work, device, dtype, name, fast, kernels, tokens, runs)
 
 
@@ -684,6 +693,7 @@ def main() -> None:
         ("graphs", True, "torch"),
         ("graphs + Triton", True, "triton"),
         ("graphs + Triton (no run-ahead)", True, "triton"),
+        ("graphs + Triton (cuDNN vocoder)", True, "triton"),
         ("graphs + Triton + compiled SoVITS", True, "triton"),
     ]
     wanted = os.environ.get("BENCH_VARIANTS")  # e.g. "graphs,graphs + Triton"
@@ -712,6 +722,7 @@ def main() -> None:
                                run_ahead={"sync": False, "ahead": True}.get(mode),
                                samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
                                same_text=mode == "same", one_d_vocoder=mode == "1d",
+                               fused_vocoder=mode != "cudnn",
                                client_processes=0 if mode == "inproc" else CLIENT_PROCESSES,
                                open_ahead=mode != "sequential",
                                overlap={"serial": False, "overlap": True}.get(mode),

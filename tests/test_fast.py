@@ -226,6 +226,33 @@ def test_channels_last_vocoder_in_half_precision_on_gpu() -> None:
 
 
 @pytest.mark.gpu
+def test_fused_vocoder_in_half_precision_on_gpu() -> None:
+    """The product's vocoder on CUDA with Triton (``use_fused_resblocks``, default launch
+    shapes) against cuDNN's channels-last one, fp16, full-size v2ProPlus: 64 rows masked by
+    their lengths, and one row (which the fused twin serves too)."""
+    import copy
+
+    model = sovits_v2proplus("cuda").half()
+    plain = model.dec
+    plain.use_channels_last(min_rows=1)
+    fused = copy.deepcopy(plain)
+    fused.use_channels_last(min_rows=1)
+    fused.use_fused_resblocks()
+    assert fused.fused_resblocks and not plain.fused_resblocks
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for rows, frames in ((64, 24), (1, 100)):
+        z = 0.5 * torch.randn(rows, model.cfg.inter_channels, frames, device="cuda", generator=gen)
+        g = 0.1 * torch.randn(rows, model.cfg.gin_channels, 1, device="cuda", generator=gen)
+        lengths = torch.full((rows,), frames, device="cuda")
+        lengths[rows // 2 :] = frames * 2 // 3
+        with torch.no_grad():
+            want = plain(z.half(), g.half(), lengths).float()
+            got = fused(z.half(), g.half(), lengths).float()
+        assert got.shape == want.shape == (rows, 1, frames * 640)
+        assert float((got - want).norm() / want.norm()) < 1e-2
+
+
+@pytest.mark.gpu
 def test_a_failed_capture_leaves_random_draws_working_on_gpu() -> None:
     """A capture that raises (a host sync inside it) is reported as it was, and then
     random draws, a graph that draws captured before and a new capture still work."""

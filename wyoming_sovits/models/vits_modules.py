@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -455,6 +456,8 @@ class Generator(nn.Module):
         self.channels_last = False  # this module's own convolutions are 2-D, channels last
         self._twin: list[Generator] = []  # use_channels_last's copy for batches (unregistered)
         self._twin_rows = 2
+        # use_fused_resblocks' kernels per stage (None: that stage through cuDNN)
+        self._fused: list[Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None] = []
 
     def use_channels_last(self, min_rows: int = 2) -> None:
         """Vocode batches of at least ``min_rows`` rows with a twin of this vocoder whose
@@ -475,6 +478,35 @@ class Generator(nn.Module):
                             child[i] = _as_2d(conv)
         twin.channels_last = True
         self._twin, self._twin_rows = [twin], min_rows
+
+    def use_fused_resblocks(self, configs: dict[int, Any] | None = None) -> None:
+        """Run the channels-last twin's residual blocks through the Triton kernels of
+        ``vocoder_kernels`` (one launch per convolution, leaky ReLU, mask, residual and the
+        stage's average fused in). Call it after ``use_channels_last``. ``configs`` maps a
+        stage's channel count to its ``vocoder_kernels.ConvConfig``; stages whose channel
+        count it lacks keep cuDNN's convolutions (default: ``DEFAULT_CONFIGS``)."""
+        from ..vocoder_kernels import DEFAULT_CONFIGS, FusedResBlocks
+
+        if not self._twin:
+            raise RuntimeError("use_fused_resblocks needs use_channels_last first")
+        twin, n = self._twin[0], self.n_kernels
+        configs = DEFAULT_CONFIGS if configs is None else configs
+        fused: list[Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None] = []
+        for i in range(len(twin.ups)):
+            blocks = list(twin.resblocks[i * n : (i + 1) * n])
+            channels = cast(nn.Conv2d, cast(ResBlock, blocks[0]).convs1[0]).in_channels
+            config = configs.get(channels)
+            fused.append(None if config is None else FusedResBlocks(blocks, LRELU_SLOPE, config))
+        twin._fused = fused if any(f is not None for f in fused) else []
+
+    def use_plain_resblocks(self) -> None:
+        """Undo ``use_fused_resblocks``."""
+        if self._twin:
+            self._twin[0]._fused = []
+
+    @property
+    def fused_resblocks(self) -> bool:
+        return bool(self._twin and self._twin[0]._fused)
 
     def forward(
         self, x: torch.Tensor, g: torch.Tensor, lengths: torch.Tensor | None = None
@@ -500,6 +532,10 @@ class Generator(nn.Module):
             x = up(_zero_padding(F.leaky_relu(x, LRELU_SLOPE), keep))
             rate *= self.upsample_rates[i]
             keep = None if lengths is None else _keep_mask(lengths * rate, x)
+            stage = self._fused[i] if self._fused else None
+            if stage is not None:
+                x = stage(x, None if lengths is None else (lengths * rate).int())
+                continue
             # Average of the parallel resblocks (one per kernel size).
             blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
             total = blocks[0](x, keep)
