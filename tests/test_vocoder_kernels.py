@@ -66,7 +66,7 @@ def test_stages_without_a_launch_shape_keep_cudnn() -> None:
     x, ge, lengths = inputs()
     with torch.no_grad():
         plain = g(x, ge, lengths)
-        g.use_fused_resblocks({12: CONFIGS[12]})
+        g.use_fused_resblocks({12: CONFIGS[12]}, check=False)
         twin = g._twin[0]
         assert [stage is not None for stage in twin._fused] == [False, True, False]
         mixed = g(x, ge, lengths)
@@ -76,7 +76,7 @@ def test_stages_without_a_launch_shape_keep_cudnn() -> None:
     assert (mixed - plain).abs().max() < 1e-5
     assert torch.equal(again, plain)
     # no channel count of this vocoder in the table: nothing is fused
-    g.use_fused_resblocks({999: ConvConfig()})
+    g.use_fused_resblocks({999: ConvConfig()}, check=False)
     assert not g.fused_resblocks
 
 
@@ -114,7 +114,7 @@ def test_a_launch_shape_too_big_for_the_gpu_shrinks_until_one_runs(
             return launch
 
     monkeypatch.setitem(vk._KERNELS, "conv", Launcher())
-    g.use_fused_resblocks({12: ConvConfig(64, 16, 16, 4, 3)})
+    g.use_fused_resblocks({12: ConvConfig(64, 16, 16, 4, 3)}, check=False)
     with caplog.at_level(logging.INFO, logger="wyoming_sovits.vocoder_kernels"), torch.no_grad():
         fused = g(x, ge, lengths)
     stage = g._twin[0]._fused[1]
@@ -128,21 +128,60 @@ def test_a_launch_shape_too_big_for_the_gpu_shrinks_until_one_runs(
         g(x, ge, lengths)
     assert set(launches) == {16}
     # nothing fits: a named error, not a loop
-    monkeypatch.setitem(vk._KERNELS, "conv", _always_out_of_resources())
-    g.use_fused_resblocks({12: ConvConfig(32, 16, 16, 4, 2)})
+    monkeypatch.setitem(vk._KERNELS, "conv", _failing(OutOfResources("out of resource")))
+    g.use_fused_resblocks({12: ConvConfig(32, 16, 16, 4, 2)}, check=False)
     with pytest.raises(KernelUnavailableError, match="no launch shape fits"), torch.no_grad():
         g(x, ge, lengths)
 
 
-def _always_out_of_resources() -> Any:
+def _failing(error: Exception) -> Any:
     class Launcher:
         def __getitem__(self, grid: Any) -> Any:
             def launch(*args: Any, **kwargs: Any) -> None:
-                raise OutOfResources("out of resource: shared memory")
+                raise error
 
             return launch
 
     return Launcher()
+
+
+@pytest.mark.parametrize("failure", ["no shape fits", "compile error", "wrong output"])
+def test_a_stage_the_gpu_cannot_run_keeps_cudnn(
+    failure: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``use_fused_resblocks`` tries each stage against cuDNN's first: a GPU Triton cannot
+    build for, or kernels whose output differs, leave that stage as it was, with a warning;
+    the vocoder still speaks."""
+    g = vocoder()
+    x, ge, lengths = inputs()
+    with torch.no_grad():
+        plain = g(x, ge, lengths)
+    real_conv = vk._kernels()["conv"]
+    if failure == "wrong output":
+
+        class Launcher:
+            def __getitem__(self, grid: Any) -> Any:
+                def launch(*args: Any, **kwargs: Any) -> None:
+                    real_conv[grid](*args, **kwargs)
+                    args[5].add_(1.0)  # the output
+
+                return launch
+
+        monkeypatch.setitem(vk._KERNELS, "conv", Launcher())
+    else:
+        error = OutOfResources("shared memory") if failure == "no shape fits" else RuntimeError(
+            "PassManager::run failed"
+        )  # fmt: skip
+        monkeypatch.setitem(vk._KERNELS, "conv", _failing(error))
+    with caplog.at_level(logging.WARNING, logger="wyoming_sovits.models.vits_modules"):
+        g.use_fused_resblocks({12: CONFIGS[12]})
+    assert not g.fused_resblocks
+    assert "Vocoder stage 1 (12 channels) keeps cuDNN's convolutions" in caplog.text
+    reason = {"no shape fits": "no launch shape fits", "compile error": "PassManager",
+              "wrong output": "differs from cuDNN's"}[failure]  # fmt: skip
+    assert reason in caplog.text
+    with torch.no_grad():
+        assert torch.equal(g(x, ge, lengths), plain)
 
 
 def test_smaller_shapes_end() -> None:

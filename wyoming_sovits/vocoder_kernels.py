@@ -4,8 +4,9 @@ A HiFi-GAN residual block pair is ``x = x + conv2(mask · lrelu(conv1(mask · lr
 In PyTorch every step of it is a launch and a pass over the activations: the leaky ReLU,
 the padding mask, cuDNN's convolution (which at 16 to 64 channels fills few of the tensor
 cores' columns), the residual add, and at the end of each upsampling stage the sum of the
-parallel blocks and its division. At 64 rows the activations of one stage are ~80 MB, so
-those passes are much of the vocoder's time.
+parallel blocks and its division. On an H200 at 64 rows x 96 latent frames those
+elementwise passes were 48% of the vocoder's time, and cuDNN's convolutions ran at 308
+TFLOP/s at 384 channels but 29 at 24 (bench/README, third session of 2026-12-03).
 
 ``conv_kernel`` computes one convolution of a block with all of that fused::
 
@@ -20,10 +21,11 @@ are (B, T, C) in memory: the vocoder's channels-last twin (``Generator.use_chann
 holds them as (B, C, 1, T) tensors in channels-last memory, which is that layout.
 
 Float32 activations multiply in full float32 (not TF32). The leaky ReLU is rounded to the
-activation dtype before the product, as PyTorch's
-separate op stores it; the sum of bias, residual and addend is rounded once at the end
-instead of after each add (differences of one unit in the last place of fp16).
-Triton is imported lazily: the package works without it.
+activation dtype before the product, as PyTorch's separate op stores it; the sum of bias,
+residual and addend is rounded once at the end instead of after each add (differences of
+one unit in the last place of fp16). Launch shapes are per channel count
+(``DEFAULT_CONFIGS``, timed by ``bench/gpu_bench.py vconv``). Triton is imported lazily:
+the package works without it.
 """
 
 from __future__ import annotations
@@ -105,7 +107,9 @@ def _kernels() -> dict[str, Any]:
     import triton
     import triton.language as tl
 
-    @triton.jit
+    # Triton would compile a variant per divisibility of each integer argument, and the
+    # positions (frames x rate) vary by request: a compile would stall a request mid-way
+    @triton.jit(do_not_specialize=["T", "K", "DIL"])
     def conv_kernel(x, w, bias, residual, addend, out, lengths, T, K, DIL, slope, scale,
                     C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK_T: tl.constexpr,
                     BLOCK_N: tl.constexpr,

@@ -8,6 +8,7 @@ pairs are folded into plain ``weight`` tensors before loading; nothing here is t
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -15,6 +16,8 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_LOGGER = logging.getLogger(__name__)
 
 # Slope between generator stages; the final activation uses torch's default 0.01 instead.
 LRELU_SLOPE = 0.1
@@ -402,6 +405,34 @@ def _keep_mask(lengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return keep.view(keep.shape[0], *([1] * (like.ndim - 2)), keep.shape[1])
 
 
+def _fused_stage_fails(
+    stage: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    blocks: Sequence[nn.Module],
+    channels: int,
+    like: torch.Tensor,
+) -> str | None:
+    """Why a fused stage (``Generator.use_fused_resblocks``) cannot serve: an error, or
+    activations unlike the plain blocks' on two rows of 96 positions (one cut short by its
+    length); None when it can. ``like`` gives the device and dtype."""
+    gen = torch.Generator(device=like.device).manual_seed(0)
+    x = 0.5 * torch.randn(2, channels, 1, 96, device=like.device, generator=gen)
+    x = x.to(like.dtype).contiguous(memory_format=torch.channels_last)
+    lengths = torch.tensor([96, 60], device=like.device, dtype=torch.int32)
+    try:
+        with torch.no_grad():
+            for lens in (lengths, None):
+                keep = None if lens is None else _keep_mask(lens, x)
+                want = sum((block(x, keep) for block in blocks[1:]), blocks[0](x, keep))
+                want = (want / len(blocks)).float()
+                got = stage(x, lens).float()
+                err = float((got - want).norm() / want.norm())
+                if not err < 2e-2:
+                    return f"its output differs from cuDNN's by {err:.1e}"
+    except Exception as exc:  # any failure to build or launch leaves the stage to cuDNN
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _as_2d(conv: nn.Module) -> nn.Module:
     """A 1-D convolution (plain or transposed) as the 2-D one over (B, C, 1, T) with the
     same weights, in channels-last memory (what cuDNN's half-precision kernels read)."""
@@ -479,12 +510,19 @@ class Generator(nn.Module):
         twin.channels_last = True
         self._twin, self._twin_rows = [twin], min_rows
 
-    def use_fused_resblocks(self, configs: dict[int, Any] | None = None) -> None:
+    def use_fused_resblocks(
+        self, configs: dict[int, Any] | None = None, check: bool = True
+    ) -> None:
         """Run the channels-last twin's residual blocks through the Triton kernels of
         ``vocoder_kernels`` (one launch per convolution, leaky ReLU, mask, residual and the
         stage's average fused in). Call it after ``use_channels_last``. ``configs`` maps a
         stage's channel count to its ``vocoder_kernels.ConvConfig``; stages whose channel
-        count it lacks keep cuDNN's convolutions (default: ``DEFAULT_CONFIGS``)."""
+        count it lacks keep cuDNN's convolutions (default: ``DEFAULT_CONFIGS``).
+
+        ``check``: each fused stage first runs on a small input against cuDNN's, with and
+        without lengths (which also compiles its kernels now, not inside a later CUDA graph
+        capture); a stage that fails (Triton cannot build or launch it on this GPU) or
+        differs keeps cuDNN, with a warning."""
         from ..vocoder_kernels import DEFAULT_CONFIGS, FusedResBlocks
 
         if not self._twin:
@@ -496,7 +534,17 @@ class Generator(nn.Module):
             blocks = list(twin.resblocks[i * n : (i + 1) * n])
             channels = cast(nn.Conv2d, cast(ResBlock, blocks[0]).convs1[0]).in_channels
             config = configs.get(channels)
-            fused.append(None if config is None else FusedResBlocks(blocks, LRELU_SLOPE, config))
+            stage = None if config is None else FusedResBlocks(blocks, LRELU_SLOPE, config)
+            if stage is not None and check:
+                like = cast(torch.Tensor, twin.conv_pre.weight)
+                reason = _fused_stage_fails(stage, blocks, channels, like)
+                if reason is not None:
+                    _LOGGER.warning(
+                        "Vocoder stage %d (%d channels) keeps cuDNN's convolutions: %s",
+                        i, channels, reason,
+                    )  # fmt: skip
+                    stage = None
+            fused.append(stage)
         twin._fused = fused if any(f is not None for f in fused) else []
 
     def use_plain_resblocks(self) -> None:
