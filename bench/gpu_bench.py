@@ -956,8 +956,8 @@ def vconv_only() -> None:
     rows, frames, rate = 64, 96, 1
     for i, up_rate in enumerate(twin.upsample_rates):
         rate *= up_rate
-        blocks = twin.resblocks[i * n : (i + 1) * n]
-        channels = blocks[0].convs1[0].in_channels
+        blocks: list[Any] = list(twin.resblocks[i * n : (i + 1) * n])
+        channels = int(blocks[0].convs1[0].in_channels)
         positions = frames * rate
         x = 0.5 * torch.randn(rows, channels, 1, positions, device=DEV, generator=g).half()
         x = x.contiguous(memory_format=torch.channels_last)
