@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from wyoming_sovits.text import en_normalize
 from wyoming_sovits.text.en_normalize import normalize
-from wyoming_sovits.text.g2p_en import clean, english_g2p, g2p
+from wyoming_sovits.text.g2p_en import _WORD_AND_MARK, clean, english_g2p, g2p
 from wyoming_sovits.text.symbols import phones_to_ids
 
 DATA = Path(__file__).parent / "data"
@@ -262,6 +263,52 @@ def test_tokenize_gives_the_tweet_tokenizers_tokens() -> None:
         n = rnd.randint(0, 10)
         text = "".join(rnd.choice(pieces) + rnd.choice(["", " ", "  "]) for _ in range(n))
         assert g2p_en.tokenize(text) == g2p_en.tokenizer.tokenize(text), repr(text)
+
+
+def test_word_and_mark_chunks_skip_the_tweet_tokenizer() -> None:
+    """A chunk of ASCII letters with at most one closing mark is read without the tokenizer:
+    the same tokens, for dictionary words, capitals, letters that look like emoticon
+    mouths or eyes, and random letter strings."""
+    import random
+    import string
+
+    g2p_en = english_g2p()
+    words = [*list(g2p_en.lexicon)[::50], "XD", "xD", "D", "P", "o", "Dp", "pD", "http", "www"]
+    rnd = random.Random(5)
+    words += ["".join(rnd.choices(string.ascii_letters, k=rnd.randint(1, 12))) for _ in range(3000)]
+    checked = 0
+    for word in words:
+        for chunk in (word, word.upper(), word.capitalize(), *(word + m for m in ".,?!")):
+            if _WORD_AND_MARK.fullmatch(chunk):
+                checked += 1
+                assert g2p_en._tokenize_chunk(chunk) == tuple(g2p_en.tokenizer.tokenize(chunk))
+    assert checked > 20000
+    assert g2p_en._tokenize_chunk("don't") == ("don't",)  # left to the tokenizer
+
+
+def _rewrites() -> list[Any]:
+    """Every normalization rewrite skipped on text without the characters it needs."""
+    found = [*en_normalize._NUMBER_FORMS, *en_normalize._REFERENCE_CHAIN]
+    found += [en_normalize._TITLES, en_normalize._CALENDAR, en_normalize._IE, en_normalize._EG]
+    return [rewrite for rewrite in found if rewrite.needs]
+
+
+def test_skipped_rewrites_cannot_match() -> None:
+    """A rewrite skipped for want of a character gives what the plain substitution gives,
+    on the corpus, the smart-home forms and random text of their pieces with the needed
+    characters taken out."""
+    import random
+
+    rewrites = _rewrites()
+    assert len(rewrites) == 21
+    texts = [r["text"] for r in RECORDS] + [t for t, _ in SMART_HOME] + list(BY_INPUT)
+    rnd = random.Random(11)
+    pieces = [w for t in texts for w in t.split()] + ["1. ", "-3", "3/4", "i.e.", "E.G."]
+    texts += [" ".join(rnd.choices(pieces, k=rnd.randint(1, 12))) for _ in range(3000)]
+    for rewrite in rewrites:
+        for text in texts:
+            for variant in (text, "".join(c for c in text if c not in rewrite.needs)):
+                assert rewrite(variant) == rewrite.pattern.sub(rewrite.repl, variant), variant
 
 
 def test_unknown_word_cache_gives_fresh_lists() -> None:

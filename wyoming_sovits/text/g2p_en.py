@@ -41,6 +41,10 @@ _POSSESSIVE = re.compile(r"^([a-z]+)('s)$")
 # ellipsis token) and phone numbers, which need digits.
 _PLAIN_TEXT = re.compile(r"[ A-Za-z'.,?!\-]*")
 _SPACED_DOTS = re.compile(r"\. +\.")
+# A word of ASCII letters, with one closing mark: TweetTokenizer's own reading of such a
+# chunk is the word, then the mark (none of its URL, emoticon, handle or number patterns
+# can match without another character).
+_WORD_AND_MARK = re.compile(r"([A-Za-z]+)([.,?!]?)")
 
 # Tokens the reference drops before its symbol check (word separators and the
 # predictor's bookkeeping symbols; bare "UW" has no row in the v2 table).
@@ -296,6 +300,9 @@ class EnglishG2p:
         return self.tokenizer.tokenize(text)
 
     def _tokenize_chunk(self, chunk: str) -> tuple[str, ...]:
+        plain = _WORD_AND_MARK.fullmatch(chunk)
+        if plain is not None:
+            return (plain[1], plain[2]) if plain[2] else (plain[1],)
         return tuple(self.tokenizer.tokenize(chunk))
 
     def raw_phones(self, text: str) -> list[str]:

