@@ -870,6 +870,20 @@ def _graphed(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.
     return graph.replay, out
 
 
+def vocoder_inputs(
+    cfg: VitsConfig, rows: int, frames: int, masked: bool, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """fp16 latents and speaker embeddings for the vocoder benches; ``masked``: the second
+    half of the rows 2/3 as long (their lengths), else no lengths."""
+    z = 0.5 * torch.randn(rows, cfg.inter_channels, frames, device=DEV, generator=g).half()
+    ge = 0.1 * torch.randn(rows, cfg.gin_channels, 1, device=DEV, generator=g).half()
+    if not masked:
+        return z, ge, None
+    lengths = torch.full((rows,), frames, device=DEV)
+    lengths[rows // 2 :] = frames * 2 // 3
+    return z, ge, lengths
+
+
 VOCODER_SHAPES = ((64, 24, False), (64, 24, True), (64, 96, True), (16, 48, False), (8, 24, False),
                   (4, 48, True), (2, 24, False), (2, 100, False), (1, 100, False))  # fmt: skip
 
@@ -892,12 +906,7 @@ def vocoder_only() -> None:
     cfg = model.cfg
     g = torch.Generator(device=DEV).manual_seed(0)
     for rows, frames, masked in VOCODER_SHAPES:
-        z = 0.5 * torch.randn(rows, cfg.inter_channels, frames, device=DEV, generator=g).half()
-        ge = 0.1 * torch.randn(rows, cfg.gin_channels, 1, device=DEV, generator=g).half()
-        lengths = None
-        if masked:
-            lengths = torch.full((rows,), frames, device=DEV)
-            lengths[rows // 2 :] = frames * 2 // 3
+        z, ge, lengths = vocoder_inputs(cfg, rows, frames, masked, g)
         times, outs = {}, {}
         for name, dec in (("1-D", plain), ("channels-last", last)):
             replay, out = _graphed(partial(dec, z, ge, lengths))
@@ -940,7 +949,7 @@ def vconv_only() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from wyoming_sovits.models.vits_modules import LRELU_SLOPE, _keep_mask
+    from wyoming_sovits.models.vits_modules import LRELU_SLOPE, _keep_mask, _stage_average
     from wyoming_sovits.vocoder_kernels import DEFAULT_CONFIGS, ConvConfig, FusedResBlocks
 
     torch.backends.cudnn.allow_tf32 = False
@@ -965,14 +974,7 @@ def vconv_only() -> None:
         lengths[rows // 2 :] = positions * 2 // 3
         keep = _keep_mask(lengths, x)
 
-        def stage_plain(x: torch.Tensor = x, keep: torch.Tensor = keep,
-                        blocks: Any = blocks) -> torch.Tensor:  # fmt: skip
-            total = blocks[0](x, keep)
-            for block in blocks[1:]:
-                total = total + block(x, keep)
-            return total / len(blocks)
-
-        replay, ref = _graphed(stage_plain)
+        replay, ref = _graphed(partial(_stage_average, blocks, x, keep))
         base = cuda_time(replay, reps=10)
         flops = (
             2
@@ -1003,12 +1005,7 @@ def vconv_only() -> None:
         row(f"vconv stage {i} best", str(best.get(channels, "cuDNN")), "")
     print("best configs:", best, flush=True)
     for rows_, frames_, masked in VCONV_SHAPES:
-        z = 0.5 * torch.randn(rows_, cfg.inter_channels, frames_, device=DEV, generator=g).half()
-        ge = 0.1 * torch.randn(rows_, cfg.gin_channels, 1, device=DEV, generator=g).half()
-        lens = None
-        if masked:
-            lens = torch.full((rows_,), frames_, device=DEV)
-            lens[rows_ // 2 :] = frames_ * 2 // 3
+        z, ge, lens = vocoder_inputs(cfg, rows_, frames_, masked, g)
         results = {}
         for name, dec, configs in (("1-D", plain, None), ("channels-last", last, None),
                                    ("fused", last, DEFAULT_CONFIGS), ("fused best", last, best)):  # fmt: skip

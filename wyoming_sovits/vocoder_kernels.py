@@ -200,22 +200,23 @@ def lrelu_conv(
     addend: Tensor | None = None,
     scale: float = 1.0,
     config: ConvConfig | None = None,
-    out: Tensor | None = None,
 ) -> Tensor:
     """``scale · (addend + residual + conv(lrelu(x) masked past lengths))`` for activations
     (B, T, C) in memory: (B, C, 1, T) channels-last tensors or contiguous (B, T, C) ones.
-    ``weight`` is ``taps``' (K, C_in, C_out); the output has ``x``'s shape and layout."""
+    ``weight`` is ``taps``' (K, C_in, C_out); the output has ``x``'s layout, C_out channels."""
     _check_device(x)
     k, c_in, c_out = weight.shape
     if k % 2 == 0:
         raise KernelUnavailableError(f"the fused convolution needs an odd kernel, not {k}")
     rows, positions = x.shape[0], x.shape[-1] if x.ndim == 4 else x.shape[1]
     cfg = (config or DEFAULT_CONFIGS.get(c_in) or ConvConfig()).fit(c_in, c_out, k)
-    if out is None:
-        out = torch.empty_like(x) if c_in == c_out else None
-    if out is None:
-        raise KernelUnavailableError("pass ``out`` when the channel counts differ")
-    kernel, cdiv = _kernels()["conv"], _kernels()["cdiv"]
+    if x.ndim == 4:  # (B, C, 1, T), channels last
+        out = torch.empty(rows, c_out, 1, positions, dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)  # fmt: skip
+    else:
+        out = x.new_empty(rows, positions, c_out)
+    kernels = _kernels()
+    kernel, cdiv = kernels["conv"], kernels["cdiv"]
     grid = (cdiv(positions, cfg.block_t), cdiv(c_out, cfg.block_n), rows)
     dummy = x
     kernel[grid](

@@ -405,6 +405,16 @@ def _keep_mask(lengths: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return keep.view(keep.shape[0], *([1] * (like.ndim - 2)), keep.shape[1])
 
 
+def _stage_average(
+    blocks: Sequence[nn.Module] | nn.ModuleList, x: torch.Tensor, keep: torch.Tensor | None
+) -> torch.Tensor:
+    """The average of an upsampling stage's parallel residual blocks (one per kernel size)."""
+    total = blocks[0](x, keep)
+    for block in blocks[1:]:
+        total = total + block(x, keep)
+    return total / len(blocks)
+
+
 def _fused_stage_fails(
     stage: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     blocks: Sequence[nn.Module],
@@ -422,8 +432,7 @@ def _fused_stage_fails(
         with torch.no_grad():
             for lens in (lengths, None):
                 keep = None if lens is None else _keep_mask(lens, x)
-                want = sum((block(x, keep) for block in blocks[1:]), blocks[0](x, keep))
-                want = (want / len(blocks)).float()
+                want = _stage_average(blocks, x, keep).float()
                 got = stage(x, lens).float()
                 err = float((got - want).norm() / want.norm())
                 if not err < 2e-2:
@@ -584,12 +593,9 @@ class Generator(nn.Module):
             if stage is not None:
                 x = stage(x, None if lengths is None else (lengths * rate).int())
                 continue
-            # Average of the parallel resblocks (one per kernel size).
-            blocks = self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels]
-            total = blocks[0](x, keep)
-            for block in blocks[1:]:
-                total = total + block(x, keep)
-            x = total / self.n_kernels
+            x = _stage_average(
+                self.resblocks[i * self.n_kernels : (i + 1) * self.n_kernels], x, keep
+            )
         # The trained weights expect torch's default slope (0.01) here, not LRELU_SLOPE.
         audio = torch.tanh(self.conv_post(_zero_padding(F.leaky_relu(x), keep)))
         return audio.squeeze(2) if self.channels_last else audio  # (B, 1, T_audio)
