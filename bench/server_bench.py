@@ -30,8 +30,12 @@ and the event loop spend the second round's wall time: sampled stacks), "1d" (th
 convolutions, not the product's channels-last 2-D ones), "cudnn" (the vocoder's residual
 blocks through cuDNN, not the fused Triton convolutions), "serial" / "overlap" (the SoVITS
 decodes on the GPT's CUDA stream / on their own, whatever the pipeline's streams), "py" (also print the second round's
-Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike).
-E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same". ``BENCH_PROFILE`` "1" (the
+Python profile: cProfile, which on Python 3.12+ sees the worker and the event loop alike),
+"gpu" (how busy the GPU is over the second round: ``GpuTimeline``), "tok8" (8 GPT steps a
+batch replay, not ``STREAM_CHUNK_TOKENS``; any count), "of64" (a pipeline batching 64
+streams, whatever the clients), "whole" (every replay steps the whole batch, not the row
+bucket of its live rows). Modes combine with "+".
+E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same,64:triton:gpu+tok8". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
 work ("4,64").
 """
@@ -44,6 +48,8 @@ import cProfile
 import dataclasses
 import functools
 import io
+import itertools
+import json
 import os
 import pstats
 import shutil
@@ -79,6 +85,7 @@ from wyoming_sovits.voices import VoiceRegistry  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 TOKENS = 100  # per fragment (4 s of audio)
 OVERLAP_DEFAULT = pipeline_module.OVERLAP_DECODES_MIN_STREAMS  # the product's
+STREAM_CHUNK_TOKENS = pipeline_module.STREAM_CHUNK_TOKENS
 CLIENT_PROCESSES = 4  # the concurrent rows' clients: 16 per process at 64 streams
 TEXT = "The washing machine has finished, so please take the laundry out before dinner tonight."
 ROWS: list[tuple[str, str, str]] = []
@@ -210,7 +217,7 @@ async def _concurrent(
     registry: VoiceRegistry,
     settings: ServerSettings,
     clients: int,
-    python_profile: cProfile.Profile | WallSampler | None = None,
+    python_profile: cProfile.Profile | WallSampler | GpuTimeline | None = None,
     same_text: bool = False,
     client_processes: int = CLIENT_PROCESSES,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
@@ -307,6 +314,84 @@ class WallSampler:
                 ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
                 note = "; ".join(f"{where} {100 * c / n:.1f}%" for where, c in ranked)
                 row(f"{label}: {name} wall by {kind}", f"{n} samples", note)
+
+
+class GpuTimeline:
+    """How busy the GPU is over the profiled round: torch.profiler with CUDA activity only
+    (no host operators recorded, so the round is barely slowed), its trace's kernels,
+    copies and fills merged per CUDA stream and over all of them, and the idle gaps of the
+    whole GPU. Same ``enable``/``disable`` protocol as cProfile."""
+
+    def __init__(self) -> None:
+        self.prof: torch.profiler.profile | None = None
+        self.spans: list[tuple[float, float, int, str]] = []  # (start us, end us, stream, name)
+
+    def enable(self) -> None:
+        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+        self.prof.start()
+
+    def disable(self) -> None:
+        if self.prof is None:
+            return
+        self.prof.stop()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "trace.json"
+            self.prof.export_chrome_trace(str(path))
+            trace = json.loads(path.read_text())
+        for ev in trace.get("traceEvents", []):
+            if ev.get("ph") == "X" and ev.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"):
+                t0 = float(ev["ts"])
+                stream = int(ev.get("args", {}).get("stream", -1))
+                self.spans.append((t0, t0 + float(ev.get("dur", 0.0)), stream, ev["name"]))
+        self.prof = None
+
+    @staticmethod
+    def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        merged: list[tuple[float, float]] = []
+        for t0, t1 in sorted(spans):
+            if merged and t0 <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], t1))
+            else:
+                merged.append((t0, t1))
+        return merged
+
+    def report(self, label: str) -> None:
+        """Rows: the span from the round's first GPU work to its last, the GPU busy share
+        of it, each stream's busy time and top kernels, the time two or more streams ran
+        at once, and the idle gaps by size."""
+        if not self.spans:
+            row(f"{label}: GPU timeline", "no kernels recorded")
+            return
+        start = min(s[0] for s in self.spans)
+        end = max(s[1] for s in self.spans)
+        span = end - start
+        union = self._union([(a, b) for a, b, _, _ in self.spans])
+        busy = sum(b - a for a, b in union)
+        per_stream: dict[int, list[tuple[float, float, int, str]]] = {}
+        for s in self.spans:
+            per_stream.setdefault(s[2], []).append(s)
+        stream_busy = 0.0
+        for stream, spans in sorted(per_stream.items(), key=lambda kv: -len(kv[1])):
+            own = sum(b - a for a, b in self._union([(a, b) for a, b, _, _ in spans]))
+            stream_busy += own
+            names: dict[str, float] = {}
+            for a, b, _, name in spans:
+                names[name[:40]] = names.get(name[:40], 0.0) + b - a
+            top = sorted(names.items(), key=lambda kv: -kv[1])[:4]
+            note = "; ".join(f"{n} {t / 1e3:.0f} ms" for n, t in top)
+            row(f"{label}: GPU stream {stream}", f"{own / 1e3:.0f} ms busy",
+                f"{len(spans)} kernels; {note}")  # fmt: skip
+        gaps = [b[0] - a[1] for a, b in itertools.pairwise(union)]
+        sizes = ((20, 100), (100, 1000), (1000, 1e12))
+        note = "; ".join(
+            f"{lo:g}-{hi:g} us: {len(g := [x for x in gaps if lo <= x < hi])} = {sum(g) / 1e3:.0f} ms"
+            if hi < 1e12
+            else f">= {lo:g} us: {len(g := [x for x in gaps if x >= lo])} = {sum(g) / 1e3:.0f} ms"
+            for lo, hi in sizes
+        )
+        row(f"{label}: GPU busy", f"{100 * busy / span:.0f}% of {span / 1e3:.0f} ms",
+            f"idle {(span - busy) / 1e3:.0f} ms in gaps {note}; streams concurrent "
+            f"{(stream_busy - busy) / 1e3:.0f} ms")  # fmt: skip
 
 
 def report_python_profile(python_profile: cProfile.Profile, top: int = 45) -> None:
@@ -459,6 +544,9 @@ def measure_concurrent(
     overlap: bool | None = None,
     client_processes: int = CLIENT_PROCESSES,
     open_ahead: bool = True,
+    chunk_tokens: int = 0,
+    max_streams: int = 0,
+    row_buckets: bool = True,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -477,7 +565,10 @@ def measure_concurrent(
     (False) whatever the streams (None: as the product, by ``OVERLAP_DECODES_MIN_STREAMS``);
     ``client_processes``: the processes the clients run in (0: this one, see
     ``_concurrent``); ``open_ahead`` False: each sentence opened after the one before is
-    done (``OPEN_NEXT_SENTENCE_AHEAD`` off)."""
+    done (``OPEN_NEXT_SENTENCE_AHEAD`` off); ``chunk_tokens``: GPT steps per batch replay
+    (``STREAM_CHUNK_TOKENS``; 0: the product's); ``max_streams``: the rows the pipeline
+    batches (0: ``clients``); ``row_buckets`` False: every replay steps the whole batch
+    (``batching.ROW_BUCKET_BASE`` 1), as before replays of few rows stepped only those."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -486,23 +577,26 @@ def measure_concurrent(
         pipeline_constant("SOVITS_FUSED_RESBLOCKS", fused_vocoder),
         pipeline_constant("OVERLAP_DECODES_MIN_STREAMS", min_streams),
         pipeline_constant("OPEN_NEXT_SENTENCE_AHEAD", open_ahead),
+        pipeline_constant("STREAM_CHUNK_TOKENS", chunk_tokens or STREAM_CHUNK_TOKENS),
+        pipeline_constant("ROW_BUCKET_BASE", None if row_buckets else 1, batching_module),
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
-                            same_text, client_processes)  # fmt: skip
+                            same_text, client_processes, max_streams or clients)  # fmt: skip
 
 
 @contextlib.contextmanager
-def pipeline_constant(name: str, value: object) -> Iterator[None]:
-    """Pipelines built meanwhile see ``wyoming_sovits.pipeline``'s constant ``name`` (a
-    product choice: ``SOVITS_CHANNELS_LAST``, ``OVERLAP_DECODES_MIN_STREAMS``) set to
-    ``value``."""
-    saved = getattr(pipeline_module, name)
-    setattr(pipeline_module, name, value)
+def pipeline_constant(name: str, value: object, module: Any = pipeline_module) -> Iterator[None]:
+    """Pipelines built meanwhile see ``wyoming_sovits.pipeline``'s (or ``module``'s)
+    constant ``name`` (a product choice: ``SOVITS_CHANNELS_LAST``,
+    ``OVERLAP_DECODES_MIN_STREAMS``) set to ``value`` (None: left as it is)."""
+    saved = getattr(module, name)
+    if value is not None:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        setattr(pipeline_module, name, saved)
+        setattr(module, name, saved)
 
 
 @contextlib.contextmanager
@@ -536,13 +630,14 @@ def _measure_concurrent(
     samples_per_chunk: int | None,
     same_text: bool,
     client_processes: int,
+    max_streams: int,
 ) -> None:
     settings = _settings(work, device, dtype)
     if samples_per_chunk is not None:  # fewer, larger audio-chunk events
         settings = dataclasses.replace(settings, samples_per_chunk=samples_per_chunk)
     registry = VoiceRegistry(work / "voices")
     pipeline = Pipeline.load(models, device, dtype, cache_dir=work / "cache", fast=True,
-                             gpt_kernels=kernels.removesuffix("-sampler"), max_streams=clients)  # fmt: skip
+                             gpt_kernels=kernels.removesuffix("-sampler"), max_streams=max_streams)  # fmt: skip
     pipeline.max_new_tokens = tokens
     engine = Engine(pipeline, registry, settings)
     engine.start()
@@ -560,9 +655,10 @@ def _measure_concurrent(
             if profile
             else contextlib.nullcontext()
         )
-        py_prof: cProfile.Profile | WallSampler | None = None
+        py_prof: cProfile.Profile | WallSampler | GpuTimeline | None = None
         if python_profile:
-            py_prof = cProfile.Profile() if python_profile == "py" else WallSampler()
+            kind = {"py": cProfile.Profile, "wall": WallSampler, "gpu": GpuTimeline}
+            py_prof = kind[python_profile]()
         with stage_timers(pipeline) as spent, profiler as prof, timeline(pipeline) as events:
             timed, wall, first_round, start = asyncio.run(
                 _concurrent(
@@ -580,8 +676,13 @@ def _measure_concurrent(
     speed = [(n / rate) / total for _, total, n in timed]  # x real time, per stream
     ahead = {None: "", False: ", no run-ahead", True: ", run-ahead"}[run_ahead]
     label = f"{clients} streams batched ({kernels}{ahead}"
+    label += f", batch of {max_streams}" if max_streams != clients else ""
     label += ")" if switch_interval is None else f", GIL switch {1e3 * switch_interval:g} ms)"
-    label += {"py": " [Python profiled]", "wall": " [wall sampled]"}.get(python_profile, "")
+    label += {"py": " [Python profiled]", "wall": " [wall sampled]", "gpu": " [GPU timeline]"}.get(
+        python_profile, ""
+    )
+    steps = pipeline_module.STREAM_CHUNK_TOKENS
+    label += f" [{steps} tokens a replay]" if steps != STREAM_CHUNK_TOKENS else ""
     label += f" [{samples_per_chunk} samples per chunk]" if samples_per_chunk else ""
     label += " [one text for all]" if same_text else ""
     label += " [clients in-process]" if not client_processes else ""
@@ -590,6 +691,7 @@ def _measure_concurrent(
     )
     label += " [1-D vocoder]" if not pipeline_module.SOVITS_CHANNELS_LAST else ""
     label += " [cuDNN vocoder]" if not pipeline_module.SOVITS_FUSED_RESBLOCKS else ""
+    label += " [whole-batch replays]" if batching_module.ROW_BUCKET_BASE <= 1 else ""
     overlap = pipeline._decode_stream is not None
     if overlap != (clients >= OVERLAP_DEFAULT):
         label += " [decodes overlapped]" if overlap else " [decodes not overlapped]"
@@ -604,7 +706,7 @@ def _measure_concurrent(
             f"{len(times)} calls, {1e3 * sum(times) / len(times):.1f} ms each")  # fmt: skip
     if events:
         report_timeline(label, events, start, firsts)
-    if isinstance(py_prof, WallSampler):
+    if isinstance(py_prof, WallSampler | GpuTimeline):
         py_prof.report(label)
 
 
@@ -716,17 +818,24 @@ def main() -> None:
     profiled = os.environ.get("BENCH_PROFILE", "")
     profile_for = {4} if profiled == "1" else {int(n) for n in profiled.split(",") if n}
     for clients, kernels, mode in concurrent:
+        modes = set(mode.split("+"))  # flags, e.g. "gpu+tok8"
+        profiler = next((m for m in ("py", "wall", "gpu") if m in modes), "")
+        chunk = next((int(m[5:]) for m in modes if m.startswith("chunk")), None)
+        tokens = next((int(m[3:]) for m in modes if m.startswith("tok")), 0)
+        rows = next((int(m[2:]) for m in modes if m.startswith("of")), 0)
         try:
             measure_concurrent(models, work, "cuda", "float16", clients, kernels=kernels,
-                               profile=clients in profile_for, python_profile=mode if mode in ("py", "wall") else "",
-                               run_ahead={"sync": False, "ahead": True}.get(mode),
-                               samples_per_chunk=int(mode[5:]) if mode.startswith("chunk") else None,
-                               same_text=mode == "same", one_d_vocoder=mode == "1d",
-                               fused_vocoder=mode != "cudnn",
-                               client_processes=0 if mode == "inproc" else CLIENT_PROCESSES,
-                               open_ahead=mode != "sequential",
-                               overlap={"serial": False, "overlap": True}.get(mode),
-                               switch_interval=0.005 if mode == "5ms" else None)  # fmt: skip
+                               profile=clients in profile_for, python_profile=profiler,
+                               run_ahead=True if "ahead" in modes else False if "sync" in modes else None,
+                               samples_per_chunk=chunk,
+                               same_text="same" in modes, one_d_vocoder="1d" in modes,
+                               fused_vocoder="cudnn" not in modes,
+                               client_processes=0 if "inproc" in modes else CLIENT_PROCESSES,
+                               open_ahead="sequential" not in modes,
+                               overlap=True if "overlap" in modes else False if "serial" in modes else None,
+                               switch_interval=0.005 if "5ms" in modes else None,
+                               chunk_tokens=tokens, max_streams=rows,
+                               row_buckets="whole" not in modes)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

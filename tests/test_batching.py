@@ -21,7 +21,7 @@ from test_pipeline_fast import GREEDY, MAX_TOKENS, make_voice
 from test_t2s import TINY, request, tiny_model
 from tiny_frontends import make_tiny_models_dir
 
-from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain
+from wyoming_sovits.batching import BatchFullError, ContinuousBatcher, drain, row_buckets
 from wyoming_sovits.engine import Engine
 from wyoming_sovits.fast import CAPTURE_FRAMES, FastPathError, SoVITSGraphs
 from wyoming_sovits.generate import SamplingError, SamplingParams, generate
@@ -84,6 +84,55 @@ def test_staggered_rows_match_single_runs(run_ahead: bool) -> None:
                 got[i] += chunk.tolist()
     assert [got[i] for i in range(5)] == want
     assert b.live_rows == 0 and sorted(b._free) == [0, 1, 2]
+
+
+def test_row_buckets() -> None:
+    assert row_buckets(1) == (1,)
+    assert row_buckets(2) == (1, 2)
+    assert row_buckets(64) == (1, 4, 16, 64)
+    assert row_buckets(40) == (1, 4, 16, 40)
+    assert row_buckets(8, base=1) == (8,)
+    with pytest.raises(FastPathError, match="ascend"):
+        ContinuousBatcher(tiny_model(1), 4, 64, max_new_tokens=8, use_graphs=False,
+                          buckets=(1, 2))  # fmt: skip
+
+
+class _CountingStep:
+    """The model's own step, noting how many rows each call steps."""
+
+    def __init__(self, model: Text2Semantic) -> None:
+        self.model, self.rows = model, list[int]()
+
+    def __call__(
+        self, tokens: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None
+    ) -> torch.Tensor:
+        self.rows.append(int(tokens.shape[0]))
+        return self.model(tokens, pos, kv_len=kv_len)
+
+
+def test_a_replay_steps_only_the_rows_up_to_the_highest_live_one() -> None:
+    """Rows go lowest first, and each replay steps the smallest row bucket holding the
+    highest live row; the tokens are those of a batch that steps every row."""
+    model = tiny_model(3)
+    items = [request(5 + 2 * i, 4 + i, seed=20 + i) for i in range(6)]
+    want = [alone(model, item, 20) for item in items]
+    step = _CountingStep(model)
+    b = ContinuousBatcher(model, 8, 128, max_new_tokens=40, steps_per_sync=4, kv_bucket=32,
+                          forward=step, use_graphs=False)  # fmt: skip
+    assert b.buckets == (1, 4, 8)
+    first = opened(b, items[0], 20)
+    assert [t for chunk in first for t in chunk.tolist()] == want[0]
+    assert set(step.rows) == {1}  # one sentence in a batch of 8 steps one row
+    step.rows.clear()
+    streams = [opened(b, item, 20) for item in items[1:6]]  # rows 0 to 4
+    got = [[t for chunk in stream for t in chunk.tolist()] for stream in streams]
+    assert got == want[1:6]
+    assert set(step.rows) <= {4, 8} and 8 in step.rows  # row 4 live: the whole 8
+    s2 = b.open(items[0], GREEDY_PARAMS, 20)
+    s3 = b.open(items[1], GREEDY_PARAMS, 20)
+    assert (s2.row, s3.row) == (0, 1)  # given back rows are handed out lowest first
+    s2.close()
+    assert b.open(items[2], GREEDY_PARAMS, 20).row == 0
 
 
 @RUN_AHEAD
@@ -741,6 +790,28 @@ def test_streams_batched_on_gpu(
         audio = np.concatenate(chunks)
         assert audio.shape == w.shape
         assert np.linalg.norm(audio - w) <= 0.05 * np.linalg.norm(w)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_one_stream_in_a_wide_batch_steps_one_row_on_gpu(models_dir: Path, kernels: str) -> None:
+    """A pipeline batching 8 streams serving one: its replays step one row (graphs of the
+    one-row bucket; Triton: the step built for one row), and it speaks as a one-stream
+    pipeline does."""
+    wide = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                         max_streams=8, gpt_kernels=kernels)  # fmt: skip
+    wide.max_new_tokens = MAX_TOKENS
+    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                          gpt_kernels="torch")  # fmt: skip
+    alone.max_new_tokens = MAX_TOKENS
+    prompt = alone.prepare_prompt(make_voice())
+    want = np.concatenate(list(alone.synthesize(TEXTS[1], prompt, GREEDY, stream=True)))
+    got = np.concatenate(list(wide.synthesize(TEXTS[1], prompt, GREEDY, stream=True)))
+    (batch,) = wide._batchers.values()
+    assert batch.buckets == (1, 4, 8)
+    assert {rows for _, _, rows in batch._graphs} == {1}
+    assert got.shape == want.shape
+    assert np.linalg.norm(got - want) <= 0.05 * np.linalg.norm(want)
 
 
 def test_vocode_windows_match_the_whole_vocode(single: Pipeline) -> None:

@@ -289,15 +289,19 @@ def test_triton_failing_on_the_device_falls_back_to_torch(
 
 def test_several_streams_batch_on_the_fused_step_and_sampler(tmp_path: Path) -> None:
     """With several streams the batch steps on the Triton step and sampler too, built for
-    ``max_streams`` rows (on a GPU tuned there, the row-blocked GEMVs among the shapes)."""
-    from wyoming_sovits.kernels import FusedSampler
+    ``max_streams`` rows, one per row bucket (on a GPU tuned at one row and at the whole
+    batch, the row-blocked GEMVs among the shapes)."""
+    from wyoming_sovits.kernels import FusedSampler, RowBucketSteps
 
     models = make_tiny_models_dir(tmp_path / "models")
     wide = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
                          gpt_kernels="triton", max_streams=2)  # fmt: skip
     forward, sampler = wide._batch_step(wide.gpt.model)
-    assert isinstance(forward, FusedDecodeStep) and forward.max_batch == 2
+    assert isinstance(forward, RowBucketSteps) and forward.row_buckets == (1, 2)
+    assert [forward.step_for(n).max_batch for n in (1, 2)] == [1, 2]
     assert isinstance(sampler, FusedSampler)
+    with pytest.raises(KernelUnavailableError, match="built for 2 rows"):
+        forward.step_for(3)
 
 
 def test_gpt_kernels_option_is_checked() -> None:

@@ -11,7 +11,9 @@ rows are parked until their stream is closed, then the row is free for the next 
 
 The step is ``fast.T2SGraphRunner``'s with per-row counters: each row has its own step
 (EOS bar, token cap), cache slot and sampling parameters, so rows admitted at different
-times decode side by side. Random draws come from the device's default generator, which
+times decode side by side. Rows are handed out lowest first and a replay steps only the
+rows up to the highest live one, rounded up to a row bucket (1, 4, 16, ... rows, each its
+own graphs): one request in a batch built for 64 pays for one row, not 64. Random draws come from the device's default generator, which
 the rows share: a seeded sentence is reproducible when it decodes alone.
 
 The engine drives several sentences' generators round-robin on its one worker thread
@@ -21,6 +23,7 @@ token advances all rows, and the others find theirs buffered.
 
 from __future__ import annotations
 
+import heapq
 import math
 import secrets
 from collections import deque
@@ -50,6 +53,21 @@ from .models.t2s import (
 
 # Prompt lengths a one-row batch's prefill graphs are bucketed by (slots).
 PREFILL_BUCKET = 64
+# A replay steps the rows up to the highest live one rounded up to a power of this (and
+# at most the whole batch): 1, 4, 16, 64 rows.
+ROW_BUCKET_BASE = 4
+
+
+def row_buckets(max_batch: int, base: int | None = None) -> tuple[int, ...]:
+    """The row counts a batch of ``max_batch`` rows replays: powers of ``base`` (default
+    ``ROW_BUCKET_BASE``) below it, then ``max_batch`` itself (``base`` <= 1: the whole
+    batch only)."""
+    base = ROW_BUCKET_BASE if base is None else base
+    buckets, rows = [], 1
+    while base > 1 and rows < max_batch:
+        buckets.append(rows)
+        rows *= base
+    return (*buckets, max_batch)
 
 
 class BatchFullError(FastPathError):
@@ -92,6 +110,10 @@ class _BatchState:
             penalty=torch.ones(batch, 1, device=device),
             report=z(batch, steps + 1),
         )
+
+    def rows(self, count: int) -> _BatchState:
+        """The first ``count`` rows' state (views: writes reach the whole batch's)."""
+        return _BatchState(*(t[:count] for t in vars(self).values()))
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,7 @@ class ContinuousBatcher:
         defer_prefill: bool = False,
         run_ahead: bool | None = None,
         prefill_bucket: int | None = None,
+        buckets: tuple[int, ...] | None = None,
     ) -> None:
         """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
         replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
@@ -178,7 +201,11 @@ class ContinuousBatcher:
 
         ``prefill_bucket``: a one-row batch prefills from CUDA graphs per prompt length
         rounded up to this many slots (``fast.PrefillGraphs``; the default with graphs:
-        64; 0: eager prefills). Without graphs a bucket pads the eager prefill alike."""
+        64; 0: eager prefills). Without graphs a bucket pads the eager prefill alike.
+
+        ``buckets``: the row counts a replay may step (ascending, the last ``max_batch``);
+        default ``forward.row_buckets`` if it has them (a step per bucket, see
+        ``kernels.RowBucketSteps``), else ``row_buckets(max_batch)``."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -215,12 +242,17 @@ class ContinuousBatcher:
         self._launched = 0
         self._eos_col = torch.zeros(1, self.cfg.vocab_size, dtype=torch.bool, device=self.device)
         self._eos_col[0, self.cfg.eos] = True
-        self._free = list(range(max_batch))
+        self._free = list(range(max_batch))  # a heap: the lowest free row first
+        if buckets is None:
+            buckets = getattr(self._forward, "row_buckets", None) or row_buckets(max_batch)
+        if list(buckets) != sorted(set(buckets)) or buckets[-1] != max_batch or buckets[0] < 1:
+            raise FastPathError(f"row buckets must ascend to {max_batch}; got {buckets}")
+        self.buckets = tuple(buckets)
         self.defer_prefill = defer_prefill
         self._waiting: dict[int, _Admission] = {}  # opened rows the next step prefills
         self._streams: dict[int, RowStream] = {}
         self._pos = [0] * max_batch  # host copy of each live row's next slot
-        self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
+        self._graphs: dict[tuple[int, bool, int], torch.cuda.CUDAGraph] = {}
         if use_graphs:
             self._pool = torch.cuda.graph_pool_handle()
             self._stream = torch.cuda.Stream(device=self.device)
@@ -261,7 +293,7 @@ class ContinuousBatcher:
             raise T2SInputError(f"{prompt_tokens} prompt + {max_new} tokens exceed the positions")
         if params.top_k > TOP_K_CAP:
             raise SamplingError(f"the batched path serves top_k <= {TOP_K_CAP}")
-        row = self._free.pop(0)
+        row = heapq.heappop(self._free)
         seed = seed if seed is not None else secrets.randbits(62)
         stream = RowStream(self, row, params.top_p < 1.0)
         self._streams[row] = stream
@@ -337,7 +369,7 @@ class ContinuousBatcher:
         self._streams.pop(row, None)
         self._waiting.pop(row, None)
         self._park(row)
-        self._free.append(row)
+        heapq.heappush(self._free, row)
 
     def _park(self, row: int) -> None:
         """A finished or free row keeps stepping (fixed shapes) on slot 0 of its own cache."""
@@ -387,7 +419,9 @@ class ContinuousBatcher:
         highest = max(self._pos[row] for row in streams) + self.steps - 1
         kv_len = min(self.max_seq, (highest // self.kv_bucket + 1) * self.kv_bucket)
         any_top_p = any(stream.top_p for stream in streams.values())
-        self._replay(kv_len, any_top_p)
+        top = max(streams) + 1
+        rows = next(b for b in self.buckets if b >= top)
+        self._replay(kv_len, any_top_p, rows)
         for row in streams:
             self._pos[row] += self.steps
         report = self._reports[self._launched % 2]
@@ -415,20 +449,21 @@ class ContinuousBatcher:
                 stream.done = True
                 self._park(row)
 
-    def _step(self, j: int, kv_len: int, any_top_p: bool) -> None:
-        """Decode step ``j`` of a replay for all rows: no host sync, fixed shapes."""
-        s, eos = self.state, self.cfg.eos
+    def _step(self, j: int, kv_len: int, any_top_p: bool, rows: int) -> None:
+        """Decode step ``j`` of a replay for the first ``rows`` rows: no host sync, fixed
+        shapes."""
+        s, eos = self.state.rows(rows) if rows < self.max_batch else self.state, self.cfg.eos
         step_rows = getattr(self._sampler, "step_rows", None)
         if step_rows is not None:  # the fused sampler does the bookkeeping below itself
             token, pos = step_rows(s, j, j == self.steps - 1, any_top_p)
-            self._logits(self._forward(token, pos, kv_len=kv_len))
+            self._logits(s, self._forward(token, pos, kv_len=kv_len))
             return
         if self._sampler is not None:
             token, stop = self._sampler(s.logits, s.seen, s.step, s.top_k, s.top_p,
                                         s.temperature, s.penalty, any_top_p)  # fmt: skip
         else:
             barred = self._eos_col & (s.step < EOS_BLOCKED_STEPS)[:, None]  # (B, V)
-            rows = RowParams(
+            row_params = RowParams(
                 top_k=s.top_k,
                 top_p=s.top_p,
                 temperature=s.temperature,
@@ -437,49 +472,50 @@ class ContinuousBatcher:
                 any_top_p=any_top_p,
             )
             logits = s.logits.masked_fill(barred, -math.inf)
-            token, stop = next_token(logits, s.seen, rows, eos, True)
+            token, stop = next_token(logits, s.seen, row_params, eos, True)
         emitted = s.active & ~stop & (s.step < s.limit)  # (B,)
         s.report[:, j] = torch.where(emitted, token, -1)
         s.active.copy_(emitted)
         s.seen.scatter_(1, token[:, None], True)
         pos = torch.minimum(s.input_pos, s.last_slot)  # (B,)
-        self._logits(self._forward(token, pos, kv_len=kv_len))
+        self._logits(s, self._forward(token, pos, kv_len=kv_len))
         s.input_pos += 1
         s.step += 1
         if j == self.steps - 1:
             s.report[:, self.steps] = s.active.long()
 
-    def _logits(self, logits: Tensor) -> None:
-        if logits.data_ptr() != self.state.logits.data_ptr():  # else written in place
-            self.state.logits.copy_(logits)
+    @staticmethod
+    def _logits(state: _BatchState, logits: Tensor) -> None:
+        if logits.data_ptr() != state.logits.data_ptr():  # else written in place
+            state.logits.copy_(logits)
 
-    def _steps(self, kv_len: int, any_top_p: bool) -> None:
+    def _steps(self, kv_len: int, any_top_p: bool, rows: int) -> None:
         for j in range(self.steps):
-            self._step(j, kv_len, any_top_p)
+            self._step(j, kv_len, any_top_p, rows)
 
-    def _replay(self, kv_len: int, any_top_p: bool) -> None:
+    def _replay(self, kv_len: int, any_top_p: bool, rows: int) -> None:
         if not self.use_graphs:
-            self._steps(kv_len, any_top_p)
+            self._steps(kv_len, any_top_p, rows)
             return
-        key = (kv_len, any_top_p)
+        key = (kv_len, any_top_p, rows)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._graphs[key] = self._capture(kv_len, any_top_p)
+            graph = self._graphs[key] = self._capture(*key)
         graph.replay()
 
-    def _capture(self, kv_len: int, any_top_p: bool) -> torch.cuda.CUDAGraph:
+    def _capture(self, kv_len: int, any_top_p: bool, rows: int) -> torch.cuda.CUDAGraph:
         """Capture one replay; the warm-up steps run on the live state, which is restored
         (their KV writes land in slots the real steps overwrite before anyone reads them)."""
         saved = {name: t.clone() for name, t in vars(self.state).items()}
         self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._stream):
-            self._steps(kv_len, any_top_p)
+            self._steps(kv_len, any_top_p, rows)
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
         for name, t in vars(self.state).items():
             t.copy_(saved[name])
         graph = torch.cuda.CUDAGraph()
         with capturing(graph, self.device, self._stream, self._pool):
-            self._steps(kv_len, any_top_p)
+            self._steps(kv_len, any_top_p, rows)
         return graph
 
     def capture_prefills(self, lengths: Iterable[int]) -> int:
@@ -498,16 +534,17 @@ class ContinuousBatcher:
         return len(graphs.captured)
 
     def capture(self, up_to_slot: int) -> int:
-        """Capture the graphs of every cache bucket up to ``up_to_slot`` ahead of use (call
-        while no row is live); returns how many graphs exist."""
+        """Capture the graphs of every cache bucket up to ``up_to_slot``, for every row
+        bucket, ahead of use (call while no row is live); returns how many graphs exist."""
         if not self.use_graphs:
             return 0
         last = min(self.max_seq, (up_to_slot // self.kv_bucket + 1) * self.kv_bucket)
         with torch.no_grad():
-            for kv_len in range(self.kv_bucket, last + self.kv_bucket, self.kv_bucket):
-                key = (min(kv_len, self.max_seq), False)
-                if key not in self._graphs:
-                    self._graphs[key] = self._capture(*key)
+            for rows in self.buckets:
+                for kv_len in range(self.kv_bucket, last + self.kv_bucket, self.kv_bucket):
+                    key = (min(kv_len, self.max_seq), False, rows)
+                    if key not in self._graphs:
+                        self._graphs[key] = self._capture(*key)
         return len(self._graphs)
 
 

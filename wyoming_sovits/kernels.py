@@ -598,6 +598,49 @@ class FusedDecodeStep:
         return self.logits[:batch]
 
 
+class RowBucketSteps:
+    """One decode step per row bucket of a continuous batch (``batching.row_buckets``):
+    called with B rows it runs the step built for the smallest bucket holding B, each with
+    launch shapes for its own row count (a shape tuned for 64 rows reads each weight tile
+    once per 64 rows and leaves most of the GPU idle at one). The batch reads
+    ``row_buckets``; ``logits`` and ``pdl`` are the whole batch's step's."""
+
+    def __init__(self, steps: dict[int, FusedDecodeStep]) -> None:
+        if not steps:
+            raise KernelUnavailableError("no decode step to dispatch to")
+        self.row_buckets = tuple(sorted(steps))
+        self.steps = steps
+        whole = steps[self.row_buckets[-1]]
+        self.logits, self.pdl = whole.logits, whole.pdl
+
+    def step_for(self, rows: int) -> FusedDecodeStep:
+        bucket = next((b for b in self.row_buckets if b >= rows), None)
+        if bucket is None:
+            raise KernelUnavailableError(f"steps built for {self.row_buckets[-1]} rows, got {rows}")
+        return self.steps[bucket]
+
+    def __call__(self, tokens: Tensor, input_pos: Tensor, kv_len: int | None = None) -> Tensor:
+        return self.step_for(tokens.shape[0])(tokens, input_pos, kv_len)
+
+
+def bucket_step(
+    model: Text2Semantic, rows: int, one: TuneResult, whole: TuneResult, pdl: bool
+) -> FusedDecodeStep:
+    """A step for a row bucket between one row and the whole batch, from the launch shapes
+    tuned at those two: below ``ROW_BLOCK_MIN_BATCH`` rows the one-row GEMV shapes, from
+    there the whole batch's (row blocks no taller than the bucket needs); attention split
+    as ``FusedDecodeStep``'s default for ``rows``."""
+    if rows < ROW_BLOCK_MIN_BATCH:
+        gemv = dict(one.gemv)
+    else:
+        tall = max(16, triton_next_pow2(rows))
+        gemv = {
+            shape: c if c.block_b <= tall else GemvConfig(c.block_n, c.num_warps, tall)
+            for shape, c in whole.gemv.items()
+        }
+    return FusedDecodeStep(model, rows, gemv=gemv, pdl=pdl)
+
+
 class FusedSampler:
     """``generate.next_token`` with the EOS bar in one Triton launch per step (any batch).
 

@@ -1492,18 +1492,39 @@ def _cache_size(slots: int, cap: int) -> tuple[int, int]:
 
 
 def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
-    """The Triton decode step for ``rows`` rows (imported only when asked for). On CUDA its
-    launch shapes are measured on this GPU first (``kernels.tune_step``, once per model
-    and row count: tens of seconds on a first start, seconds once Triton's disk cache
-    holds the kernels); the chosen shapes are logged."""
-    from .kernels import FusedDecodeStep, tune_step
+    """The Triton decode step for ``rows`` rows (imported only when asked for); for a batch
+    of several rows one step per row bucket (``kernels.RowBucketSteps``), so that a replay
+    of few live rows runs shapes made for few rows. On CUDA the launch shapes are measured
+    on this GPU first (``kernels.tune_step``, at one row and at ``rows``; the buckets
+    between take theirs from those two)."""
+    from .batching import row_buckets
+    from .kernels import FusedDecodeStep, RowBucketSteps, bucket_step
 
-    weight = model.ar_predict_layer.weight
-    if weight.device.type != "cuda":
-        return FusedDecodeStep(model, rows)
+    buckets = row_buckets(rows)
+    if model.ar_predict_layer.weight.device.type != "cuda":
+        if len(buckets) == 1:
+            return FusedDecodeStep(model, rows)
+        return RowBucketSteps({b: FusedDecodeStep(model, b) for b in buckets})
+    whole = _tuned(model, rows)
+    if len(buckets) == 1:
+        return whole.step(model, rows)
+    one = _tuned(model, 1)
+    steps = {1: one.step(model, 1, pdl=whole.pdl), rows: whole.step(model, rows)}
+    for b in buckets[1:-1]:
+        steps[b] = bucket_step(model, b, one, whole, whole.pdl)
+    return RowBucketSteps(steps)
+
+
+def _tuned(model: Text2Semantic, rows: int) -> TuneResult:
+    """``kernels.tune_step``'s launch shapes at ``rows`` rows, once per model and row count
+    (tens of seconds on a first start, seconds once Triton's disk cache holds the
+    kernels); the chosen shapes are logged."""
+    from .kernels import tune_step
+
     key = (id(model), rows)
     tuned = _TUNED.get(key)
     if tuned is None:
+        weight = model.ar_predict_layer.weight
         t0 = time.perf_counter()
         model.setup_caches(rows, TUNE_SLOTS + 1, dtype=weight.dtype, device=weight.device)
         tuned = _TUNED[key] = tune_step(
@@ -1519,7 +1540,7 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
             tuned.attention,
             "on" if tuned.pdl else "off",
         )
-    return tuned.step(model, rows)
+    return tuned
 
 
 _TUNED: dict[tuple[int, int], TuneResult] = {}
