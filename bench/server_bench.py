@@ -15,7 +15,8 @@ that time / audio seconds), ``RUNS`` times per configuration. Prints one table l
 
 Environment: ``BENCH_RUNS`` (default 20); ``BENCH_VARIANTS`` a comma-separated subset of
 "eager", "graphs", "graphs + Triton", "graphs + Triton (no run-ahead)", "graphs + Triton
-(cuDNN vocoder)", "graphs + Triton + compiled SoVITS"; ``BENCH_CONCURRENT`` the concurrent rows as
+(cuDNN vocoder)", "graphs + Triton (one by one)", "graphs + Triton + compiled SoVITS";
+``BENCH_CONCURRENT`` the concurrent rows as
 "clients:kernels" or "clients:kernels:mode", or "none"; kernels "torch", "triton" or
 "triton-sampler" (the PyTorch step with the Triton sampler). Each client says its own
 sentence, a new one each round. Modes: "sync" (the batch without run-ahead), "ahead" (with it; the pipeline builds
@@ -738,11 +739,14 @@ def run_variants(
     A name ending in "(no run-ahead)" runs its batch without ``run_ahead``; one ending in
     "compiled SoVITS" compiles the SoVITS decode (``--sovits-compile``; its warm-up
     includes the compiling); one ending in "(cuDNN vocoder)" runs the vocoder's residual
-    blocks through cuDNN (``SOVITS_FUSED_RESBLOCKS`` off)."""
+    blocks through cuDNN (``SOVITS_FUSED_RESBLOCKS`` off); one ending in "(one by one)"
+    decodes a request's sentences one after another (``SENTENCE_ROWS`` 1), not side by
+    side."""
     for name, fast, kernels in variants:
         with (
             batch_run_ahead(False if name.endswith("(no run-ahead)") else None),
             pipeline_constant("SOVITS_FUSED_RESBLOCKS", not name.endswith("(cuDNN vocoder)")),
+            pipeline_constant("SENTENCE_ROWS", 1 if name.endswith("(one by one)") else None),
         ):
             measure_variant(models, work, device, dtype, name, fast, kernels, tokens, runs)
 
@@ -796,6 +800,7 @@ def main() -> None:
         ("graphs + Triton", True, "triton"),
         ("graphs + Triton (no run-ahead)", True, "triton"),
         ("graphs + Triton (cuDNN vocoder)", True, "triton"),
+        ("graphs + Triton (one by one)", True, "triton"),
         ("graphs + Triton + compiled SoVITS", True, "triton"),
     ]
     wanted = os.environ.get("BENCH_VARIANTS")  # e.g. "graphs,graphs + Triton"

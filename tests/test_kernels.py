@@ -27,6 +27,7 @@ from wyoming_sovits.kernels import (
     FusedDecodeStep,
     GemvConfig,
     KernelUnavailableError,
+    RowBucketSteps,
     tune_step,
 )
 from wyoming_sovits.models.t2s import T2SConfig, T2SInput, Text2Semantic, pack_inputs
@@ -248,9 +249,13 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     got = np.concatenate(list(fused.synthesize(TEXT, prompt, GREEDY, stream=False)))
     from wyoming_sovits.kernels import FusedSampler
 
-    assert not fused._runners and fused.max_concurrent == 1  # one row, batched path
+    assert not fused._runners and fused.max_concurrent == 1  # one stream, batched path
     batch = next(iter(fused._batchers.values()))
-    assert isinstance(batch._forward, FusedDecodeStep)
+    # on CUDA a batch of the request's sentence rows, a step per row bucket; here one row
+    if DEVICE.type == "cuda":
+        assert isinstance(batch._forward, RowBucketSteps) and batch.buckets == (1, 4)
+    else:
+        assert isinstance(batch._forward, FusedDecodeStep) and batch.max_batch == 1
     assert isinstance(batch._sampler, FusedSampler)
     assert batch.run_ahead is (DEVICE.type == "cuda")  # one stream: queue a replay ahead
     np.testing.assert_allclose(got, want, atol=1e-4)
@@ -262,6 +267,98 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
     assert plain.gpt_kernels == "torch" and fused.gpt_kernels == "triton"
     auto = Pipeline.load(models, "cpu", "float32", cache_dir=None, fast=True)
     assert auto.gpt_kernels == "torch" and not auto._batching
+
+
+THREE = "Good morning! How are you today? The kettle is on."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streaming"])
+def test_sentences_side_by_side_speak_as_one_by_one(
+    tmp_path: Path, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stream's sentences decoded side by side in the Triton batch (``sentence_rows``,
+    on by default on CUDA) give the audio of decoding them one after another: each row's
+    draws are keyed by the request's seed and its own step."""
+    models = make_tiny_models_dir(tmp_path / "models")
+
+    def fused(rows: int) -> Pipeline:
+        loaded = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
+                               gpt_kernels="triton")  # fmt: skip
+        loaded.max_new_tokens, loaded.sentence_rows = 30, rows
+        return loaded
+
+    one_by_one, side_by_side = fused(1), fused(3)
+    decodes = {id(one_by_one): 0, id(side_by_side): 0}
+    for pipeline in (one_by_one, side_by_side):
+
+        def counted(
+            *args: object, _p: Pipeline = pipeline, _d: object = pipeline._decode
+        ) -> object:
+            decodes[id(_p)] += 1
+            return _d(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(pipeline, "_decode", counted)
+    prompt = one_by_one.prepare_prompt(make_voice())
+    want = list(one_by_one.synthesize(THREE, prompt, GREEDY, stream=stream))
+    widths: list[int] = []
+    call = RowBucketSteps.__call__
+
+    def noting(
+        self: RowBucketSteps, tokens: torch.Tensor, pos: torch.Tensor, kv_len: int | None = None
+    ) -> torch.Tensor:
+        widths.append(int(tokens.shape[0]))
+        return call(self, tokens, pos, kv_len)
+
+    monkeypatch.setattr(RowBucketSteps, "__call__", noting)
+    got = list(side_by_side.synthesize(THREE, prompt, GREEDY, stream=stream))
+    batch = next(iter(side_by_side._batchers.values()))
+    assert batch.max_batch == 3 and batch.live_rows == 0  # every row given back
+    assert 3 in widths and 1 in widths  # the later sentences ran beside the first
+    # streaming, a sentence whose tokens are there when its turn comes is decoded at once,
+    # not at each decode point (a streamed decode matches the whole one to the seams'
+    # rounding)
+    np.testing.assert_allclose(
+        np.concatenate(got), np.concatenate(want), atol=1e-3 if stream else 1e-4
+    )
+    fewer = decodes[id(side_by_side)] < decodes[id(one_by_one)]
+    assert fewer if stream else decodes[id(side_by_side)] == decodes[id(one_by_one)] == 3
+
+
+def test_a_sentence_the_batch_is_too_small_for_waits_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later sentence needing more slots than the batch has while rows decode is not
+    opened side by side (that would fail it): it is opened in its turn, when the batch may
+    grow, and the request speaks as one by one."""
+    from wyoming_sovits.pipeline import BatchTooSmallError
+
+    models = make_tiny_models_dir(tmp_path / "models")
+    pipelines = []
+    for rows in (1, 3):
+        loaded = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
+                               gpt_kernels="triton")  # fmt: skip
+        loaded.max_new_tokens, loaded.sentence_rows = 12, rows
+        pipelines.append(loaded)
+    one_by_one, side_by_side = pipelines
+    prompt = one_by_one.prepare_prompt(make_voice())
+    want = list(one_by_one.synthesize(THREE, prompt, GREEDY, stream=False))
+    plan = Pipeline._plan
+    planned: list[int] = []  # ids of the sentences' features, in order
+    refused: list[int] = []
+
+    def small_batch(self: Pipeline, prompt: object, feats: object, cfg: object) -> object:
+        if id(feats) not in planned:
+            planned.append(id(feats))
+        live = sum(b.live_rows for b in self._batchers.values())
+        if live and planned.index(id(feats)) == 2:  # the third sentence, beside the others
+            refused.append(live)
+            raise BatchTooSmallError("a longer request needs a bigger batch")
+        return plan(self, prompt, feats, cfg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Pipeline, "_plan", small_batch)
+    got = list(side_by_side.synthesize(THREE, prompt, GREEDY, stream=False))
+    assert refused  # the third sentence was refused a row beside the others
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(want), atol=1e-4)
 
 
 def test_triton_failing_on_the_device_falls_back_to_torch(
@@ -291,7 +388,7 @@ def test_several_streams_batch_on_the_fused_step_and_sampler(tmp_path: Path) -> 
     """With several streams the batch steps on the Triton step and sampler too, built for
     ``max_streams`` rows, one per row bucket (on a GPU tuned at one row and at the whole
     batch, the row-blocked GEMVs among the shapes)."""
-    from wyoming_sovits.kernels import FusedSampler, RowBucketSteps
+    from wyoming_sovits.kernels import FusedSampler
 
     models = make_tiny_models_dir(tmp_path / "models")
     wide = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,

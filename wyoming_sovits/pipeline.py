@@ -46,7 +46,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import ContinuousBatcher, RowStream, drain
+from .batching import PREFILL_BUCKET, ContinuousBatcher, RowStream, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
 from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner, decode_stream
@@ -142,6 +142,13 @@ OVERLAP_DECODES_MIN_STREAMS = 32
 # the last decode of the sentence before is on its way (``Pipeline._open_next``), so its
 # text runs while the GPU decodes and its prefill and first steps beside that decode.
 OPEN_NEXT_SENTENCE_AHEAD = True
+# With one stream on CUDA (the Triton batch of ``max_streams`` 1) a request's sentences
+# decode side by side in a batch of this many rows: once its first sentence has produced
+# tokens the next ones are opened, and each is spoken from its buffered tokens when its turn
+# comes. A replay steps only the live rows' bucket (``batching.row_buckets``: 1 or 4), so a
+# one-sentence request pays for one row. Each row's draws are keyed by the request's seed
+# and the row's step, so the tokens are those of decoding the sentences one by one.
+SENTENCE_ROWS = 4
 # Queued decodes split into calls that minimise the latent frames vocoded (rows x the
 # widest window, as rows are padded to it) plus this many per call (a call's fixed cost:
 # the latents replay and the launches, ~10 ms, what the H200 vocodes 600 frames in).
@@ -175,6 +182,11 @@ DEFAULTS = SynthesisConfig(
     noise_scale=0.5,
     fragment_pause=0.3,
 )
+
+
+class BatchTooSmallError(FastPathError):
+    """A sentence needs more cache slots than the shared batch has while rows decode in it
+    (the batch is rebuilt larger once none does)."""
 
 
 class ModelsNotFoundError(FileNotFoundError):
@@ -500,6 +512,7 @@ class _NextSentence:
     feats: TextFeatures | None = None
     row: RowStream | None = None
     error: Exception | None = None
+    sentence: str = ""
 
     def close(self) -> None:
         if self.row is not None:
@@ -601,6 +614,9 @@ class Pipeline:
         # The batch serves several streams, and with the Triton kernels also a single one:
         # its per-row step lets the fused sampler replace ~40 sampling kernels with one.
         self._batching = self.fast and (self.max_streams > 1 or gpt_kernels == "triton")
+        # rows one request's sentences decode in side by side (read when the batch is built)
+        one_stream = self._batching and self.max_streams == 1 and self.device.type == "cuda"
+        self.sentence_rows = SENTENCE_ROWS if one_stream else 1
         self.sovits_compile = sovits_compile
         self._sovits_graphs: dict[Path, SoVITSGraphs] = {}
         self._pending_decodes: list[_DecodeRequest] = []
@@ -771,7 +787,9 @@ class Pipeline:
         split_method: str = SPLIT_METHOD,
         generator: torch.Generator | None = None,
     ) -> Iterator[Fragment]:
-        """Each sentence of ``text`` synthesised in one go (no pause added).
+        """Each sentence of ``text`` synthesised in one go (no pause added). With
+        ``sentence_rows`` > 1 the next sentences are opened once the first has tokens, and
+        decode side by side with it (``SENTENCE_ROWS``).
 
         ``generator`` replaces the eager GPT sampler's (the noise keeps its own stream).
         """
@@ -779,6 +797,9 @@ class Pipeline:
         language = cfg.text_language or prompt.text_language
         rng = self._random(cfg.seed, generator)
         sovits = self._sovits_model(prompt.sovits).model
+        if self.max_streams == 1 and self.sentence_rows > 1 and self._batching:
+            yield from self._fragments_side_by_side(text, prompt, cfg, language, split_method, rng)
+            return
         for sentence in self.sentences(text, language, split_method):
             feats = self._sentence_features(sentence, language)
             if feats is None:
@@ -787,6 +808,49 @@ class Pipeline:
             noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
             m, z, audio = self._decode(prompt, tokens, feats, cfg, noise)
             yield Fragment(sentence, feats, tokens.cpu(), m.float().cpu(), z.float().cpu(), audio)
+
+    def _fragments_side_by_side(
+        self,
+        text: str,
+        prompt: Prompt,
+        cfg: SynthesisConfig,
+        language: str,
+        split_method: str,
+        rng: RequestRandom,
+    ) -> Iterator[Fragment]:
+        sovits = self._sovits_model(prompt.sovits).model
+        sentences = iter(self.sentences(text, language, split_method))
+        ahead: deque[_NextSentence] = deque([self._open_next(sentences, prompt, language, cfg)])
+        try:
+            while ahead:
+                upcoming = ahead.popleft()
+                if upcoming.error is not None:
+                    raise upcoming.error
+                feats = upcoming.feats
+                if feats is None:
+                    return
+                try:
+                    if upcoming.row is None:  # not batched (cannot happen with a batch)
+                        tokens = self._generate(prompt, feats, cfg, rng)
+                    else:
+                        pieces = []
+                        for chunk in drain(upcoming.row):
+                            pieces.append(chunk)
+                            if len(chunk):  # the first tokens are out: open the next ones
+                                self._open_side_by_side(ahead, sentences, prompt, language, cfg)
+                        tokens = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+                finally:
+                    upcoming.close()
+                if not ahead:
+                    ahead.append(self._open_next(sentences, prompt, language, cfg))
+                noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
+                m, z, audio = self._decode(prompt, tokens, feats, cfg, noise)
+                yield Fragment(
+                    upcoming.sentence, feats, tokens.cpu(), m.float().cpu(), z.float().cpu(), audio
+                )
+        finally:
+            for opened in ahead:
+                opened.close()
 
     def synthesize(
         self,
@@ -815,12 +879,15 @@ class Pipeline:
         self, text: str, prompt: Prompt, cfg: SynthesisConfig, split_method: str
     ) -> Iterator[np.ndarray]:
         """Each sentence's pieces, then its pause. With several streams the next sentence
-        is opened while the last decode of the one before runs (``_open_next``)."""
+        is opened while the last decode of the one before runs (``_open_next``); with one,
+        the next ``sentence_rows`` - 1 once the current one has sent audio, and they decode
+        side by side (``SENTENCE_ROWS``)."""
         language = cfg.text_language or prompt.text_language
         rng = self._random(cfg.seed)
         pause = np.zeros(int(OUTPUT_RATE * _f(cfg.fragment_pause)), dtype=np.float32)
         sentences = iter(self.sentences(text, language, split_method))
-        ahead: list[_NextSentence] = []
+        ahead: deque[_NextSentence] = deque()
+        side_by_side = self.max_streams == 1 and self.sentence_rows > 1 and self._batching
 
         def open_next() -> None:
             ahead.append(self._open_next(sentences, prompt, language, cfg))
@@ -828,9 +895,10 @@ class Pipeline:
         meanwhile = open_next if OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1 else None
         try:
             while True:
-                upcoming = ahead.pop() if ahead else None
+                upcoming = ahead.popleft() if ahead else None
                 if upcoming is None:
-                    upcoming = _NextSentence(self._next_features(sentences, language))
+                    feats, sentence = self._next_sentence(sentences, language)
+                    upcoming = _NextSentence(feats, sentence=sentence)
                 if upcoming.error is not None:
                     raise upcoming.error
                 feats, row = upcoming.feats, upcoming.row
@@ -838,7 +906,14 @@ class Pipeline:
                     return
                 chunks = drain(row) if row is not None else None
                 try:
-                    yield from self._stream_sentence(prompt, feats, cfg, rng, chunks, meanwhile)
+                    pieces = self._stream_sentence(
+                        prompt, feats, cfg, rng, chunks, meanwhile, row if side_by_side else None
+                    )
+                    with contextlib.closing(pieces):  # a cancelled request stops it now
+                        for piece in pieces:
+                            yield piece
+                            if side_by_side and len(piece):
+                                self._open_side_by_side(ahead, sentences, prompt, language, cfg)
                 finally:
                     upcoming.close()  # its row back, even if the sentence never read it
                 yield pause
@@ -846,30 +921,58 @@ class Pipeline:
             for opened in ahead:  # opened, never read: its row goes back
                 opened.close()
 
-    def _next_features(self, sentences: Iterator[str], language: str) -> TextFeatures | None:
-        """The next speakable sentence's features (None: no sentence left)."""
+    def _open_side_by_side(
+        self,
+        ahead: deque[_NextSentence],
+        sentences: Iterator[str],
+        prompt: Prompt,
+        language: str,
+        cfg: SynthesisConfig,
+    ) -> None:
+        """Open the request's next sentences until ``sentence_rows`` - 1 wait (the current
+        one holds a row) or none is left (the last opened is empty) or one failed."""
+        while len(ahead) < self.sentence_rows - 1:
+            if ahead and (ahead[-1].feats is None or ahead[-1].row is None):
+                return  # no sentence left, an error to raise in turn, or not batched
+            ahead.append(self._open_next(sentences, prompt, language, cfg, later_if_too_long=True))
+
+    def _next_sentence(
+        self, sentences: Iterator[str], language: str
+    ) -> tuple[TextFeatures | None, str]:
+        """The next speakable sentence's features and text (None, "": no sentence left)."""
         for sentence in sentences:
             feats = self._sentence_features(sentence, language)
             if feats is not None:
-                return feats
-        return None
+                return feats, sentence
+        return None, ""
 
     def _open_next(
-        self, sentences: Iterator[str], prompt: Prompt, language: str, cfg: SynthesisConfig
+        self,
+        sentences: Iterator[str],
+        prompt: Prompt,
+        language: str,
+        cfg: SynthesisConfig,
+        *,
+        later_if_too_long: bool = False,
     ) -> _NextSentence:
         """The next sentence's features and, in the shared batch, its row: opened now, so
         its text runs while the GPU decodes the sentence before, and its prefill and first
-        steps beside that decode."""
+        steps beside that decode. ``later_if_too_long``: a sentence the batch has too few
+        slots for comes without a row (opened in its turn, once the batch can grow)."""
         try:
-            feats = self._next_features(sentences, language)
+            feats, sentence = self._next_sentence(sentences, language)
             if feats is None:
                 return _NextSentence()
-            plan = self._plan(prompt, feats, cfg)
+            try:
+                plan = self._plan(prompt, feats, cfg)
+            except BatchTooSmallError:
+                if not later_if_too_long:
+                    raise
+                return _NextSentence(feats, sentence=sentence)
             if plan.batcher is None:
-                return _NextSentence(feats)
-            return _NextSentence(
-                feats, plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
-            )
+                return _NextSentence(feats, sentence=sentence)
+            row = plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
+            return _NextSentence(feats, row, sentence=sentence)
         except Exception as err:  # the next sentence's to raise, after this one's audio
             return _NextSentence(error=err)
 
@@ -881,9 +984,13 @@ class Pipeline:
         rng: RequestRandom,
         chunks: Iterator[Tensor] | None = None,
         meanwhile: Callable[[], None] | None = None,
-    ) -> Iterator[np.ndarray]:
+        row: RowStream | None = None,
+    ) -> Generator[np.ndarray, None, None]:
         """Re-decode the growing token prefix at each chunk boundary and send the audio that
-        later tokens no longer change much (all but the last few tokens' worth).
+        later tokens no longer change much (all but the last few tokens' worth). ``row``
+        (a sentence decoded side by side with the one before): no decode while more of its
+        tokens are already buffered, so a sentence whose tokens are all there when its turn
+        comes is decoded once.
 
         Each decode vocodes only from the first unsent latent frame (with context): its
         audio starts at sample ``offset``, that frame's first. ``chunks``: the sentence's
@@ -905,7 +1012,7 @@ class Pipeline:
                 continue
             tokens.append(chunk.cpu())
             n += len(chunk)
-            if n < target:
+            if n < target or (row is not None and row.buffer):
                 continue
             target = next_decode_at(n)
             offset = sent // up * up
@@ -1309,13 +1416,14 @@ class Pipeline:
         if batcher is not None and _fits(batcher, slots, cap):
             return batcher
         if batcher is not None and batcher.live_rows:
-            raise FastPathError("a longer request needs a bigger batch while sentences decode")
+            raise BatchTooSmallError("a longer request needs a bigger batch while sentences decode")
         model = self._gpt(path).model
         max_seq, max_new = _cache_size(slots, cap)
         forward, sampler = self._batch_step(model)
+        one_stream = self.max_streams == 1 and self.device.type == "cuda"
         batcher = ContinuousBatcher(
             model,
-            self.max_streams,
+            self._batch_rows,
             max_seq,
             max_new_tokens=max_new,
             steps_per_sync=STREAM_CHUNK_TOKENS,
@@ -1328,13 +1436,20 @@ class Pipeline:
             # one stream: queue the next replay before reading this one (H200, one row:
             # ~40 us less per token). Several: the SoVITS decodes the engine interleaves
             # would wait behind it (16 streams: first audio 113 vs 88 ms; 64: 1081 vs 648)
-            run_ahead=self.device.type == "cuda" and self.max_streams == 1,
+            run_ahead=one_stream,
+            # the prefill graphs serve a sentence alone in row 0 (one stream's first)
+            prefill_bucket=PREFILL_BUCKET if one_stream else 0,
         )
         _LOGGER.info(
-            "GPT batch for %s: %d rows x %d cache slots", path.name, self.max_streams, max_seq
+            "GPT batch for %s: %d rows x %d cache slots", path.name, self._batch_rows, max_seq
         )
         self._batchers[path] = batcher
         return batcher
+
+    @property
+    def _batch_rows(self) -> int:
+        """The shared batch's rows: one per stream, or one request's sentence rows."""
+        return self.max_streams if self.max_streams > 1 else max(1, self.sentence_rows)
 
     def _batch_step(
         self, model: Text2Semantic
@@ -1356,10 +1471,11 @@ class Pipeline:
             # 1,418 us at 1 / 16 / 64 rows (at 64 with the row-blocked GEMVs), the PyTorch
             # step 1,190 / 1,294 / 1,912; the one-launch sampler and its bookkeeping
             # replace ~50 small kernels at any batch size
-            forward = _fused_step(model, self.max_streams)
-            sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, self.max_streams,
+            rows = self._batch_rows
+            forward = _fused_step(model, rows, tune_whole=self.max_streams > 1)
+            sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, rows,
                                    self.device, pdl=bool(getattr(forward, "pdl", False)))  # fmt: skip
-            _compile_sampler(sampler, self.max_streams, cfg.vocab_size, self.device)
+            _compile_sampler(sampler, rows, cfg.vocab_size, self.device)
         except Exception as err:  # the server keeps serving, on the PyTorch step
             _LOGGER.warning(
                 "The Triton GPT kernels failed on %s (%s: %s); using the PyTorch step",
@@ -1491,12 +1607,15 @@ def _cache_size(slots: int, cap: int) -> tuple[int, int]:
     return -(-wanted // FAST_KV_BUCKET) * FAST_KV_BUCKET, max_new
 
 
-def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
+def _fused_step(
+    model: Text2Semantic, rows: int = 1, tune_whole: bool = True
+) -> Callable[..., Tensor]:
     """The Triton decode step for ``rows`` rows (imported only when asked for); for a batch
     of several rows one step per row bucket (``kernels.RowBucketSteps``), so that a replay
     of few live rows runs shapes made for few rows. On CUDA the launch shapes are measured
-    on this GPU first (``kernels.tune_step``, at one row and at ``rows``; the buckets
-    between take theirs from those two)."""
+    on this GPU first (``kernels.tune_step``, at one row and, if ``tune_whole``, at
+    ``rows``; the buckets between take theirs from those two; without ``tune_whole`` every
+    bucket takes the one-row shapes: one request's few sentence rows)."""
     from .batching import row_buckets
     from .kernels import FusedDecodeStep, RowBucketSteps, bucket_step
 
@@ -1505,10 +1624,10 @@ def _fused_step(model: Text2Semantic, rows: int = 1) -> Callable[..., Tensor]:
         if len(buckets) == 1:
             return FusedDecodeStep(model, rows)
         return RowBucketSteps({b: FusedDecodeStep(model, b) for b in buckets})
-    whole = _tuned(model, rows)
+    one = _tuned(model, 1)
+    whole = _tuned(model, rows) if tune_whole else one
     if len(buckets) == 1:
         return whole.step(model, rows)
-    one = _tuned(model, 1)
     steps = {1: one.step(model, 1, pdl=whole.pdl), rows: whole.step(model, rows)}
     for b in buckets[1:-1]:
         steps[b] = bucket_step(model, b, one, whole, whole.pdl)
