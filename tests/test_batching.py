@@ -34,6 +34,7 @@ from wyoming_sovits.pipeline import (
     decode_latents,
     vocode_windows,
 )
+from wyoming_sovits.prompt import Prompt
 from wyoming_sovits.settings import ServerSettings, SettingsError, SynthesisConfig
 from wyoming_sovits.voices import VoiceProfile, VoiceRegistry
 
@@ -761,6 +762,19 @@ def test_rows_opened_together_prefill_together(
     assert got == want
 
 
+def _batched_and_alone(
+    models_dir: Path, max_streams: int, kernels: str
+) -> tuple[Pipeline, Pipeline, Prompt]:
+    """On CUDA: a pipeline batching ``max_streams`` streams on ``kernels``, a one-stream
+    one on the PyTorch step, and a prompt for both."""
+    batched = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                            max_streams=max_streams, gpt_kernels=kernels)  # fmt: skip
+    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
+                          gpt_kernels="torch")  # fmt: skip
+    batched.max_new_tokens = alone.max_new_tokens = MAX_TOKENS
+    return batched, alone, alone.prepare_prompt(make_voice())
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.parametrize("overlap", [False, True], ids=["GPT's stream", "own stream"])
@@ -774,13 +788,7 @@ def test_streams_batched_on_gpu(
 
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
     monkeypatch.setattr(pipeline_module, "OVERLAP_DECODES_MIN_STREAMS", 3 if overlap else 4)
-    gpu = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
-                        max_streams=3, gpt_kernels=kernels)  # fmt: skip
-    gpu.max_new_tokens = MAX_TOKENS
-    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
-                          gpt_kernels="torch")  # fmt: skip
-    alone.max_new_tokens = MAX_TOKENS
-    prompt = alone.prepare_prompt(make_voice())
+    gpu, alone, prompt = _batched_and_alone(models_dir, 3, kernels)
     want = [np.concatenate(list(alone.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
     got = _interleave(gpu, prompt)
     # several streams read each replay before queueing the next (measured faster)
@@ -798,13 +806,7 @@ def test_one_stream_in_a_wide_batch_steps_one_row_on_gpu(models_dir: Path, kerne
     """A pipeline batching 8 streams serving one: its replays step one row (graphs of the
     one-row bucket; Triton: the step built for one row), and it speaks as a one-stream
     pipeline does."""
-    wide = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
-                         max_streams=8, gpt_kernels=kernels)  # fmt: skip
-    wide.max_new_tokens = MAX_TOKENS
-    alone = Pipeline.load(models_dir, "cuda", "float32", cache_dir=None, fast=True,
-                          gpt_kernels="torch")  # fmt: skip
-    alone.max_new_tokens = MAX_TOKENS
-    prompt = alone.prepare_prompt(make_voice())
+    wide, alone, prompt = _batched_and_alone(models_dir, 8, kernels)
     want = np.concatenate(list(alone.synthesize(TEXTS[1], prompt, GREEDY, stream=True)))
     got = np.concatenate(list(wide.synthesize(TEXTS[1], prompt, GREEDY, stream=True)))
     (batch,) = wide._batchers.values()
