@@ -327,9 +327,9 @@ def test_sentences_side_by_side_speak_as_one_by_one(
 def test_a_sentence_the_batch_is_too_small_for_waits_its_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later sentence needing more slots than the batch has while rows decode is not
-    opened side by side (that would fail it): it is opened in its turn, when the batch may
-    grow, and the request speaks as one by one."""
+    """A later sentence needing more slots than the batch has while rows decode, or a row
+    it has not got, is not opened side by side (that would fail it): it is opened in its
+    turn, when the batch may grow, and the request speaks as one by one."""
     from wyoming_sovits.pipeline import BatchTooSmallError
 
     models = make_tiny_models_dir(tmp_path / "models")
@@ -342,6 +342,11 @@ def test_a_sentence_the_batch_is_too_small_for_waits_its_turn(
     one_by_one, side_by_side = pipelines
     prompt = one_by_one.prepare_prompt(make_voice())
     want = list(one_by_one.synthesize(THREE, prompt, GREEDY, stream=False))
+    # a batch built with one row has none to spare: each sentence waits for its turn
+    one_by_one.sentence_rows = 3
+    again = list(one_by_one.synthesize(THREE, prompt, GREEDY, stream=False))
+    assert next(iter(one_by_one._batchers.values())).max_batch == 1
+    np.testing.assert_allclose(np.concatenate(again), np.concatenate(want), atol=1e-4)
     plan = Pipeline._plan
     planned: list[int] = []  # ids of the sentences' features, in order
     refused: list[int] = []

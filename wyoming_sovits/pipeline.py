@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import PREFILL_BUCKET, ContinuousBatcher, RowStream, drain
+from .batching import PREFILL_BUCKET, BatchFullError, ContinuousBatcher, RowStream, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
 from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner, decode_stream
@@ -958,20 +958,21 @@ class Pipeline:
         """The next sentence's features and, in the shared batch, its row: opened now, so
         its text runs while the GPU decodes the sentence before, and its prefill and first
         steps beside that decode. ``later_if_too_long``: a sentence the batch has too few
-        slots for comes without a row (opened in its turn, once the batch can grow)."""
+        slots or no free row for comes without a row (opened in its turn, once the batch
+        can grow and the rows before it are free)."""
         try:
             feats, sentence = self._next_sentence(sentences, language)
             if feats is None:
                 return _NextSentence()
             try:
                 plan = self._plan(prompt, feats, cfg)
-            except BatchTooSmallError:
+                if plan.batcher is None:
+                    return _NextSentence(feats, sentence=sentence)
+                row = plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
+            except (BatchTooSmallError, BatchFullError):
                 if not later_if_too_long:
                     raise
                 return _NextSentence(feats, sentence=sentence)
-            if plan.batcher is None:
-                return _NextSentence(feats, sentence=sentence)
-            row = plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
             return _NextSentence(feats, row, sentence=sentence)
         except Exception as err:  # the next sentence's to raise, after this one's audio
             return _NextSentence(error=err)
