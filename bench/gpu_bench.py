@@ -536,9 +536,11 @@ def bench_batcher(
     sampler = (
         FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV) if fused else None
     )
+    # every replay the whole batch, as before the row buckets (one step built for ``batch``
+    # rows; server_bench measures the product's buckets: its "of64" and "whole" modes)
     b = ContinuousBatcher(model, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
                           steps_per_sync=4, forward=forward, sampler=sampler,
-                          defer_prefill=together)  # fmt: skip
+                          defer_prefill=together, buckets=(batch,))  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
 
     def run() -> None:
@@ -1054,7 +1056,7 @@ def admit_only() -> None:
     sampler = FusedSampler(cfg.vocab_size, cfg.eos, EOS_BLOCKED_STEPS, batch, DEV)
     b = ContinuousBatcher(gpt, batch, PHONES + PROMPT + N_TOK + 64, max_new_tokens=N_TOK + 8,
                           steps_per_sync=4, forward=FusedDecodeStep(gpt, batch), sampler=sampler,
-                          defer_prefill=True, run_ahead=False)  # fmt: skip
+                          defer_prefill=True, run_ahead=False, buckets=(batch,))  # fmt: skip
     b.capture(PHONES + PROMPT + N_TOK + 8)
     spent: dict[str, float] = {}
 
