@@ -51,6 +51,7 @@ import functools
 import io
 import itertools
 import json
+import math
 import os
 import pstats
 import shutil
@@ -383,13 +384,15 @@ class GpuTimeline:
             row(f"{label}: GPU stream {stream}", f"{own / 1e3:.0f} ms busy",
                 f"{len(spans)} kernels; {note}")  # fmt: skip
         gaps = [b[0] - a[1] for a, b in itertools.pairwise(union)]
-        sizes = ((20, 100), (100, 1000), (1000, 1e12))
-        note = "; ".join(
-            f"{lo:g}-{hi:g} us: {len(g := [x for x in gaps if lo <= x < hi])} = {sum(g) / 1e3:.0f} ms"
-            if hi < 1e12
-            else f">= {lo:g} us: {len(g := [x for x in gaps if x >= lo])} = {sum(g) / 1e3:.0f} ms"
-            for lo, hi in sizes
-        )
+        parts = []
+        for lo, hi, name in (
+            (20, 100, "20-100 us"),
+            (100, 1000, "0.1-1 ms"),
+            (1000, math.inf, ">= 1 ms"),
+        ):
+            sized = [x for x in gaps if lo <= x < hi]
+            parts.append(f"{name}: {len(sized)} = {sum(sized) / 1e3:.0f} ms")
+        note = "; ".join(parts)
         row(f"{label}: GPU busy", f"{100 * busy / span:.0f}% of {span / 1e3:.0f} ms",
             f"idle {(span - busy) / 1e3:.0f} ms in gaps {note}; streams concurrent "
             f"{(stream_busy - busy) / 1e3:.0f} ms")  # fmt: skip

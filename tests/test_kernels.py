@@ -272,6 +272,13 @@ def test_pipeline_with_triton_kernels_speaks_the_same(tmp_path: Path) -> None:
 THREE = "Good morning! How are you today? The kettle is on."
 
 
+def _triton_pipeline(models: Path, sentence_rows: int, max_new_tokens: int) -> Pipeline:
+    loaded = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
+                           gpt_kernels="triton")  # fmt: skip
+    loaded.max_new_tokens, loaded.sentence_rows = max_new_tokens, sentence_rows
+    return loaded
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streaming"])
 def test_sentences_side_by_side_speak_as_one_by_one(
     tmp_path: Path, stream: bool, monkeypatch: pytest.MonkeyPatch
@@ -280,14 +287,7 @@ def test_sentences_side_by_side_speak_as_one_by_one(
     on by default on CUDA) give the audio of decoding them one after another: each row's
     draws are keyed by the request's seed and its own step."""
     models = make_tiny_models_dir(tmp_path / "models")
-
-    def fused(rows: int) -> Pipeline:
-        loaded = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
-                               gpt_kernels="triton")  # fmt: skip
-        loaded.max_new_tokens, loaded.sentence_rows = 30, rows
-        return loaded
-
-    one_by_one, side_by_side = fused(1), fused(3)
+    one_by_one, side_by_side = (_triton_pipeline(models, rows, 30) for rows in (1, 3))
     decodes = {id(one_by_one): 0, id(side_by_side): 0}
     for pipeline in (one_by_one, side_by_side):
 
@@ -333,13 +333,7 @@ def test_a_sentence_the_batch_is_too_small_for_waits_its_turn(
     from wyoming_sovits.pipeline import BatchTooSmallError
 
     models = make_tiny_models_dir(tmp_path / "models")
-    pipelines = []
-    for rows in (1, 3):
-        loaded = Pipeline.load(models, DEVICE.type, "float32", cache_dir=None, fast=True,
-                               gpt_kernels="triton")  # fmt: skip
-        loaded.max_new_tokens, loaded.sentence_rows = 12, rows
-        pipelines.append(loaded)
-    one_by_one, side_by_side = pipelines
+    one_by_one, side_by_side = (_triton_pipeline(models, rows, 12) for rows in (1, 3))
     prompt = one_by_one.prepare_prompt(make_voice())
     want = list(one_by_one.synthesize(THREE, prompt, GREEDY, stream=False))
     # a batch built with one row has none to spare: each sentence waits for its turn

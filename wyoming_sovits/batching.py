@@ -13,8 +13,9 @@ The step is ``fast.T2SGraphRunner``'s with per-row counters: each row has its ow
 (EOS bar, token cap), cache slot and sampling parameters, so rows admitted at different
 times decode side by side. Rows are handed out lowest first and a replay steps only the
 rows up to the highest live one, rounded up to a row bucket (1, 4, 16, ... rows, each its
-own graphs): one request in a batch built for 64 pays for one row, not 64. Random draws come from the device's default generator, which
-the rows share: a seeded sentence is reproducible when it decodes alone.
+own graphs): one request in a batch built for 64 pays for one row, not 64. Random draws
+come from the device's default generator, which the rows share: a seeded sentence is
+reproducible when it decodes alone.
 
 The engine drives several sentences' generators round-robin on its one worker thread
 (``Engine.capacity`` = ``Pipeline.max_concurrent``); whichever generator first needs a
@@ -68,6 +69,11 @@ def row_buckets(max_batch: int, base: int | None = None) -> tuple[int, ...]:
         buckets.append(rows)
         rows *= base
     return (*buckets, max_batch)
+
+
+def bucket_for(buckets: tuple[int, ...], rows: int) -> int | None:
+    """The smallest of the ascending ``buckets`` holding ``rows`` rows (None: none does)."""
+    return next((b for b in buckets if b >= rows), None)
 
 
 class BatchFullError(FastPathError):
@@ -419,8 +425,8 @@ class ContinuousBatcher:
         highest = max(self._pos[row] for row in streams) + self.steps - 1
         kv_len = min(self.max_seq, (highest // self.kv_bucket + 1) * self.kv_bucket)
         any_top_p = any(stream.top_p for stream in streams.values())
-        top = max(streams) + 1
-        rows = next(b for b in self.buckets if b >= top)
+        rows = bucket_for(self.buckets, max(streams) + 1)
+        assert rows is not None  # the last bucket is the whole batch
         self._replay(kv_len, any_top_p, rows)
         for row in streams:
             self._pos[row] += self.steps

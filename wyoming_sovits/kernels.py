@@ -47,6 +47,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from .batching import bucket_for
 from .fast import capturing
 from .models.t2s import Block, Text2Semantic
 
@@ -614,7 +615,7 @@ class RowBucketSteps:
         self.logits, self.pdl = whole.logits, whole.pdl
 
     def step_for(self, rows: int) -> FusedDecodeStep:
-        bucket = next((b for b in self.row_buckets if b >= rows), None)
+        bucket = bucket_for(self.row_buckets, rows)
         if bucket is None:
             raise KernelUnavailableError(f"steps built for {self.row_buckets[-1]} rows, got {rows}")
         return self.steps[bucket]

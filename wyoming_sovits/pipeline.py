@@ -797,7 +797,7 @@ class Pipeline:
         language = cfg.text_language or prompt.text_language
         rng = self._random(cfg.seed, generator)
         sovits = self._sovits_model(prompt.sovits).model
-        if self.max_streams == 1 and self.sentence_rows > 1 and self._batching:
+        if self._side_by_side:
             yield from self._fragments_side_by_side(text, prompt, cfg, language, split_method, rng)
             return
         for sentence in self.sentences(text, language, split_method):
@@ -830,7 +830,7 @@ class Pipeline:
                 if feats is None:
                     return
                 try:
-                    if upcoming.row is None:  # not batched (cannot happen with a batch)
+                    if upcoming.row is None:  # it waited for its turn (no room beside)
                         tokens = self._generate(prompt, feats, cfg, rng)
                     else:
                         pieces = []
@@ -887,7 +887,7 @@ class Pipeline:
         pause = np.zeros(int(OUTPUT_RATE * _f(cfg.fragment_pause)), dtype=np.float32)
         sentences = iter(self.sentences(text, language, split_method))
         ahead: deque[_NextSentence] = deque()
-        side_by_side = self.max_streams == 1 and self.sentence_rows > 1 and self._batching
+        side_by_side = self._side_by_side
 
         def open_next() -> None:
             ahead.append(self._open_next(sentences, prompt, language, cfg))
@@ -1446,6 +1446,11 @@ class Pipeline:
         )
         self._batchers[path] = batcher
         return batcher
+
+    @property
+    def _side_by_side(self) -> bool:
+        """Whether one request's sentences decode side by side (``SENTENCE_ROWS``)."""
+        return self.max_streams == 1 and self.sentence_rows > 1 and self._batching
 
     @property
     def _batch_rows(self) -> int:
