@@ -1162,6 +1162,70 @@ def batch_only() -> None:
     print_table()
 
 
+def gemmk_only() -> None:
+    """``python3 bench/gpu_bench.py gemmk``: the row-blocked GEMVs at 64 and 16 rows by K
+    per step (``GemvConfig.block_k``; at K, one step: ``ONE_K``), each K step's fastest
+    launch shape per GEMV; then the whole step tuned with the product's K steps
+    (``kernels.ROW_BLOCK_K``) against K steps of 64 only (as before): each tuning's pick,
+    its forward-only step and the batcher (64 rows)."""
+    from wyoming_sovits import kernels
+
+    gpt = t2s_model(torch.float16)
+    slots = PHONES + PROMPT + N_TOK // 2
+    for batch in (64, 16):
+        gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+        step = FusedDecodeStep(gpt, batch)
+        for name, (weight, call) in kernels.gemv_calls(gpt, step, batch).items():
+            shape = (int(weight.shape[0]), int(weight.shape[1]))
+            for bk in sorted({min(bk, shape[1]) for bk in (64, 128, 256, 512, 2048)}):
+                tried = []
+                for bb in (16, 32) if batch > 16 else (16,):
+                    for bn in (16, 32, 64):
+                        for w in (4, 8):
+                            step.gemv_configs[shape] = config = GemvConfig(bn, w, bb, bk)
+                            t = kernels._candidate_time(partial(call, step), DEV)
+                            tried.append((t, config))
+                t, config = min(tried, key=lambda tc: tc[0])
+                refused = sum(math.isinf(t) for t, _ in tried)
+                row(f"GEMV B={batch} {name} {shape[0]}x{shape[1]}, K step {bk}",
+                    f"{1e6 * t:.2f} us", f"{kernels._gemv_label(config)}; {refused} of "
+                    f"{len(tried)} shapes refused")  # fmt: skip
+        t = kernels._graph_time(partial(step.x0.add_, 0), DEV)
+        row(f"launch floor B={batch} (one elementwise kernel)", f"{1e6 * t:.2f} us", "graph")
+        pos = torch.full((batch,), slots, dtype=torch.long, device=DEV)
+        cfg = gpt.config
+        floor = batch * cfg.n_head * slots * cfg.head_dim * 4 / 4.8e12
+        for splits in (1, 2, 4):
+            best = (math.inf, "")
+            for bs in (32, 64, 128):
+                for w in (2, 4, 8):
+                    att = FusedDecodeStep(
+                        gpt, batch, attention=kernels.AttentionConfig(splits, bs, w)
+                    )
+                    t = kernels._candidate_time(partial(att._attention, 0, pos, batch), DEV)
+                    best = min(best, (t, f"slots/block {bs}, warps {w}"))
+            row(f"attention alone B={batch} @{slots} slots, {splits} splits",
+                f"{1e6 * best[0]:.2f} us", f"{best[1]}; K+V bytes at 4.8 TB/s {1e6 * floor:.1f} us")  # fmt: skip
+    args = {"block_n": (1, 2, 4, 8, 16), "warps": (4, 8), "splits": (1, 4, 8), "block_s": (64,)}
+    for batch in (64, 16):
+        for ks in ((64,), kernels.ROW_BLOCK_K):
+            gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+            t0 = time.perf_counter()
+            tuned = tune_step(gpt, batch, slots=slots, row_block_k=ks, **args)  # type: ignore[arg-type]
+            label = f"B={batch}, K steps {'/'.join(map(str, ks))}"
+            chosen = ", ".join(f"{n}x{k}: {kernels._gemv_label(c)}"
+                               for (n, k), c in sorted(tuned.gemv.items()))  # fmt: skip
+            row(f"tuning {label}", f"{time.perf_counter() - t0:.0f} s",
+                f"{chosen}; {tuned.attention}; pdl {tuned.pdl}")  # fmt: skip
+            gpt.setup_caches(batch, PHONES + PROMPT + N_TOK + 64)
+            t = forward_time(tuned.step(gpt, batch), batch)
+            row(f"GPT fp16 forward only (graph), {label}", f"{1e6 * t:.0f} us/step",
+                f"{batch / t / 25:,.0f}x real time")  # fmt: skip
+            if batch == 64:
+                bench_batcher(gpt, batch, True, True, tuned.step(gpt, batch), f"K {ks}")
+    print_table()
+
+
 def _label(config: GemvConfig) -> str:
     return f"{config.block_n}" + (f"/{config.block_b}b" if config.block_b > 1 else "")
 
@@ -1237,6 +1301,7 @@ def main() -> None:
         "windows": windows_only,
         "prefill": prefill_only,
         "batch": batch_only,
+        "gemmk": gemmk_only,
         "vocoder": vocoder_only,
         "vconv": vconv_only,
         "admit": admit_only,

@@ -121,18 +121,25 @@ def test_every_launch_shape_computes_the_same(
     assert rel(got_logits, want_logits) < 1e-5
 
 
-@pytest.mark.parametrize(("block_b", "block_n", "splits"), [(16, 16, 1), (32, 64, 4)])
+@pytest.mark.parametrize(
+    ("block_b", "block_n", "splits", "block_k"),
+    # K steps of 64: the 64-wide weights in one step (ONE_K), the 256-wide in four; of
+    # 16: every weight in several (LayerNorm statistics in their own loops); of 512: all
+    # in one step
+    [(16, 16, 1, 64), (16, 32, 2, 16), (32, 64, 4, 512)],
+)
 def test_row_blocked_gemv_computes_the_same(
-    model: Text2Semantic, block_b: int, block_n: int, splits: int
+    model: Text2Semantic, block_b: int, block_n: int, splits: int, block_k: int
 ) -> None:
     """``gemm_kernel`` (``GemvConfig.block_b`` > 1): the three rows in one block of 16 or
-    32, every weight shape, the attention's splits combined in its prologue."""
+    32, every weight shape, the attention's splits combined in its prologue, the product
+    in one K step or several."""
     want_logits, want_cache = decode(model, model, steps=3)
     shapes = {(int(p.shape[0]), int(p.shape[1])) for p in model.parameters() if p.ndim == 2}
     step = FusedDecodeStep(
         model,
         3,
-        gemv={shape: GemvConfig(block_n, 4, block_b) for shape in shapes},
+        gemv={shape: GemvConfig(block_n, 4, block_b, block_k) for shape in shapes},
         attention=AttentionConfig(splits, 16, 2),
     )
     got_logits, got_cache = decode(model, step, steps=3)
@@ -197,11 +204,48 @@ def test_tuning_tries_row_blocks_from_four_rows(model: Text2Semantic) -> None:
     result = tune_step(model, 4, slots=20, block_n=(8,), warps=(2,), splits=(2,),
                        block_s=(16,), row_blocks=(16, 32), row_block_n=(16,))  # fmt: skip
     blocked = [label for _, label, _ in result.timings if "batch rows 16" in label]
-    assert len(blocked) == 4 + 1  # each GEMV kind, the combine; 32 is above 4 rows' 16
+    # each GEMV kind and the combine once (``ROW_BLOCK_K``'s 512 capped at each width);
+    # 32 is above 4 rows' 16
+    assert len(blocked) == 4 + 1
+    assert {c.block_k for c in result.gemv.values() if c.block_b > 1} <= {64, 256}
     assert not any("batch rows 32" in label for _, label, _ in result.timings)
     assert {c.block_b for c in result.gemv.values()} <= {1, 16}
     want_logits, _ = decode(model, model, steps=2)
     assert rel(decode(model, result.step(model, 3), steps=2)[0], want_logits) < 1e-5
+
+
+def test_tuning_k_steps_are_capped_at_each_width(model: Text2Semantic) -> None:
+    """Row-blocked K steps above a weight's width become one step of that width, each
+    launch shape tried once: the 64-wide weights in steps of 16 or 64, the 256-wide ffn
+    down in steps of 16, 64 or 256."""
+    model.setup_caches(4, 64)
+    result = tune_step(model, 4, slots=20, block_n=(8,), warps=(2,), splits=(2,),
+                       block_s=(16,), row_blocks=(16,), row_block_n=(16,),
+                       row_block_k=(16, 64, 512))  # fmt: skip
+    blocked = [(kernel, label) for kernel, label, _ in result.timings if "batch rows" in label]
+    assert len(blocked) == len(set(blocked)) == 3 * 2 + 3 + 2  # qkv, ffn up, logits; down; combine
+    assert sum(kernel.endswith("64x256") for kernel, _ in blocked) == 3  # ffn down
+    want_logits, _ = decode(model, model, steps=2)
+    assert rel(decode(model, result.step(model, 3), steps=2)[0], want_logits) < 1e-5
+
+
+def test_a_launch_shape_the_gpu_cannot_run_is_skipped() -> None:
+    """Triton refusing a candidate's shape (out of shared memory) times it as infinite;
+    any other error is the tuner's to raise."""
+    from wyoming_sovits.kernels import _candidate_time
+
+    class OutOfResources(RuntimeError):  # named as Triton's
+        pass
+
+    def refused() -> None:
+        raise OutOfResources("shared memory")
+
+    def broken() -> None:
+        raise ValueError("bad")
+
+    assert math.isinf(_candidate_time(refused, torch.device("cpu")))
+    with pytest.raises(ValueError):
+        _candidate_time(broken, torch.device("cpu"))
 
 
 def test_fused_step_in_the_runner_teacher_forced(model: Text2Semantic) -> None:

@@ -158,7 +158,7 @@ def _kernels() -> dict[str, Any]:
         MODE: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         DH: tl.constexpr, SPLITS: tl.constexpr, IEEE: tl.constexpr, PREFETCH: tl.constexpr,
-        PDL: tl.constexpr,
+        PDL: tl.constexpr, ONE_K: tl.constexpr,
     ):  # fmt: skip
         # ``gemv_kernel``'s product for BLOCK_B rows at once: each weight tile is read once
         # per block of rows (not once per row) and multiplied on the tensor cores. The
@@ -166,6 +166,8 @@ def _kernels() -> dict[str, Any]:
         # takes each row's LayerNorm statistics over the whole row. The first weight tile
         # is issued before the wait for the kernel before (as in ``gemv_kernel``);
         # PREFETCH: each step issues the next tile's load before its own product.
+        # ONE_K (BLOCK_K >= K): one K block, so MODE 1 reads its rows once and takes the
+        # statistics from those registers; no chain of dependent loads.
         pid = tl.program_id(0)
         b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
         n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -178,7 +180,7 @@ def _kernels() -> dict[str, Any]:
         if PDL:
             tl_cuda.gdc_launch_dependents()
             tl_cuda.gdc_wait()
-        if MODE == 1:
+        if MODE == 1 and not ONE_K:
             total = tl.zeros((BLOCK_B,), dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 at = b[:, None] * K + k0 + k[None, :]
@@ -206,6 +208,10 @@ def _kernels() -> dict[str, Any]:
                 at = b[:, None] * K + kk[None, :]
                 s = tl.load(xa + at, mask=rows, other=0.0).to(tl.float32)
                 s += tl.load(xb + at, mask=rows, other=0.0).to(tl.float32)
+                if ONE_K:
+                    mean = tl.sum(s, 1) / K
+                    centred = s - mean[:, None]
+                    rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, 1) / K + eps)
                 v = (s - mean[:, None]) * rstd[:, None] * tl.load(ln_w + kk).to(tl.float32)[None, :]
                 v = (v + tl.load(ln_b + kk).to(tl.float32)[None, :]).to(x_out.dtype.element_ty)
                 if pid == 0:
@@ -385,14 +391,17 @@ def triton_next_pow2(n: int) -> int:
 
 # Largest weight tile (elements) one GEMV program loads at once; wider rows loop over K.
 _TILE_LIMIT = 16384
-# K per step of ``gemm_kernel``'s loop (one attention head of the full-size model).
-_GEMM_BLOCK_K = 64
 # ``gemm_kernel`` issues each weight tile's load one step ahead of its product (False:
 # in the step that uses it, the benchmark's baseline; H200, 64 rows: 1,418 against
 # 1,680 us per step).
 GEMM_PREFETCH = True
 # ``tune_step`` tries the row-blocked GEMV from this many batch rows.
 ROW_BLOCK_MIN_BATCH = 4
+# ``tune_step``'s K per step of the row-blocked GEMV: a weight up to 512 wide in one step
+# (its rows and weight tile loaded at once, the LayerNorm statistics from those
+# registers), wider ones in steps of 512. H200, each GEMV at 64 rows: 4.9-6.1 us against
+# 6.3-8.2 us in steps of 64; the 64-row step 933 against 1,292 us (``gpu_bench.py gemmk``).
+ROW_BLOCK_K = (512,)
 
 
 @dataclass(frozen=True)
@@ -400,11 +409,14 @@ class GemvConfig:
     """Launch shape of one GEMV: weight rows per program, warps per program, and batch
     rows per program (``block_b``): 1 runs ``gemv_kernel``, which reads the weights once per
     batch row; 16 or more runs ``gemm_kernel``, once per block of batch rows, on the tensor
-    cores (what wins at a few dozen rows)."""
+    cores (what wins at a few dozen rows). ``block_k``: the row-blocked kernel's K per step
+    (capped at K; at K the whole product is one step: one load of weights and rows, no chain
+    of dependent loads)."""
 
     block_n: int
     num_warps: int = 4
     block_b: int = 1
+    block_k: int = 64
 
 
 @dataclass(frozen=True)
@@ -517,19 +529,21 @@ class FusedDecodeStep:
         else:
             xa, xb, ln_w, ln_b, x_out = x, x, weight, weight, x
         if config.block_b > 1:
-            block_k = min(_GEMM_BLOCK_K, k)
-            if config.block_b < 16 or config.block_n < 16 or k % block_k:
+            block_k = min(config.block_k, k)
+            if config.block_b < 16 or config.block_n < 16 or block_k < 16 or k % block_k:
                 raise KernelUnavailableError(
-                    f"row-blocked GEMV needs 16+ rows and weight rows per program and K a "
+                    f"row-blocked GEMV needs 16+ rows, weight rows and K per program and K a "
                     f"multiple of {block_k}; got {config} for a {n}x{k} weight"
                 )
+            one_k = block_k == k
             self.kernels["gemm"][(-(-n // config.block_n), -(-batch // config.block_b))](
                 xa, xb, ln_w, ln_b, weight, bias if bias is not None else weight, out, x_out,
                 batch, n, k, self.cfg.norm_eps,
                 MODE=mode, HAS_BIAS=bias is not None, RELU=relu, BLOCK_B=config.block_b,
                 BLOCK_N=config.block_n, BLOCK_K=block_k, DH=self.cfg.head_dim,
                 SPLITS=self.attention_config.splits, IEEE=weight.dtype == torch.float32,
-                PREFETCH=GEMM_PREFETCH, PDL=self.pdl, num_warps=config.num_warps, launch_pdl=self.pdl,
+                PREFETCH=GEMM_PREFETCH and not one_k, PDL=self.pdl, ONE_K=one_k,
+                num_warps=config.num_warps, launch_pdl=self.pdl,
             )  # fmt: skip
             return
         whole = mode != 0 or config.block_n * k <= _TILE_LIMIT
@@ -743,6 +757,19 @@ def _graph_time(
     return best
 
 
+def _candidate_time(fn: Callable[[], object], device: torch.device) -> float:
+    """``_graph_time`` of one tuning candidate; infinite where the GPU cannot run its launch
+    shape (Triton's out-of-resources error, raised before anything is launched: a K step
+    whose tiles outgrow shared memory)."""
+    try:
+        return _graph_time(fn, device)
+    except Exception as err:
+        if type(err).__name__ != "OutOfResources":
+            raise
+        _LOGGER.debug("launch shape refused: %s", err)
+        return math.inf
+
+
 @dataclass
 class TuneResult:
     """Launch shapes picked by ``tune_step`` and every candidate's time (seconds)."""
@@ -775,66 +802,43 @@ def tune_step(
     block_s: tuple[int, ...] = (32, 64),
     row_blocks: tuple[int, ...] = (16, 32, 64),
     row_block_n: tuple[int, ...] = (16, 32, 64),
+    row_block_k: tuple[int, ...] = ROW_BLOCK_K,
 ) -> TuneResult:
     """Time each GEMV shape and the attention (+ its combining GEMV) of the fused step at
     ``max_batch`` rows attending over ``slots`` cache slots, on CUDA; return the fastest.
 
     From ``ROW_BLOCK_MIN_BATCH`` rows the GEMV candidates also include the row-blocked
     kernel: ``row_blocks`` batch rows per program (those not above ``max_batch`` rounded up
-    to a power of two) by ``row_block_n`` weight rows. The model's caches must hold
+    to a power of two) by ``row_block_n`` weight rows, each in K steps of ``row_block_k``
+    (capped at each weight's K). The model's caches must hold
     ``max_batch`` rows of more than ``slots`` slots. Every candidate compiles once (Triton
     caches it on disk), so this takes tens of seconds.
     """
     step = FusedDecodeStep(model, max_batch)
     top = max(16, triton_next_pow2(max_batch))
     blocked = [
-        (bb, bn)
+        (bb, bn, bk)
         for bb in row_blocks
         if max_batch >= ROW_BLOCK_MIN_BATCH and bb <= top
         for bn in row_block_n
+        for bk in row_block_k
     ]
-    candidates = [GemvConfig(bn, w) for bn in block_n for w in warps]
-    candidates += [GemvConfig(bn, w, bb) for bb, bn in blocked for w in warps]
+    per_row_candidates = [GemvConfig(bn, w) for bn in block_n for w in warps]
     dev = step.x0.device
     layer = cast(Block, model.h.layers[0])
     attn = layer.self_attn
     pos = torch.full((max_batch,), slots, dtype=torch.long, device=step.x0.device)
-    ln2 = (step.f, layer.norm2.weight, layer.norm2.bias, step.y)
-    ln1 = (step.a, layer.norm1.weight, layer.norm1.bias, step.x1)
-    shapes: dict[str, tuple[Tensor, Callable[[FusedDecodeStep], None]]] = {
-        "qkv (LN)": (
-            attn.in_proj_weight,
-            lambda s: s._gemv(
-                s.x1, attn.in_proj_weight, attn.in_proj_bias, s.qkv, max_batch, ln=ln2
-            ),
-        ),
-        "ffn up (LN, relu)": (
-            layer.linear1.weight,
-            lambda s: s._gemv(
-                s.y, layer.linear1.weight, layer.linear1.bias, s.h, max_batch, ln=ln1, relu=True
-            ),
-        ),
-        "ffn down": (
-            layer.linear2.weight,
-            lambda s: s._gemv(s.h, layer.linear2.weight, layer.linear2.bias, s.f, max_batch),
-        ),
-        "logits (LN)": (
-            model.ar_predict_layer.weight,
-            lambda s: s._gemv(
-                s.x1, model.ar_predict_layer.weight, None, s.logits, max_batch, ln=ln2
-            ),
-        ),
-    }
     timings: list[tuple[str, str, float]] = []
     # the fastest launch shape of each GEMV, and of those with one batch row per program
     gemv: dict[tuple[int, int], GemvConfig] = {}
     per_row: dict[tuple[int, int], GemvConfig] = {}
-    for name, (weight, call) in shapes.items():
+    for name, (weight, call) in gemv_calls(model, step, max_batch).items():
         shape = (int(weight.shape[0]), int(weight.shape[1]))
+        candidates = per_row_candidates + _blocked(blocked, warps, shape[1])
         tried = []
         for config in candidates:
             step.gemv_configs[shape] = config
-            t = _graph_time(partial(call, step), dev)
+            t = _candidate_time(partial(call, step), dev)
             timings.append((f"{name} {shape[0]}x{shape[1]}", _gemv_label(config), t))
             tried.append((t, config))
         gemv[shape] = step.gemv_configs[shape] = min(tried, key=_time)[1]
@@ -847,7 +851,7 @@ def tune_step(
                 candidate = AttentionConfig(n, bs, w)
                 trial = FusedDecodeStep(model, max_batch, gemv=gemv, attention=candidate)
                 combines = [GemvConfig(bn, 4) for bn in block_n]
-                combines += [GemvConfig(bn, 4, bb) for bb, bn in blocked]
+                combines += _blocked(blocked, (4,), out_shape[1])
                 for combine in combines:
                     trial.gemv_configs[out_shape] = combine
 
@@ -856,7 +860,7 @@ def tune_step(
                         s._gemv(s.qkv, attn.out_proj.weight, attn.out_proj.bias, s.a,
                                 max_batch, combine=True)  # fmt: skip
 
-                    t = _graph_time(pair, dev)
+                    t = _candidate_time(pair, dev)
                     label = (
                         f"splits {n}, slots/block {bs}, warps {w}; combine {_gemv_label(combine)}"
                     )
@@ -876,13 +880,55 @@ def tune_step(
     return _pick_whole_step(model, max_batch, variants, pos)
 
 
+def gemv_calls(
+    model: Text2Semantic, step: FusedDecodeStep, rows: int
+) -> dict[str, tuple[Tensor, Callable[[FusedDecodeStep], None]]]:
+    """The step's GEMVs as ``tune_step`` times them, by name: (weight, call on a step
+    built like ``step``) for the first layer's qkv, ffn up, ffn down and the logits."""
+    layer = cast(Block, model.h.layers[0])
+    attn = layer.self_attn
+    ln2 = (step.f, layer.norm2.weight, layer.norm2.bias, step.y)
+    ln1 = (step.a, layer.norm1.weight, layer.norm1.bias, step.x1)
+    return {
+        "qkv (LN)": (
+            attn.in_proj_weight,
+            lambda s: s._gemv(s.x1, attn.in_proj_weight, attn.in_proj_bias, s.qkv, rows, ln=ln2),
+        ),
+        "ffn up (LN, relu)": (
+            layer.linear1.weight,
+            lambda s: s._gemv(
+                s.y, layer.linear1.weight, layer.linear1.bias, s.h, rows, ln=ln1, relu=True
+            ),
+        ),
+        "ffn down": (
+            layer.linear2.weight,
+            lambda s: s._gemv(s.h, layer.linear2.weight, layer.linear2.bias, s.f, rows),
+        ),
+        "logits (LN)": (
+            model.ar_predict_layer.weight,
+            lambda s: s._gemv(s.x1, model.ar_predict_layer.weight, None, s.logits, rows, ln=ln2),
+        ),
+    }
+
+
+def _blocked(
+    blocked: list[tuple[int, int, int]], warps: tuple[int, ...], k: int
+) -> list[GemvConfig]:
+    """Row-blocked candidates for a weight of width ``k``: K steps capped at ``k`` (so
+    several asked-for steps may be one), each shape once."""
+    out = {GemvConfig(bn, w, bb, min(bk, k)) for bb, bn, bk in blocked for w in warps}
+    return sorted(out, key=lambda c: (c.block_b, c.block_n, c.block_k, c.num_warps))
+
+
 def _time(timed: tuple[float, object] | tuple[float, object, object]) -> float:
     return timed[0]
 
 
 def _gemv_label(config: GemvConfig) -> str:
     label = f"rows {config.block_n}, warps {config.num_warps}"
-    return label if config.block_b == 1 else f"{label}, batch rows {config.block_b}"
+    if config.block_b == 1:
+        return label
+    return f"{label}, batch rows {config.block_b}, K {config.block_k}"
 
 
 def _pick_whole_step(

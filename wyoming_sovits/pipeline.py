@@ -1654,7 +1654,7 @@ def _tuned(model: Text2Semantic, rows: int) -> TuneResult:
         model.setup_caches(rows, TUNE_SLOTS + 1, dtype=weight.dtype, device=weight.device)
         tuned = _TUNED[key] = tune_step(
             model, rows, slots=TUNE_SLOTS, block_n=(1, 2, 4, 8, 16), warps=(4,),
-            splits=(1, 4, 8, 16), block_s=(64,),
+            splits=(1, 4, 8, 16), block_s=(64, 128),
         )  # fmt: skip
         _LOGGER.info(
             "Triton GPT step tuned for %d row(s) in %.1f s: %s; attention %s; "
