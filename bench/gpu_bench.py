@@ -1188,7 +1188,7 @@ def gemmk_only() -> None:
                 t, config = min(tried, key=lambda tc: tc[0])
                 refused = sum(math.isinf(t) for t, _ in tried)
                 row(f"GEMV B={batch} {name} {shape[0]}x{shape[1]}, K step {bk}",
-                    f"{1e6 * t:.2f} us", f"{kernels._gemv_label(config)}; {refused} of "
+                    f"{1e6 * t:.2f} us", f"{kernels.gemv_label(config)}; {refused} of "
                     f"{len(tried)} shapes refused")  # fmt: skip
         t = kernels._graph_time(partial(step.x0.add_, 0), DEV)
         row(f"launch floor B={batch} (one elementwise kernel)", f"{1e6 * t:.2f} us", "graph")
@@ -1213,7 +1213,7 @@ def gemmk_only() -> None:
             t0 = time.perf_counter()
             tuned = tune_step(gpt, batch, slots=slots, row_block_k=ks, **args)  # type: ignore[arg-type]
             label = f"B={batch}, K steps {'/'.join(map(str, ks))}"
-            chosen = ", ".join(f"{n}x{k}: {kernels._gemv_label(c)}"
+            chosen = ", ".join(f"{n}x{k}: {kernels.gemv_label(c)}"
                                for (n, k), c in sorted(tuned.gemv.items()))  # fmt: skip
             row(f"tuning {label}", f"{time.perf_counter() - t0:.0f} s",
                 f"{chosen}; {tuned.attention}; pdl {tuned.pdl}")  # fmt: skip

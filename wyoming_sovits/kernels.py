@@ -20,7 +20,9 @@ separate normalisation launch; program 0 of each row also stores the normalised 
 which is the residual the next LayerNorm needs. Normalised vectors are rounded to the
 model dtype before the product, as the unfused path stores them; accumulation is float32.
 
-Launch shapes (rows per GEMV program, warps, sequence splits) are per weight shape;
+With many rows a GEMV program multiplies a block of rows on the tensor cores
+(``gemm_kernel``), a weight up to 512 wide in one K step. Launch shapes (rows per GEMV
+program, batch rows, K step, warps, sequence splits) are per weight shape;
 ``tune_step`` times the candidates on the GPU at hand and the pipeline uses its choice.
 ``FusedSampler`` is the matching one-launch sampler; its ``step_rows`` also does the
 continuous batch's per-step bookkeeping, so a batch step is 1 + 5 · n_layer + 1 + 1
@@ -839,7 +841,7 @@ def tune_step(
         for config in candidates:
             step.gemv_configs[shape] = config
             t = _candidate_time(partial(call, step), dev)
-            timings.append((f"{name} {shape[0]}x{shape[1]}", _gemv_label(config), t))
+            timings.append((f"{name} {shape[0]}x{shape[1]}", gemv_label(config), t))
             tried.append((t, config))
         gemv[shape] = step.gemv_configs[shape] = min(tried, key=_time)[1]
         per_row[shape] = min((tc for tc in tried if tc[1].block_b == 1), key=_time)[1]
@@ -862,7 +864,7 @@ def tune_step(
 
                     t = _candidate_time(pair, dev)
                     label = (
-                        f"splits {n}, slots/block {bs}, warps {w}; combine {_gemv_label(combine)}"
+                        f"splits {n}, slots/block {bs}, warps {w}; combine {gemv_label(combine)}"
                     )
                     timings.append((f"attention + out proj @{slots} slots", label, t))
                     paired.append((t, candidate, combine))
@@ -924,7 +926,8 @@ def _time(timed: tuple[float, object] | tuple[float, object, object]) -> float:
     return timed[0]
 
 
-def _gemv_label(config: GemvConfig) -> str:
+def gemv_label(config: GemvConfig) -> str:
+    """A launch shape as the tuner's timings and the pipeline's log name it."""
     label = f"rows {config.block_n}, warps {config.num_warps}"
     if config.block_b == 1:
         return label

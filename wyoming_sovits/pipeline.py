@@ -1644,7 +1644,7 @@ def _tuned(model: Text2Semantic, rows: int) -> TuneResult:
     """``kernels.tune_step``'s launch shapes at ``rows`` rows, once per model and row count
     (tens of seconds on a first start, seconds once Triton's disk cache holds the
     kernels); the chosen shapes are logged."""
-    from .kernels import tune_step
+    from .kernels import gemv_label, tune_step
 
     key = (id(model), rows)
     tuned = _TUNED.get(key)
@@ -1661,7 +1661,7 @@ def _tuned(model: Text2Semantic, rows: int) -> TuneResult:
             "programmatic dependent launch %s",
             rows,
             time.perf_counter() - t0,
-            ", ".join(f"{n}x{k}: {c.block_n} rows" for (n, k), c in sorted(tuned.gemv.items())),
+            "; ".join(f"{n}x{k}: {gemv_label(c)}" for (n, k), c in sorted(tuned.gemv.items())),
             tuned.attention,
             "on" if tuned.pdl else "off",
         )
