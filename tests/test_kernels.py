@@ -229,6 +229,20 @@ def test_tuning_k_steps_are_capped_at_each_width(model: Text2Semantic) -> None:
     assert rel(decode(model, result.step(model, 3), steps=2)[0], want_logits) < 1e-5
 
 
+def test_bucket_steps_take_shapes_from_one_row_and_the_whole_batch(model: Text2Semantic) -> None:
+    """Below ``ROW_BLOCK_MIN_BATCH`` rows a bucket takes the one-row shapes; from there the
+    whole batch's, with row blocks no taller than the bucket and every other field kept."""
+    from wyoming_sovits.kernels import TuneResult, bucket_step
+
+    shape = (192, 64)
+    one = TuneResult({shape: GemvConfig(4, 2)}, AttentionConfig(1), [])
+    whole = TuneResult({shape: GemvConfig(32, 8, 64, 512)}, AttentionConfig(1), [])
+    assert bucket_step(model, 2, one, whole, False).gemv_configs[shape] == GemvConfig(4, 2)
+    small = bucket_step(model, 16, one, whole, False).gemv_configs[shape]
+    assert small == GemvConfig(32, 8, 16, 512)
+    assert bucket_step(model, 64, one, whole, False).gemv_configs[shape] == whole.gemv[shape]
+
+
 def test_a_launch_shape_the_gpu_cannot_run_is_skipped() -> None:
     """Triton refusing a candidate's shape (out of shared memory) times it as infinite;
     any other error is the tuner's to raise."""

@@ -42,7 +42,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, cast
 
@@ -652,7 +652,7 @@ def bucket_step(
     else:
         tall = max(16, triton_next_pow2(rows))
         gemv = {
-            shape: c if c.block_b <= tall else GemvConfig(c.block_n, c.num_warps, tall)
+            shape: c if c.block_b <= tall else replace(c, block_b=tall)
             for shape, c in whole.gemv.items()
         }
     return FusedDecodeStep(model, rows, gemv=gemv, pdl=pdl)
@@ -759,14 +759,19 @@ def _graph_time(
     return best
 
 
+def out_of_resources(exc: Exception) -> bool:
+    """Triton's "out of resource" error (its class is in Triton, imported lazily): a launch
+    shape whose tiles outgrow the GPU's shared memory, raised before anything launches."""
+    return type(exc).__name__ == "OutOfResources"
+
+
 def _candidate_time(fn: Callable[[], object], device: torch.device) -> float:
     """``_graph_time`` of one tuning candidate; infinite where the GPU cannot run its launch
-    shape (Triton's out-of-resources error, raised before anything is launched: a K step
-    whose tiles outgrow shared memory)."""
+    shape (``out_of_resources``: a K step whose tiles outgrow shared memory)."""
     try:
         return _graph_time(fn, device)
     except Exception as err:
-        if type(err).__name__ != "OutOfResources":
+        if not out_of_resources(err):
             raise
         _LOGGER.debug("launch shape refused: %s", err)
         return math.inf
@@ -847,13 +852,12 @@ def tune_step(
         per_row[shape] = min((tc for tc in tried if tc[1].block_b == 1), key=_time)[1]
     out_shape = (int(attn.out_proj.weight.shape[0]), int(attn.out_proj.weight.shape[1]))
     paired: list[tuple[float, AttentionConfig, GemvConfig]] = []
+    combines = [GemvConfig(bn, 4) for bn in block_n] + _blocked(blocked, (4,), out_shape[1])
     for n in splits:
         for bs in block_s:
             for w in warps:
                 candidate = AttentionConfig(n, bs, w)
                 trial = FusedDecodeStep(model, max_batch, gemv=gemv, attention=candidate)
-                combines = [GemvConfig(bn, 4) for bn in block_n]
-                combines += _blocked(blocked, (4,), out_shape[1])
                 for combine in combines:
                     trial.gemv_configs[out_shape] = combine
 

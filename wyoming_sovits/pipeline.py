@@ -796,10 +796,10 @@ class Pipeline:
         cfg = DEFAULTS.merged(cfg)
         language = cfg.text_language or prompt.text_language
         rng = self._random(cfg.seed, generator)
-        sovits = self._sovits_model(prompt.sovits).model
         if self._side_by_side:
             yield from self._fragments_side_by_side(text, prompt, cfg, language, split_method, rng)
             return
+        sovits = self._sovits_model(prompt.sovits).model
         for sentence in self.sentences(text, language, split_method):
             feats = self._sentence_features(sentence, language)
             if feats is None:

@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from .kernels import KernelUnavailableError, triton_available
+from .kernels import KernelUnavailableError, out_of_resources, triton_available
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,11 +75,6 @@ class ConvConfig:
             if getattr(self, name) > 16:
                 return replace(self, **{name: getattr(self, name) // 2, "stages": 2})
         return None
-
-
-def _out_of_resources(exc: Exception) -> bool:
-    """Triton's "out of resource" error (its class is in Triton, imported lazily)."""
-    return type(exc).__name__ == "OutOfResources"
 
 
 def _pow2(n: int) -> int:
@@ -261,7 +256,7 @@ class FusedResBlocks:
             try:
                 return self._run(x, lengths)
             except Exception as exc:
-                if not _out_of_resources(exc):
+                if not out_of_resources(exc):
                     raise
                 config = (self.config or ConvConfig()).smaller()
                 if config is None:
