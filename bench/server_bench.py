@@ -35,7 +35,10 @@ Python profile: cProfile, which on Python 3.12+ sees the worker and the event lo
 "gpu" (how busy the GPU is over the second round: ``GpuTimeline``), "tok8" (8 GPT steps a
 batch replay, not ``STREAM_CHUNK_TOKENS``; any count), "of64" (a pipeline batching 64
 streams, whatever the clients), "whole" (every replay steps the whole batch, not the row
-bucket of its live rows). Modes combine with "+".
+bucket of its live rows), "qwait" (each prefill first waits for all queued GPU work, timed
+apart, as every concurrent row did until the third session of 2026-12-04), "ab" (then
+``AB_PAIRS`` rounds each way of the GPT below the decodes against the product's GPT above
+them, alternating on the same warm pipeline). Modes combine with "+".
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same,64:triton:gpu+tok8". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
 work ("4,64").
@@ -89,6 +92,7 @@ TOKENS = 100  # per fragment (4 s of audio)
 OVERLAP_DEFAULT = pipeline_module.OVERLAP_DECODES_MIN_STREAMS  # the product's
 STREAM_CHUNK_TOKENS = pipeline_module.STREAM_CHUNK_TOKENS
 CLIENT_PROCESSES = 4  # the concurrent rows' clients: 16 per process at 64 streams
+AB_PAIRS = 3  # the "ab" mode's rounds each way, alternating
 TEXT = "The washing machine has finished, so please take the laundry out before dinner tonight."
 ROWS: list[tuple[str, str, str]] = []
 
@@ -222,6 +226,8 @@ async def _concurrent(
     python_profile: cProfile.Profile | WallSampler | GpuTimeline | None = None,
     same_text: bool = False,
     client_processes: int = CLIENT_PROCESSES,
+    ab: Callable[[bool], None] | None = None,
+    ab_results: dict[bool, list[tuple[float, float, float]]] | None = None,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
     captures the batched graphs it needs): the second round's timings and wall, the first
@@ -231,7 +237,10 @@ async def _concurrent(
     ``client_processes`` processes of their own (``wyoming_clients.serve_clients``), as
     Home Assistant does; 0: in this process, where they parse every audio-chunk under the
     server's GIL. ``python_profile`` runs during the second round (every thread's Python,
-    on 3.12+)."""
+    on 3.12+). ``ab``: then ``AB_PAIRS`` more rounds of the second round's sentences each
+    way, ``ab(False)`` then ``ab(True)`` before each (which also empties the text cache:
+    every round computes its text), their (aggregate x real time, first audio p50, p95 ms) into
+    ``ab_results[way]``."""
     texts = [TEXT] * 2 * clients if same_text else distinct_sentences(2 * clients)
     async with _serving(engine, registry, settings) as port:
         await first_and_last(port, False, TEXT)  # warm-up
@@ -248,6 +257,18 @@ async def _concurrent(
                 first_round = _percentile([1e3 * f for _, f, _, _ in timed], 0.95)
         if python_profile is not None:
             python_profile.disable()
+        for _ in range(AB_PAIRS if ab is not None else 0):
+            for way in (False, True):
+                assert ab is not None and ab_results is not None
+                ab(way)
+                got = await serve_clients(port, said, client_processes or CLIENT_PROCESSES)
+                t0 = min(t[0] for t in got)
+                span = max(t[0] + t[2] for t in got) - t0
+                firsts = [1e3 * t[1] for t in got]
+                audio = sum(t[3] for t in got) / engine.sample_rate
+                ab_results.setdefault(way, []).append(
+                    (audio / span, statistics.median(firsts), _percentile(firsts, 0.95))
+                )
         start = min(t[0] for t in timed)
         wall = max(t[0] + t[2] for t in timed) - start
         return [(f, total, int(n)) for _, f, total, n in timed], wall, first_round, start
@@ -486,10 +507,13 @@ def report_timeline(label: str, events: list[tuple[str, float, float, int]], sta
 
 
 @contextlib.contextmanager
-def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
+def stage_timers(pipeline: Pipeline, queue_wait: bool = False) -> Iterator[dict[str, list[float]]]:
     """Host wall time of each worker stage while the block runs (profile evidence for the
     concurrent rows): text features, prefills, batch steps, SoVITS decodes. Each stage but the
-    prefill ends in a device sync, so its wall time is its GPU time."""
+    prefill ends in a device sync, so its wall time is its GPU time. ``queue_wait``: each
+    prefill first waits for all queued GPU work (timed apart): what a prefill costs alone,
+    but the wait also holds the worker behind the decodes in flight (until the third
+    session of 2026-12-04 the concurrent rows always ran so, ~40 ms a round at 64 streams)."""
     spent: dict[str, list[float]] = {}
     patched: list[tuple[object, str, object]] = []
 
@@ -516,7 +540,7 @@ def stage_timers(pipeline: Pipeline) -> Iterator[dict[str, list[float]]]:
     wrap(pipeline, "_sentence_features", "text + BERT")
     wrap(pipeline, "_decode", "SoVITS decode")
     wrap(pipeline, "_decode_rows", "SoVITS batched decode")
-    wrap(ContinuousBatcher, "_prefill_group", "prefill (rows opened together)", sync_first=True)
+    wrap(ContinuousBatcher, "_prefill_group", "prefill (rows opened together)", queue_wait)
     wrap(ContinuousBatcher, "advance", "batch step (4 tokens, all rows)")
     try:
         yield spent
@@ -551,6 +575,8 @@ def measure_concurrent(
     chunk_tokens: int = 0,
     max_streams: int = 0,
     row_buckets: bool = True,
+    queue_wait: bool = False,
+    ab: bool = False,
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -572,7 +598,11 @@ def measure_concurrent(
     done (``OPEN_NEXT_SENTENCE_AHEAD`` off); ``chunk_tokens``: GPT steps per batch replay
     (``STREAM_CHUNK_TOKENS``; 0: the product's); ``max_streams``: the rows the pipeline
     batches (0: ``clients``); ``row_buckets`` False: every replay steps the whole batch
-    (``batching.ROW_BUCKET_BASE`` 1), as before replays of few rows stepped only those."""
+    (``batching.ROW_BUCKET_BASE`` 1), as before replays of few rows stepped only those;
+    ``queue_wait``: each prefill first waits for the GPU's queue (``stage_timers``); ``ab``:
+    then ``AB_PAIRS`` rounds each way of the GPT below the decodes (the GPT's replays on
+    the caller's stream, no replay queued before a decode: ``GPT_ABOVE_DECODES`` off)
+    against the product, alternating on the same warm pipeline."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -586,7 +616,8 @@ def measure_concurrent(
     ):
         _measure_concurrent(models, work, device, dtype, clients, kernels, tokens, profile,
                             python_profile, run_ahead, switch_interval, samples_per_chunk,
-                            same_text, client_processes, max_streams or clients)  # fmt: skip
+                            same_text, client_processes, max_streams or clients, queue_wait,
+                            ab)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -635,6 +666,8 @@ def _measure_concurrent(
     same_text: bool,
     client_processes: int,
     max_streams: int,
+    queue_wait: bool,
+    ab: bool,
 ) -> None:
     settings = _settings(work, device, dtype)
     if samples_per_chunk is not None:  # fewer, larger audio-chunk events
@@ -663,12 +696,18 @@ def _measure_concurrent(
         if python_profile:
             kind = {"py": cProfile.Profile, "wall": WallSampler, "gpu": GpuTimeline}
             py_prof = kind[python_profile]()
-        with stage_timers(pipeline) as spent, profiler as prof, timeline(pipeline) as events:
+        ab_results: dict[bool, list[tuple[float, float, float]]] = {}
+        with (
+            stage_timers(pipeline, queue_wait) as spent,
+            profiler as prof,
+            timeline(pipeline) as events,
+        ):
             timed, wall, first_round, start = asyncio.run(
                 _concurrent(
-                    engine, registry, settings, clients, py_prof, same_text, client_processes
+                    engine, registry, settings, clients, py_prof, same_text, client_processes,
+                    gpt_above_decodes(pipeline) if ab else None, ab_results,
                 )
-            )
+            )  # fmt: skip
         if isinstance(py_prof, cProfile.Profile):
             report_python_profile(py_prof)
         if prof is not None:
@@ -712,6 +751,29 @@ def _measure_concurrent(
         report_timeline(label, events, start, firsts)
     if isinstance(py_prof, WallSampler | GpuTimeline):
         py_prof.report(label)
+    for way, runs in sorted(ab_results.items()):
+        name = "GPT above decodes (product)" if way else "GPT below decodes (before)"
+        aggregate = statistics.median(r[0] for r in runs)
+        row(f"{label}: A/B {name}", f"{aggregate:.0f}x real time",
+            "aggregate per round " + ", ".join(f"{r[0]:.0f}x" for r in runs)
+            + "; first audio p50/p95 " + ", ".join(f"{r[1]:.0f}/{r[2]:.0f}" for r in runs)
+            + " ms")  # fmt: skip
+
+
+def gpt_above_decodes(pipeline: Pipeline) -> Callable[[bool], None]:
+    """Switches the warm ``pipeline`` between the GPT's replays above the decodes
+    (``GPT_ABOVE_DECODES``: their own stream of higher priority, one queued before each
+    decode launch) and below (the caller's stream, none queued first), emptying its text
+    cache each time; the batches keep their graphs."""
+    streams = {id(b): b._replay_stream for b in pipeline._batchers.values()}
+
+    def switch(on: bool) -> None:
+        pipeline_module.GPT_ABOVE_DECODES = on
+        for batcher in pipeline._batchers.values():
+            batcher._replay_stream = streams.get(id(batcher)) if on else None
+        pipeline._text_cache.clear()
+
+    return switch
 
 
 def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
@@ -843,7 +905,8 @@ def main() -> None:
                                overlap=True if "overlap" in modes else False if "serial" in modes else None,
                                switch_interval=0.005 if "5ms" in modes else None,
                                chunk_tokens=tokens, max_streams=rows,
-                               row_buckets="whole" not in modes)  # fmt: skip
+                               row_buckets="whole" not in modes,
+                               queue_wait="qwait" in modes, ab="ab" in modes)  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

@@ -777,23 +777,42 @@ def _batched_and_alone(
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
-@pytest.mark.parametrize("overlap", [False, True], ids=["GPT's stream", "own stream"])
+@pytest.mark.parametrize(
+    ("overlap", "above"),
+    [(False, True), (True, True), (True, False)],
+    ids=["GPT's stream", "own stream", "own stream, GPT below"],
+)
 def test_streams_batched_on_gpu(
-    models_dir: Path, kernels: str, overlap: bool, monkeypatch: pytest.MonkeyPatch
+    models_dir: Path, kernels: str, overlap: bool, above: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On CUDA (graphs, batched prefill and SoVITS, optionally Triton): three interleaved
     streams speak as each does alone through the default fast path, the SoVITS decodes on
-    the GPT's CUDA stream or on their own, overlapping the GPT's replays."""
+    the GPT's CUDA stream or on their own, overlapping the GPT's replays, which then run on
+    a stream of higher priority still (``GPT_ABOVE_DECODES``) or on the caller's."""
     import wyoming_sovits.pipeline as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 2)
     monkeypatch.setattr(pipeline_module, "OVERLAP_DECODES_MIN_STREAMS", 3 if overlap else 4)
+    monkeypatch.setattr(pipeline_module, "GPT_ABOVE_DECODES", above)
     gpu, alone, prompt = _batched_and_alone(models_dir, 3, kernels)
     want = [np.concatenate(list(alone.synthesize(t, prompt, GREEDY, stream=True))) for t in TEXTS]
+    flush, stepping = gpu._flush_decodes, []
+
+    def flush_noting_a_queued_replay() -> None:
+        stepping.append(any(b._pending is not None for b in gpu._batchers.values()))
+        flush()
+
+    monkeypatch.setattr(gpu, "_flush_decodes", flush_noting_a_queued_replay)
     got = _interleave(gpu, prompt)
     # several streams read each replay before queueing the next (measured faster)
     assert not any(b.run_ahead for b in gpu._batchers.values())
     assert (gpu._decode_stream is not None) is overlap
+    if overlap and above:  # the GPU steps the GPT while the host builds the decodes
+        assert any(stepping)
+    for b in gpu._batchers.values():
+        assert (b._replay_stream is not None) is (overlap and above)
+        if b._replay_stream is not None:
+            assert b._replay_stream.priority < gpu._decode_stream.priority  # type: ignore[union-attr]
     for chunks, w in zip(got, want, strict=True):
         audio = np.concatenate(chunks)
         assert audio.shape == w.shape

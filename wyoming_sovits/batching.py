@@ -24,6 +24,7 @@ token advances all rows, and the others find theirs buffered.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import secrets
@@ -192,6 +193,7 @@ class ContinuousBatcher:
         run_ahead: bool | None = None,
         prefill_bucket: int | None = None,
         buckets: tuple[int, ...] | None = None,
+        replay_priority: int | None = None,
     ) -> None:
         """``forward`` replaces the model's step (``kernels.FusedDecodeStep``); ``sampler``
         replaces ``generate.next_token`` and the EOS bar (``kernels.FusedSampler``: its
@@ -211,7 +213,13 @@ class ContinuousBatcher:
 
         ``buckets``: the row counts a replay may step (ascending, the last ``max_batch``);
         default ``forward.row_buckets`` if it has them (a step per bucket, see
-        ``kernels.RowBucketSteps``), else ``row_buckets(max_batch)``."""
+        ``kernels.RowBucketSteps``), else ``row_buckets(max_batch)``.
+
+        ``replay_priority`` (graphs only): the replays run on a CUDA stream of this
+        priority (lower is higher), after the caller's stream's queued work and before its
+        next (the caller's stream waits for each replay). With SoVITS decodes on a stream of
+        their own, a priority above theirs lets the step's small kernels take the
+        multiprocessors as the vocoder's blocks finish, instead of waiting for its grids."""
         weight = model.ar_predict_layer.weight
         if use_graphs:
             _require_cuda(weight.device)
@@ -259,9 +267,12 @@ class ContinuousBatcher:
         self._streams: dict[int, RowStream] = {}
         self._pos = [0] * max_batch  # host copy of each live row's next slot
         self._graphs: dict[tuple[int, bool, int], torch.cuda.CUDAGraph] = {}
+        self._replay_stream: torch.cuda.Stream | None = None
         if use_graphs:
             self._pool = torch.cuda.graph_pool_handle()
             self._stream = torch.cuda.Stream(device=self.device)
+            if replay_priority is not None:
+                self._replay_stream = torch.cuda.Stream(self.device, priority=replay_priority)
 
     @property
     def live_rows(self) -> int:
@@ -427,17 +438,34 @@ class ContinuousBatcher:
         any_top_p = any(stream.top_p for stream in streams.values())
         rows = bucket_for(self.buckets, max(streams) + 1)
         assert rows is not None  # the last bucket is the whole batch
-        self._replay(kv_len, any_top_p, rows)
-        for row in streams:
-            self._pos[row] += self.steps
         report = self._reports[self._launched % 2]
         self._launched += 1
-        report.copy_(self.state.report, non_blocking=True)
-        done = None
-        if self.device.type == "cuda":
-            done = torch.cuda.Event()
-            done.record()
+        with self._on_replay_stream():
+            self._replay(kv_len, any_top_p, rows)
+            report.copy_(self.state.report, non_blocking=True)
+            done = None
+            if self.device.type == "cuda":
+                done = torch.cuda.Event()
+                done.record()
+        for row in streams:
+            self._pos[row] += self.steps
         return _Replay(streams, report, done)
+
+    @contextlib.contextmanager
+    def _on_replay_stream(self) -> Iterator[None]:
+        """The block's GPU work on the replay stream (``replay_priority``), after the
+        caller's stream's queued work and before its next; without one, on the caller's."""
+        side = self._replay_stream
+        if side is None:
+            yield
+            return
+        caller = torch.cuda.current_stream(self.device)
+        side.wait_stream(caller)
+        try:
+            with torch.cuda.stream(side):
+                yield
+        finally:
+            caller.wait_stream(side)
 
     def _collect(self, replay: _Replay) -> None:
         """Hand a finished replay's tokens to the streams that still own their rows."""

@@ -80,8 +80,10 @@ WINDOW_BUCKETS = (24, 32, 48, 72, 96, 128, 176, 224, 288, 384, 512, 768, 1024)
 # What a graph's capture costs in ``SoVITSGraphs.price``: 0.2 to 0.3 s on the H200, the time
 # its vocoder takes for about this many latent frames (64 x 68 frames in 90 ms).
 CAPTURE_FRAMES = 12288
-# CUDA stream priority of the SoVITS work (lower is higher; the GPT's streams have 0).
+# CUDA stream priorities (lower is higher; the default stream has 0): the SoVITS work's,
+# and that of a batch's GPT replays where the decodes overlap them (``gpt_stream``).
 DECODE_STREAM_PRIORITY = -1
+GPT_STREAM_PRIORITY = -2
 
 _DEFAULT_PARAMS = SamplingParams()
 

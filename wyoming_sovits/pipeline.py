@@ -59,7 +59,14 @@ from torch import Tensor
 from .batching import PREFILL_BUCKET, BatchFullError, ContinuousBatcher, RowStream, drain
 from .checkpoints import LoadedGPT, LoadedSoVITS, LoadedSV, load_gpt, load_sovits, load_sv
 from .download import DEFAULT_VERSION, weight_set
-from .fast import TOP_K_CAP, FastPathError, SoVITSGraphs, T2SGraphRunner, decode_stream
+from .fast import (
+    GPT_STREAM_PRIORITY,
+    TOP_K_CAP,
+    FastPathError,
+    SoVITSGraphs,
+    T2SGraphRunner,
+    decode_stream,
+)
 from .generate import (
     DEFAULT_MAX_NEW_TOKENS,
     EOS_BLOCKED_STEPS,
@@ -138,6 +145,14 @@ BATCH_DECODE_MAX_TOKENS = 2048
 # 318x -> 370x real time in all; at 16 and 4 streams first audio is 7-16 ms later that way
 # (the GPT's kernels slow a small decode), for no more throughput.
 OVERLAP_DECODES_MIN_STREAMS = 32
+# Where the decodes overlap the GPT that way, the GPT's batch replays run on a stream of
+# higher priority still (``fast.GPT_STREAM_PRIORITY``), and a stream about to launch the
+# queued decodes first queues a GPT replay, so the GPU steps the GPT while the host builds
+# the decodes' inputs (9-13 ms for 64 rows). Below the decodes' priority the step's small
+# kernels wait for the vocoder's grids: at 64 streams a sentence's 25 replays of 4 tokens
+# took 308 ms with decodes running (~4 ms each alone). Measured on the H200 (bench/README,
+# same warm pipeline, 3 rounds each way): 570x -> 590x real time in all, first audio alike.
+GPT_ABOVE_DECODES = True
 # With several streams a request's next sentence is opened (its text, its GPT row) while
 # the last decode of the sentence before is on its way (``Pipeline._open_next``), so its
 # text runs while the GPU decodes and its prefill and first steps beside that decode.
@@ -1060,6 +1075,8 @@ class Pipeline:
         try:
             yield np.zeros(0, dtype=np.float32)
             if not request.launched:
+                if GPT_ABOVE_DECODES and self._overlapping:
+                    self._step_gpt_meanwhile()  # the GPU steps while the host builds inputs
                 self._flush_decodes()
             if meanwhile is not None and not request.ready():
                 meanwhile()
@@ -1085,11 +1102,15 @@ class Pipeline:
             stepping = batcher.pump() or stepping
         return stepping
 
+    @property
+    def _overlapping(self) -> bool:
+        """Whether the decodes run on a CUDA stream of their own (``OVERLAP_DECODES_MIN_STREAMS``)."""
+        return self.max_streams >= OVERLAP_DECODES_MIN_STREAMS and self.device.type == "cuda"
+
     def _side_stream(self) -> torch.cuda.Stream | None:
-        """The decodes' own CUDA stream (``OVERLAP_DECODES_MIN_STREAMS``), or None: the
-        current one, the GPT's. Decided once: every decode of a pipeline runs on one."""
-        overlap = self.max_streams >= OVERLAP_DECODES_MIN_STREAMS and self.device.type == "cuda"
-        if self._decode_stream is None and overlap:
+        """The decodes' own CUDA stream (``_overlapping``), or None: the current one, the
+        GPT's. Decided once: every decode of a pipeline runs on one."""
+        if self._decode_stream is None and self._overlapping:
             self._decode_stream = decode_stream(self.device)
         return self._decode_stream
 
@@ -1440,6 +1461,9 @@ class Pipeline:
             run_ahead=one_stream,
             # the prefill graphs serve a sentence alone in row 0 (one stream's first)
             prefill_bucket=PREFILL_BUCKET if one_stream else 0,
+            replay_priority=GPT_STREAM_PRIORITY
+            if GPT_ABOVE_DECODES and self._overlapping
+            else None,
         )
         _LOGGER.info(
             "GPT batch for %s: %d rows x %d cache slots", path.name, self._batch_rows, max_seq
