@@ -38,7 +38,9 @@ streams, whatever the clients), "whole" (every replay steps the whole batch, not
 bucket of its live rows), "qwait" (each prefill first waits for all queued GPU work, timed
 apart, as every concurrent row did until the third session of 2026-12-04), "ab" (then
 ``AB_PAIRS`` rounds each way of the GPT below the decodes against the product's GPT above
-them, alternating on the same warm pipeline). Modes combine with "+".
+them, alternating on the same warm pipeline), "ablead" (the same with a request's later
+sentences streamed in chunks from their 12th token, as before the fourth session of
+2026-12-04, against the product's ``SENTENCE_LEAD``). Modes combine with "+".
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same,64:triton:gpu+tok8". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
 work ("4,64").
@@ -576,7 +578,7 @@ def measure_concurrent(
     max_streams: int = 0,
     row_buckets: bool = True,
     queue_wait: bool = False,
-    ab: bool = False,
+    ab: str = "",
 ) -> None:
     """``clients`` streams at once through a pipeline batching that many GPT rows;
     ``profile``: also print the top operators by host time (torch.profiler);
@@ -599,10 +601,12 @@ def measure_concurrent(
     (``STREAM_CHUNK_TOKENS``; 0: the product's); ``max_streams``: the rows the pipeline
     batches (0: ``clients``); ``row_buckets`` False: every replay steps the whole batch
     (``batching.ROW_BUCKET_BASE`` 1), as before replays of few rows stepped only those;
-    ``queue_wait``: each prefill first waits for the GPU's queue (``stage_timers``); ``ab``:
-    then ``AB_PAIRS`` rounds each way of the GPT below the decodes (the GPT's replays on
-    the caller's stream, no replay queued before a decode: ``GPT_ABOVE_DECODES`` off)
-    against the product, alternating on the same warm pipeline."""
+    ``queue_wait``: each prefill first waits for the GPU's queue (``stage_timers``); ``ab``
+    (a key of ``AB_SWITCHES``): then ``AB_PAIRS`` rounds each way of the product without
+    one of its choices (``ab``: the GPT below the decodes, its replays on the caller's
+    stream, none queued before a decode, ``GPT_ABOVE_DECODES`` off; ``ablead``: later
+    sentences' first decode at ``STREAM_FIRST_TOKENS``, ``SENTENCE_LEAD`` 0) against the
+    product, alternating on the same warm pipeline."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -667,7 +671,7 @@ def _measure_concurrent(
     client_processes: int,
     max_streams: int,
     queue_wait: bool,
-    ab: bool,
+    ab: str,
 ) -> None:
     settings = _settings(work, device, dtype)
     if samples_per_chunk is not None:  # fewer, larger audio-chunk events
@@ -705,7 +709,7 @@ def _measure_concurrent(
             timed, wall, first_round, start = asyncio.run(
                 _concurrent(
                     engine, registry, settings, clients, py_prof, same_text, client_processes,
-                    gpt_above_decodes(pipeline) if ab else None, ab_results,
+                    AB_SWITCHES[ab][0](pipeline) if ab else None, ab_results,
                 )
             )  # fmt: skip
         if isinstance(py_prof, cProfile.Profile):
@@ -752,7 +756,7 @@ def _measure_concurrent(
     if isinstance(py_prof, WallSampler | GpuTimeline):
         py_prof.report(label)
     for way, runs in sorted(ab_results.items()):
-        name = "GPT above decodes (product)" if way else "GPT below decodes (before)"
+        name = AB_SWITCHES[ab][1][way]
         aggregate = statistics.median(r[0] for r in runs)
         row(f"{label}: A/B {name}", f"{aggregate:.0f}x real time",
             "aggregate per round " + ", ".join(f"{r[0]:.0f}x" for r in runs)
@@ -774,6 +778,27 @@ def gpt_above_decodes(pipeline: Pipeline) -> Callable[[bool], None]:
         pipeline._text_cache.clear()
 
     return switch
+
+
+def sentence_lead(pipeline: Pipeline) -> Callable[[bool], None]:
+    """Switches ``SENTENCE_LEAD`` between the product's (later sentences decoded from
+    ``first_decode_at``) and 0 (every sentence's first decode at ``STREAM_FIRST_TOKENS``),
+    emptying ``pipeline``'s text cache each time."""
+    product = pipeline_module.SENTENCE_LEAD
+
+    def switch(on: bool) -> None:
+        pipeline_module.SENTENCE_LEAD = product if on else 0.0
+        pipeline._text_cache.clear()
+
+    return switch
+
+
+# the "ab" modes: the switch of a warm pipeline, and each way's row name
+AB_SWITCHES: dict[str, tuple[Callable[[Pipeline], Callable[[bool], None]], dict[bool, str]]] = {
+    "ab": (gpt_above_decodes, {False: "GPT below decodes (before)", True: "GPT above decodes (product)"}),
+    "ablead": (sentence_lead, {False: "later sentences from token 12 (before)",
+                               True: "later sentences' lead (product)"}),
+}  # fmt: skip
 
 
 def _settings(work: Path, device: str, dtype: str) -> ServerSettings:
@@ -906,7 +931,8 @@ def main() -> None:
                                switch_interval=0.005 if "5ms" in modes else None,
                                chunk_tokens=tokens, max_streams=rows,
                                row_buckets="whole" not in modes,
-                               queue_wait="qwait" in modes, ab="ab" in modes)  # fmt: skip
+                               queue_wait="qwait" in modes,
+                               ab=next((m for m in modes if m in AB_SWITCHES), ""))  # fmt: skip
         except Exception as exc:
             traceback.print_exc()
             row(f"{clients} streams ({kernels}) FAILED", type(exc).__name__, str(exc)[:120])

@@ -19,6 +19,7 @@ import torch
 from test_pipeline_fast import GREEDY, TEXT, load, make_voice
 from tiny_frontends import make_tiny_models_dir
 
+import wyoming_sovits.pipeline as pipeline_module
 from wyoming_sovits.__main__ import build_parser
 from wyoming_sovits.fast import T2SGraphRunner
 from wyoming_sovits.generate import SamplingParams
@@ -343,7 +344,11 @@ def test_sentences_side_by_side_speak_as_one_by_one(
 ) -> None:
     """One stream's sentences decoded side by side in the Triton batch (``sentence_rows``,
     on by default on CUDA) give the audio of decoding them one after another: each row's
-    draws are keyed by the request's seed and its own step."""
+    draws are keyed by the request's seed and its own step. Streaming, the later
+    sentences are chunked like the first (``SENTENCE_LEAD`` 0: with it one by one decodes
+    them once too), so that side by side, whose buffered tokens skip the decode points,
+    decodes fewer times."""
+    monkeypatch.setattr(pipeline_module, "SENTENCE_LEAD", 0.0)
     models = make_tiny_models_dir(tmp_path / "models")
     one_by_one, side_by_side = (_triton_pipeline(models, rows, 30) for rows in (1, 3))
     decodes = {id(one_by_one): 0, id(side_by_side): 0}

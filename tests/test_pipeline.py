@@ -23,7 +23,13 @@ from tiny_frontends import make_tiny_models_dir
 
 import wyoming_sovits.pipeline as pipeline_module
 from wyoming_sovits.__main__ import main
-from wyoming_sovits.pipeline import STREAM_HOLD_TOKENS, ModelsNotFoundError, Pipeline
+from wyoming_sovits.pipeline import (
+    STREAM_FIRST_TOKENS,
+    STREAM_HOLD_TOKENS,
+    ModelsNotFoundError,
+    Pipeline,
+    first_decode_at,
+)
 from wyoming_sovits.prompt import PromptStore, ReferenceAudioError
 from wyoming_sovits.settings import SynthesisConfig
 from wyoming_sovits.voices import ReferenceClip, VoiceProfile
@@ -189,6 +195,49 @@ def test_streaming_vocodes_only_the_audio_not_yet_sent(
     assert len(flowed) == len(vocoded) >= 2 and vocoded[0] == flowed[0]
     sent = (flowed[0] // per_token - STREAM_HOLD_TOKENS) * per_token  # frames sent after one
     assert vocoded[1] == flowed[1] - (sent - reach)
+
+
+def test_first_decode_waits_for_the_audio_in_hand() -> None:
+    assert first_decode_at(0) == STREAM_FIRST_TOKENS  # the first sentence: first audio soon
+    assert first_decode_at(2) == STREAM_FIRST_TOKENS  # little in hand: as soon as ever
+    assert first_decode_at(100) == int(pipeline_module.SENTENCE_LEAD * 100)
+
+
+@pytest.mark.parametrize("lead", [True, False])
+def test_later_sentence_decoded_once_with_audio_in_hand(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lead: bool
+) -> None:
+    """A request's second sentence starts with the first one's audio (and pause) sent: it
+    is decoded once its tokens are done, not in chunks from its 12th token, and its audio
+    is then that of the whole sentence. Without the lead (``SENTENCE_LEAD`` 0) it is
+    chunked like the first."""
+    if not lead:
+        monkeypatch.setattr(pipeline_module, "SENTENCE_LEAD", 0.0)
+    sovits = pipeline.sovits.model
+    flowed: list[int] = []
+    flow = sovits.flow_reverse
+
+    def spy_flow(z: torch.Tensor, *args: object) -> torch.Tensor:
+        flowed.append(z.shape[2])
+        return flow(z, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sovits, "flow_reverse", spy_flow)
+    prompt = pipeline.prepare_prompt(make_voice(CLIP))
+    cfg = SynthesisConfig(seed=3, noise_scale=0.0)  # noise 0: both paths draw the same tokens
+    text = "Good morning! How are you?"
+    whole = list(pipeline.synthesize(text, prompt, cfg))
+    flowed.clear()
+    pieces = list(pipeline.synthesize(text, prompt, cfg, stream=True))
+    per_token = sovits.cfg.frames_per_token
+    first = flowed[:2]  # the first sentence: its 12th token, then its last
+    assert first == [STREAM_FIRST_TOKENS * per_token, MAX_TOKENS * per_token]
+    later = flowed[2:]
+    assert later == ([MAX_TOKENS * per_token] if lead else first)
+    streamed = np.concatenate(pieces)
+    assert len(streamed) == sum(len(w) for w in whole)
+    second = len(whole[1]) - PAUSE
+    if lead:  # decoded in one go: the whole sentence's audio
+        np.testing.assert_allclose(streamed[-PAUSE - second : -PAUSE], whole[1][:second], atol=1e-6)
 
 
 def test_voice_with_own_weights(pipeline: Pipeline, models_dir: Path, tmp_path: Path) -> None:

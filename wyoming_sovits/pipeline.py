@@ -110,6 +110,16 @@ STREAM_FIRST_TOKENS = 12
 STREAM_NEXT_TOKENS = 24
 STREAM_MAX_CHUNK_TOKENS = 96
 STREAM_HOLD_TOKENS = 4
+# A request's later sentences start with the audio of the ones before (and their pauses)
+# in hand: their first decode comes at this many times the tokens' worth of it (at least
+# ``STREAM_FIRST_TOKENS``; ``first_decode_at``), so a sentence after a longer one is
+# decoded once, not in growing chunks. At 3x real time or faster (what the chunks above
+# assume) the client still holds 2/3 of that audio when the sentence starts, and 1.5x its
+# tokens take half of it to generate: the audio comes with a sixth of it to spare. The
+# vocoder then skips the re-decoded hold-back and context of each chunk. Measured on the
+# H200 (bench/README, same warm pipeline, 3 rounds each way): 64 streams of two 4 s
+# sentences 612x -> 658x real time in all, first audio alike.
+SENTENCE_LEAD = 1.5
 # The fast path on CUDA runs the vocoder as channels-last 2-D convolutions
 # (``Generator.use_channels_last``): cuDNN's half-precision kernels read that layout.
 SOVITS_CHANNELS_LAST = True
@@ -321,6 +331,13 @@ def next_decode_at(decoded: int) -> int:
     if decoded <= 0:
         return STREAM_FIRST_TOKENS
     return decoded + min(STREAM_MAX_CHUNK_TOKENS, max(STREAM_NEXT_TOKENS, decoded))
+
+
+def first_decode_at(banked_tokens: float) -> int:
+    """Token count of a sentence's first streamed decode when its request has already sent
+    ``banked_tokens`` tokens' worth of audio (0: the first sentence, ``STREAM_FIRST_TOKENS``;
+    else ``SENTENCE_LEAD`` times that, at least as many)."""
+    return max(STREAM_FIRST_TOKENS, int(SENTENCE_LEAD * max(0.0, banked_tokens)))
 
 
 def stream_sent_frames(tokens: int, frames_per_token: int) -> int:
@@ -908,6 +925,7 @@ class Pipeline:
             ahead.append(self._open_next(sentences, prompt, language, cfg))
 
         meanwhile = open_next if OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1 else None
+        banked = 0  # samples sent so far: the audio a later sentence starts with in hand
         try:
             while True:
                 upcoming = ahead.popleft() if ahead else None
@@ -922,15 +940,18 @@ class Pipeline:
                 chunks = drain(row) if row is not None else None
                 try:
                     pieces = self._stream_sentence(
-                        prompt, feats, cfg, rng, chunks, meanwhile, row if side_by_side else None
-                    )
+                        prompt, feats, cfg, rng, chunks, meanwhile,
+                        row if side_by_side else None, banked,
+                    )  # fmt: skip
                     with contextlib.closing(pieces):  # a cancelled request stops it now
                         for piece in pieces:
+                            banked += len(piece)
                             yield piece
                             if side_by_side and len(piece):
                                 self._open_side_by_side(ahead, sentences, prompt, language, cfg)
                 finally:
                     upcoming.close()  # its row back, even if the sentence never read it
+                banked += len(pause)
                 yield pause
         finally:
             for opened in ahead:  # opened, never read: its row goes back
@@ -1001,6 +1022,7 @@ class Pipeline:
         chunks: Iterator[Tensor] | None = None,
         meanwhile: Callable[[], None] | None = None,
         row: RowStream | None = None,
+        banked: int = 0,
     ) -> Generator[np.ndarray, None, None]:
         """Re-decode the growing token prefix at each chunk boundary and send the audio that
         later tokens no longer change much (all but the last few tokens' worth). ``row``
@@ -1011,15 +1033,16 @@ class Pipeline:
         Each decode vocodes only from the first unsent latent frame (with context): its
         audio starts at sample ``offset``, that frame's first. ``chunks``: the sentence's
         tokens, when its row was opened ahead (else opened here); ``meanwhile`` is called
-        once the GPT is done and the last decode is on its way (``_decode_soon``).
+        once the GPT is done and the last decode is on its way (``_decode_soon``);
+        ``banked``: samples the request has sent before this sentence (``first_decode_at``).
         """
         sovits = self._sovits_model(prompt.sovits).model
         noise = NoiseTape(sovits.cfg.inter_channels, rng.noise, self.device)
         tokens: list[Tensor] = []
-        n, sent, decoded, target = 0, 0, 0, next_decode_at(0)  # n: tokens so far
-        audio, offset = np.zeros(0, dtype=np.float32), 0
         up = sovits.cfg.upsample_factor
         per_token = up * sovits.cfg.frames_per_token / _f(cfg.speed)
+        n, sent, decoded, target = 0, 0, 0, first_decode_at(banked / per_token)  # n: tokens
+        audio, offset = np.zeros(0, dtype=np.float32), 0
         if chunks is None:
             chunks = self._token_chunks(prompt, feats, cfg, rng)
         for chunk in chunks:
