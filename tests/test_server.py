@@ -440,3 +440,21 @@ async def test_chunk_framer_writes_the_bytes_wyoming_writes(rate: int) -> None:
             assert event is not None and AudioChunk.is_type(event.type)
             back = AudioChunk.from_event(event)
             assert (back.rate, back.timestamp, back.audio) == (rate, timestamp, payload)
+
+
+def test_pcm_chunker_rounds_clips_and_keeps_every_sample() -> None:
+    """The server's PCM is the product's one conversion (rounded, clipped, symmetric), not a
+    truncation toward zero that would flatten the quietest samples; pieces of any length
+    come out as whole chunks with nothing lost at their seams."""
+    import numpy as np
+
+    from wyoming_sovits.audio import float_to_pcm16
+    from wyoming_sovits.handler import _PcmChunker
+
+    audio = np.array([0.0, 0.9 / 32767, -0.9 / 32767, 0.5, 1.7, -2.0, 1.0, -1.0], np.float32)
+    values = np.frombuffer(float_to_pcm16(audio), "<i2").tolist()
+    assert values == [0, 1, -1, 16384, 32767, -32767, 32767, -32767]
+    chunker = _PcmChunker(3)
+    out = chunker.add(audio[:5]) + chunker.add(audio[5:]) + chunker.flush()
+    assert [len(c) for c in out] == [6, 6, 4]
+    assert b"".join(out) == float_to_pcm16(audio)

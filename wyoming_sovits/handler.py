@@ -43,6 +43,7 @@ from wyoming.tts import (
 )
 from wyoming.version import __version__ as WYOMING_VERSION
 
+from .audio import float_to_pcm16
 from .engine import Engine, SynthesisStream
 from .info import build_info
 from .settings import ServerSettings, SynthesisConfig
@@ -78,7 +79,7 @@ class _PcmChunker:
         self._pending = b""
 
     def add(self, audio: np.ndarray) -> list[bytes]:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()  # (T,) int16
+        pcm = float_to_pcm16(audio)  # (T,) int16, rounded like every other writer
         data = self._pending + pcm
         cut = len(data) - len(data) % self._bytes
         self._pending = data[cut:]
