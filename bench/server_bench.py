@@ -40,7 +40,12 @@ apart, as every concurrent row did until the third session of 2026-12-04), "ab" 
 ``AB_PAIRS`` rounds each way of the GPT below the decodes against the product's GPT above
 them, alternating on the same warm pipeline), "ablead" (the same with a request's later
 sentences streamed in chunks from their 12th token, as before the fourth session of
-2026-12-04, against the product's ``SENTENCE_LEAD``). Modes combine with "+".
+2026-12-04, against the product's ``SENTENCE_LEAD``), "abtail" (the same over ``TAIL_WAYS``:
+the next sentence's text at the last decode of the one before, its prefill below the
+decodes and no cap on a later sentence's first decode, as before the fifth session of
+2026-12-04, the product without each of them, and another cap), "abgc" (the same with the
+heap thawed, ``gc.unfreeze``, against the product's frozen after warm-up). Modes combine
+with "+".
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same,64:triton:gpu+tok8". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
 work ("4,64").
@@ -53,6 +58,7 @@ import contextlib
 import cProfile
 import dataclasses
 import functools
+import gc
 import io
 import itertools
 import json
@@ -83,7 +89,8 @@ from wyoming_clients import first_and_last, serve_clients, timed_client  # noqa:
 import wyoming_sovits.batching as batching_module  # noqa: E402
 import wyoming_sovits.pipeline as pipeline_module  # noqa: E402
 from wyoming_sovits.batching import ContinuousBatcher  # noqa: E402
-from wyoming_sovits.engine import Engine  # noqa: E402
+from wyoming_sovits.engine import Engine, freeze_heap  # noqa: E402
+from wyoming_sovits.fast import SoVITSGraphs  # noqa: E402
 from wyoming_sovits.handler import SovitsEventHandler  # noqa: E402
 from wyoming_sovits.pipeline import Pipeline  # noqa: E402
 from wyoming_sovits.settings import ServerSettings  # noqa: E402
@@ -228,8 +235,9 @@ async def _concurrent(
     python_profile: cProfile.Profile | WallSampler | GpuTimeline | None = None,
     same_text: bool = False,
     client_processes: int = CLIENT_PROCESSES,
-    ab: Callable[[bool], None] | None = None,
-    ab_results: dict[bool, list[tuple[float, float, float]]] | None = None,
+    ab: Callable[[int], None] | None = None,
+    ab_results: dict[int, list[tuple[float, float, float]]] | None = None,
+    ab_ways: int = 2,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
     captures the batched graphs it needs): the second round's timings and wall, the first
@@ -240,7 +248,7 @@ async def _concurrent(
     Home Assistant does; 0: in this process, where they parse every audio-chunk under the
     server's GIL. ``python_profile`` runs during the second round (every thread's Python,
     on 3.12+). ``ab``: then ``AB_PAIRS`` more rounds of the second round's sentences each
-    way, ``ab(False)`` then ``ab(True)`` before each (which also empties the text cache:
+    of ``ab_ways`` ways, ``ab(0)``, ``ab(1)``, ... before each (which also empties the text cache:
     every round computes its text), their (aggregate x real time, first audio p50, p95 ms) into
     ``ab_results[way]``."""
     texts = [TEXT] * 2 * clients if same_text else distinct_sentences(2 * clients)
@@ -260,7 +268,7 @@ async def _concurrent(
         if python_profile is not None:
             python_profile.disable()
         for _ in range(AB_PAIRS if ab is not None else 0):
-            for way in (False, True):
+            for way in range(ab_ways):
                 assert ab is not None and ab_results is not None
                 ab(way)
                 got = await serve_clients(port, said, client_processes or CLIENT_PROCESSES)
@@ -466,6 +474,9 @@ def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]
     wrap(ContinuousBatcher, "_prefill_group", "prefill group", lambda _self, group: len(group))
     wrap(batching_module, "pack_inputs", "prefill packing", lambda items, *_a: len(items))
     wrap(ContinuousBatcher, "_admit", "prefill rows' state", lambda _self, group, *_a: len(group))
+    wrap(ContinuousBatcher, "_capture", "GPT graph capture", None)
+    wrap(SoVITSGraphs, "_capture", "SoVITS graph capture", None)
+    wrap(SoVITSGraphs, "_captured", "SoVITS graph capture", None)
     deliver = engine_module._SynthJob.deliver
     seen: set[int] = set()
 
@@ -476,10 +487,21 @@ def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]
             events.append(("first chunk handed over", now, now, 1))
         deliver(job, item)
 
+    collecting: list[float] = []
+
+    def collection(phase: str, info: dict[str, int]) -> None:  # the GC's own callback
+        if phase == "start":
+            collecting.append(time.perf_counter())
+        elif collecting:
+            kind = f"Python GC gen {info['generation']}"
+            events.append((kind, collecting.pop(), time.perf_counter(), info["collected"]))
+
     engine_module._SynthJob.deliver = first_chunk  # type: ignore[method-assign,assignment]
+    gc.callbacks.append(collection)
     try:
         yield events
     finally:
+        gc.callbacks.remove(collection)
         engine_module._SynthJob.deliver = deliver  # type: ignore[method-assign]
         for owner, name, original, own in reversed(patched):
             if own or isinstance(owner, type):
@@ -500,7 +522,18 @@ def report_timeline(label: str, events: list[tuple[str, float, float, int]], sta
     for kind, got in kinds.items():
         at = sorted(t for t, _, _ in got)
         note = f"first {at[0]:.0f}, median {statistics.median(at):.0f}, last {at[-1]:.0f} ms"
-        if kind in ("prefill group", "prefill packing", "prefill rows' state", "decode flush"):
+        if kind.startswith("Python GC"):  # how long the worker and event loop stood still
+            spans = [d for _, d, _ in got]
+            note = f"{sum(spans):.0f} ms in all, longest {max(spans):.1f} ms; {note}"
+        if kind in (
+            "prefill group",
+            "prefill packing",
+            "prefill rows' state",
+            "decode flush",
+            "GPT graph capture",
+            "SoVITS graph capture",
+            "Python GC gen 2",
+        ):
             note = "; ".join(f"{t:.0f}+{d:.0f} ({n})" for t, d, n in got[:14])
         row(f"{label}: round 2 {kind}", f"{len(got)}", note)
     at = sorted(firsts)
@@ -605,8 +638,8 @@ def measure_concurrent(
     (a key of ``AB_SWITCHES``): then ``AB_PAIRS`` rounds each way of the product without
     one of its choices (``ab``: the GPT below the decodes, its replays on the caller's
     stream, none queued before a decode, ``GPT_ABOVE_DECODES`` off; ``ablead``: later
-    sentences' first decode at ``STREAM_FIRST_TOKENS``, ``SENTENCE_LEAD`` 0) against the
-    product, alternating on the same warm pipeline."""
+    sentences' first decode at ``STREAM_FIRST_TOKENS``, ``SENTENCE_LEAD`` 0; ``abtail``:
+    ``TAIL_WAYS``) against the product, alternating on the same warm pipeline."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -700,7 +733,7 @@ def _measure_concurrent(
         if python_profile:
             kind = {"py": cProfile.Profile, "wall": WallSampler, "gpu": GpuTimeline}
             py_prof = kind[python_profile]()
-        ab_results: dict[bool, list[tuple[float, float, float]]] = {}
+        ab_results: dict[int, list[tuple[float, float, float]]] = {}
         with (
             stage_timers(pipeline, queue_wait) as spent,
             profiler as prof,
@@ -710,6 +743,7 @@ def _measure_concurrent(
                 _concurrent(
                     engine, registry, settings, clients, py_prof, same_text, client_processes,
                     AB_SWITCHES[ab][0](pipeline) if ab else None, ab_results,
+                    len(AB_SWITCHES[ab][1]) if ab else 2,
                 )
             )  # fmt: skip
         if isinstance(py_prof, cProfile.Profile):
@@ -764,15 +798,15 @@ def _measure_concurrent(
             + " ms")  # fmt: skip
 
 
-def gpt_above_decodes(pipeline: Pipeline) -> Callable[[bool], None]:
+def gpt_above_decodes(pipeline: Pipeline) -> Callable[[int], None]:
     """Switches the warm ``pipeline`` between the GPT's replays above the decodes
     (``GPT_ABOVE_DECODES``: their own stream of higher priority, one queued before each
     decode launch) and below (the caller's stream, none queued first), emptying its text
     cache each time; the batches keep their graphs."""
     streams = {id(b): b._replay_stream for b in pipeline._batchers.values()}
 
-    def switch(on: bool) -> None:
-        pipeline_module.GPT_ABOVE_DECODES = on
+    def switch(on: int) -> None:
+        pipeline_module.GPT_ABOVE_DECODES = bool(on)
         for batcher in pipeline._batchers.values():
             batcher._replay_stream = streams.get(id(batcher)) if on else None
         pipeline._text_cache.clear()
@@ -780,24 +814,67 @@ def gpt_above_decodes(pipeline: Pipeline) -> Callable[[bool], None]:
     return switch
 
 
-def sentence_lead(pipeline: Pipeline) -> Callable[[bool], None]:
+def sentence_lead(pipeline: Pipeline) -> Callable[[int], None]:
     """Switches ``SENTENCE_LEAD`` between the product's (later sentences decoded from
     ``first_decode_at``) and 0 (every sentence's first decode at ``STREAM_FIRST_TOKENS``),
     emptying ``pipeline``'s text cache each time."""
     product = pipeline_module.SENTENCE_LEAD
 
-    def switch(on: bool) -> None:
+    def switch(on: int) -> None:
         pipeline_module.SENTENCE_LEAD = product if on else 0.0
         pipeline._text_cache.clear()
 
     return switch
 
 
+def frozen_heap(pipeline: Pipeline) -> Callable[[int], None]:
+    """Switches between the heap as warm-up left it frozen (``engine.freeze_heap``) and
+    thawed (``gc.unfreeze``: every object in the collector's oldest generation, as before
+    the fifth session of 2026-12-04), emptying ``pipeline``'s text cache each time."""
+
+    def switch(on: int) -> None:
+        if on:
+            freeze_heap()
+        else:
+            gc.unfreeze()
+        pipeline._text_cache.clear()
+
+    return switch
+
+
+# the "abtail" mode's ways: (next text at first audio, prefill above decodes, lead cap)
+TAIL_WAYS = ((False, False, None), (False, True, 64), (True, False, 64), (True, True, None),
+             (True, True, 48), (True, True, 64))  # fmt: skip
+
+
+def sentence_gap(pipeline: Pipeline) -> Callable[[int], None]:
+    """Switches ``pipeline`` between ``TAIL_WAYS``: the next sentence's text at the first
+    audio of the one before (``NEXT_TEXT_AT_FIRST_AUDIO``) or at its last decode, its
+    prefill on the GPT's stream above the decodes (``prefill_on_replay_stream``) or on the
+    worker's below them, and the cap on a later sentence's first decode
+    (``SENTENCE_LEAD_MAX_TOKENS``), emptying its text cache each time."""
+
+    def switch(way: int) -> None:
+        early, above, cap = TAIL_WAYS[way]
+        pipeline_module.NEXT_TEXT_AT_FIRST_AUDIO = early
+        pipeline_module.SENTENCE_LEAD_MAX_TOKENS = cap
+        for batcher in pipeline._batchers.values():
+            batcher.prefill_on_replay_stream = above
+        pipeline._text_cache.clear()
+
+    return switch
+
+
 # the "ab" modes: the switch of a warm pipeline, and each way's row name
-AB_SWITCHES: dict[str, tuple[Callable[[Pipeline], Callable[[bool], None]], dict[bool, str]]] = {
-    "ab": (gpt_above_decodes, {False: "GPT below decodes (before)", True: "GPT above decodes (product)"}),
-    "ablead": (sentence_lead, {False: "later sentences from token 12 (before)",
-                               True: "later sentences' lead (product)"}),
+AB_SWITCHES: dict[str, tuple[Callable[[Pipeline], Callable[[int], None]], list[str]]] = {
+    "ab": (gpt_above_decodes, ["GPT below decodes (before)", "GPT above decodes (product)"]),
+    "ablead": (sentence_lead, ["later sentences from token 12 (before)",
+                               "later sentences' lead (product)"]),
+    "abgc": (frozen_heap, ["heap not frozen (before)", "heap frozen after warm-up (product)"]),
+    "abtail": (sentence_gap, ["next text at last decode, prefill below decodes, no lead cap (before)",
+                              "product, next text at last decode", "product, prefill below decodes",
+                              "product, no lead cap", "product, lead cap 48",
+                              "product (lead cap 64)"]),
 }  # fmt: skip
 
 

@@ -192,6 +192,23 @@ def test_phrase_cache_lru() -> None:
     assert audio is not None and not audio.flags.writeable
 
 
+def test_warm_up_freezes_the_heap_until_close(registry: VoiceRegistry) -> None:
+    """After warm-up what is alive (models, graphs) is out of the garbage collector's sight
+    (``freeze_heap``): its full collections no longer walk it while serving. Closing the
+    engine gives it back, so cycles among what it held are freed again."""
+    import gc
+
+    gc.unfreeze()
+    engine = make_engine(registry, FakeBackend())
+    try:
+        assert gc.get_freeze_count() == 0
+        engine.warm_up(["bob"])
+        assert gc.get_freeze_count() > 0
+    finally:
+        engine.close()
+    assert gc.get_freeze_count() == 0
+
+
 def test_warm_up_runs_on_worker_and_reports_failure(registry: VoiceRegistry) -> None:
     backend = FakeBackend()
     engine = make_engine(registry, backend)

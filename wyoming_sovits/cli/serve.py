@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from wyoming.server import AsyncServer
 
 from ..download import DEFAULT_VERSION, WEIGHT_SETS
-from ..engine import Engine, SynthesisBackend, WarmUpError
+from ..engine import Engine, SynthesisBackend, WarmUpError, freeze_heap
 from ..handler import SovitsEventHandler
 from ..settings import DEVICES, DTYPES, GPT_KERNELS, ServerSettings, SettingsError
 from ..voices import VoiceRegistry
@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
     engine.start()
     try:
         if settings.warm_up:
-            engine.warm_up([default_voice])
+            engine.warm_up([default_voice])  # and then freezes the heap
+        else:
+            freeze_heap()
         asyncio.run(serve(settings, engine, registry))
     except WarmUpError as err:
         _LOGGER.error("%s", err)
