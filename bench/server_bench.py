@@ -236,7 +236,7 @@ async def _concurrent(
     same_text: bool = False,
     client_processes: int = CLIENT_PROCESSES,
     ab: Callable[[int], None] | None = None,
-    ab_results: dict[int, list[tuple[float, float, float]]] | None = None,
+    ab_results: dict[int, list[tuple[float, float, float, float, float]]] | None = None,
     ab_ways: int = 2,
 ) -> tuple[list[tuple[float, float, int]], float, float, float]:
     """``clients`` simultaneous connections, each one sentence, twice (the first round also
@@ -271,17 +271,38 @@ async def _concurrent(
             for way in range(ab_ways):
                 assert ab is not None and ab_results is not None
                 ab(way)
-                got = await serve_clients(port, said, client_processes or CLIENT_PROCESSES)
+                with collector_time() as collected:
+                    got = await serve_clients(port, said, client_processes or CLIENT_PROCESSES)
                 t0 = min(t[0] for t in got)
                 span = max(t[0] + t[2] for t in got) - t0
                 firsts = [1e3 * t[1] for t in got]
                 audio = sum(t[3] for t in got) / engine.sample_rate
                 ab_results.setdefault(way, []).append(
-                    (audio / span, statistics.median(firsts), _percentile(firsts, 0.95))
-                )
+                    (audio / span, statistics.median(firsts), _percentile(firsts, 0.95),
+                     1e3 * sum(collected), 1e3 * max(collected, default=0.0))
+                )  # fmt: skip
         start = min(t[0] for t in timed)
         wall = max(t[0] + t[2] for t in timed) - start
         return [(f, total, int(n)) for _, f, total, n in timed], wall, first_round, start
+
+
+@contextlib.contextmanager
+def collector_time() -> Iterator[list[float]]:
+    """The seconds each garbage collection took while the block ran (any thread's)."""
+    spans: list[float] = []
+    began: list[float] = []
+
+    def collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began.append(time.perf_counter())
+        elif began:
+            spans.append(time.perf_counter() - began.pop())
+
+    gc.callbacks.append(collection)
+    try:
+        yield spans
+    finally:
+        gc.callbacks.remove(collection)
 
 
 class WallSampler:
@@ -511,13 +532,13 @@ def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]
 
 
 def report_timeline(label: str, events: list[tuple[str, float, float, int]], start: float,
-                    firsts: list[float]) -> None:  # fmt: skip
+                    firsts: list[float], wall: float) -> None:  # fmt: skip
     """Rows for the second round of ``timeline``'s events: per kind, how many and when
     (ms after the round began: first, median, last); each prefill group and decode flush
     as start+duration (count); the clients' first audio."""
     kinds: dict[str, list[tuple[float, float, int]]] = {}
     for kind, t0, t1, n in events:
-        if t0 >= start:
+        if start <= t0 <= start + wall:  # the second round's (not the A/B rounds after it)
             kinds.setdefault(kind, []).append((1e3 * (t0 - start), 1e3 * (t1 - t0), n))
     for kind, got in kinds.items():
         at = sorted(t for t, _, _ in got)
@@ -733,7 +754,7 @@ def _measure_concurrent(
         if python_profile:
             kind = {"py": cProfile.Profile, "wall": WallSampler, "gpu": GpuTimeline}
             py_prof = kind[python_profile]()
-        ab_results: dict[int, list[tuple[float, float, float]]] = {}
+        ab_results: dict[int, list[tuple[float, float, float, float, float]]] = {}
         with (
             stage_timers(pipeline, queue_wait) as spent,
             profiler as prof,
@@ -786,7 +807,7 @@ def _measure_concurrent(
         row(f"{label}: worker in {stage}", f"{sum(times):.2f} s",
             f"{len(times)} calls, {1e3 * sum(times) / len(times):.1f} ms each")  # fmt: skip
     if events:
-        report_timeline(label, events, start, firsts)
+        report_timeline(label, events, start, firsts, wall)
     if isinstance(py_prof, WallSampler | GpuTimeline):
         py_prof.report(label)
     for way, runs in sorted(ab_results.items()):
@@ -795,7 +816,7 @@ def _measure_concurrent(
         row(f"{label}: A/B {name}", f"{aggregate:.0f}x real time",
             "aggregate per round " + ", ".join(f"{r[0]:.0f}x" for r in runs)
             + "; first audio p50/p95 " + ", ".join(f"{r[1]:.0f}/{r[2]:.0f}" for r in runs)
-            + " ms")  # fmt: skip
+            + " ms; GC ms (longest) " + ", ".join(f"{r[3]:.0f} ({r[4]:.0f})" for r in runs))  # fmt: skip
 
 
 def gpt_above_decodes(pipeline: Pipeline) -> Callable[[int], None]:
