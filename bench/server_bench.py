@@ -40,12 +40,10 @@ apart, as every concurrent row did until the third session of 2026-12-04), "ab" 
 ``AB_PAIRS`` rounds each way of the GPT below the decodes against the product's GPT above
 them, alternating on the same warm pipeline), "ablead" (the same with a request's later
 sentences streamed in chunks from their 12th token, as before the fourth session of
-2026-12-04, against the product's ``SENTENCE_LEAD``), "abtail" (the same over ``TAIL_WAYS``:
-the next sentence's text at the last decode of the one before, its prefill below the
-decodes and no cap on a later sentence's first decode, as before the fifth session of
-2026-12-04, the product without each of them, and another cap), "abgc" (the same with the
-heap thawed, ``gc.unfreeze``, against the product's frozen after warm-up). Modes combine
-with "+".
+2026-12-04, against the product's ``SENTENCE_LEAD``), "abprefill" (the same with the
+prefills on the worker's stream below the decodes against the product's on the GPT's
+stream above them), "abgc" (the same with the heap thawed, ``gc.unfreeze``, against the
+product's frozen after warm-up). Modes combine with "+".
 E.g. "4:triton,64:torch,64:triton-sampler:sync,64:triton:same,64:triton:gpu+tok8". ``BENCH_PROFILE`` "1" (the
 4-client row) or the client counts whose rows also report the worker's time per kind of
 work ("4,64").
@@ -659,8 +657,9 @@ def measure_concurrent(
     (a key of ``AB_SWITCHES``): then ``AB_PAIRS`` rounds each way of the product without
     one of its choices (``ab``: the GPT below the decodes, its replays on the caller's
     stream, none queued before a decode, ``GPT_ABOVE_DECODES`` off; ``ablead``: later
-    sentences' first decode at ``STREAM_FIRST_TOKENS``, ``SENTENCE_LEAD`` 0; ``abtail``:
-    ``TAIL_WAYS``) against the product, alternating on the same warm pipeline."""
+    sentences' first decode at ``STREAM_FIRST_TOKENS``, ``SENTENCE_LEAD`` 0; ``abprefill``:
+    the prefills below the decodes; ``abgc``: the heap thawed) against the product,
+    alternating on the same warm pipeline."""
     min_streams = {None: OVERLAP_DEFAULT, True: 1, False: 1 << 30}[overlap]
     with (
         batch_run_ahead(run_ahead),
@@ -863,24 +862,14 @@ def frozen_heap(pipeline: Pipeline) -> Callable[[int], None]:
     return switch
 
 
-# the "abtail" mode's ways: (next text at first audio, prefill above decodes, lead cap)
-TAIL_WAYS = ((False, False, None), (False, True, 64), (True, False, 64), (True, True, None),
-             (True, True, 48), (True, True, 64))  # fmt: skip
+def prefill_above_decodes(pipeline: Pipeline) -> Callable[[int], None]:
+    """Switches ``pipeline``'s batches between prefills on the worker's stream, below the
+    decodes (as before the fifth session of 2026-12-04), and on the GPT's replay stream
+    above them (``prefill_on_replay_stream``), emptying its text cache each time."""
 
-
-def sentence_gap(pipeline: Pipeline) -> Callable[[int], None]:
-    """Switches ``pipeline`` between ``TAIL_WAYS``: the next sentence's text at the first
-    audio of the one before (``NEXT_TEXT_AT_FIRST_AUDIO``) or at its last decode, its
-    prefill on the GPT's stream above the decodes (``prefill_on_replay_stream``) or on the
-    worker's below them, and the cap on a later sentence's first decode
-    (``SENTENCE_LEAD_MAX_TOKENS``), emptying its text cache each time."""
-
-    def switch(way: int) -> None:
-        early, above, cap = TAIL_WAYS[way]
-        pipeline_module.NEXT_TEXT_AT_FIRST_AUDIO = early
-        pipeline_module.SENTENCE_LEAD_MAX_TOKENS = cap
+    def switch(on: int) -> None:
         for batcher in pipeline._batchers.values():
-            batcher.prefill_on_replay_stream = above
+            batcher.prefill_on_replay_stream = bool(on)
         pipeline._text_cache.clear()
 
     return switch
@@ -892,10 +881,8 @@ AB_SWITCHES: dict[str, tuple[Callable[[Pipeline], Callable[[int], None]], list[s
     "ablead": (sentence_lead, ["later sentences from token 12 (before)",
                                "later sentences' lead (product)"]),
     "abgc": (frozen_heap, ["heap not frozen (before)", "heap frozen after warm-up (product)"]),
-    "abtail": (sentence_gap, ["next text at last decode, prefill below decodes, no lead cap (before)",
-                              "product, next text at last decode", "product, prefill below decodes",
-                              "product, no lead cap", "product, lead cap 48",
-                              "product (lead cap 64)"]),
+    "abprefill": (prefill_above_decodes, ["prefills below decodes (before)",
+                                          "prefills above decodes (product)"]),
 }  # fmt: skip
 
 

@@ -550,9 +550,9 @@ def test_next_sentence_opens_while_the_last_decode_is_on_its_way(
     opened: list[bool] = []  # per sentence opened ahead: whether a decode was in flight then
     open_next = Pipeline._open_next
 
-    def watched(self: Pipeline, *args: object, **kwargs: object) -> object:
+    def watched(self: Pipeline, *args: object) -> object:
         opened.append(any(not (e.waited or e.queries > e.polls) for e in events))
-        return open_next(self, *args, **kwargs)  # type: ignore[arg-type]
+        return open_next(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Pipeline, "_open_next", watched)
     prompt = single.prepare_prompt(make_voice())
@@ -562,59 +562,6 @@ def test_next_sentence_opens_while_the_last_decode_is_on_its_way(
     got = _interleave(batched, prompt, LONG_TEXTS)
     assert opened and all(opened)  # each while its sentence's last decode was in flight
     _assert_near_alone(batched, got, want)
-
-
-@pytest.mark.parametrize("early", [True, False])
-def test_next_sentence_text_comes_with_the_first_audio(
-    batched: Pipeline, monkeypatch: pytest.MonkeyPatch, early: bool
-) -> None:
-    """With several streams a request's next sentence's text is done once the sentence
-    before has sent its first audio (``NEXT_TEXT_AT_FIRST_AUDIO``), before that sentence's
-    last decode; its row is still opened at that decode. Off, the text waits for it too.
-    The audio is the same either way."""
-    import wyoming_sovits.pipeline as pipeline_module
-
-    monkeypatch.setattr(pipeline_module, "BATCH_DECODE_MIN_ROWS", 1)
-    monkeypatch.setattr(pipeline_module, "NEXT_TEXT_AT_FIRST_AUDIO", early)
-    _slow_decodes(monkeypatch, polls=3)  # each decode's audio on its way for a while
-    prompt = batched.prepare_prompt(make_voice())
-    text = "Good morning! The kettle is on."
-    batched._text_cache.clear()
-    log: list[str] = []
-    features, decode_soon, open_next = (
-        Pipeline._sentence_features, Pipeline._decode_soon, Pipeline._open_next
-    )  # fmt: skip
-
-    def text_of(self: Pipeline, sentence: str, language: str) -> object:
-        log.append(f"text {sentence.strip()}")
-        return features(self, sentence, language)
-
-    def decoded(self: Pipeline, *args: object) -> object:
-        log.append("last decode" if len(args) > 6 and args[6] is not None else "decode")
-        return (yield from decode_soon(self, *args))  # type: ignore[arg-type]
-
-    def opened(self: Pipeline, *args: object, **kwargs: object) -> object:
-        log.append("open next")
-        return open_next(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Pipeline, "_sentence_features", text_of)
-    monkeypatch.setattr(Pipeline, "_decode_soon", decoded)
-    monkeypatch.setattr(Pipeline, "_open_next", opened)
-    heard = []
-    for chunk in batched.synthesize(text, prompt, GREEDY, stream=True):
-        if len(chunk) and "audio" not in log:
-            log.append("audio")
-        heard.append(chunk)
-    second = log.index("text The kettle is on.")
-    assert log.index("text Good morning!") < log.index("audio")
-    if early:  # with the first sentence's first audio, before its last decode
-        assert log.index("audio") < second < log.index("last decode") < log.index("open next")
-    else:
-        assert log.index("last decode") < log.index("open next") < second
-    monkeypatch.setattr(pipeline_module, "NEXT_TEXT_AT_FIRST_AUDIO", not early)
-    batched._text_cache.clear()
-    other = list(batched.synthesize(text, prompt, GREEDY, stream=True))
-    np.testing.assert_array_equal(np.concatenate(heard), np.concatenate(other))
 
 
 def test_next_sentence_opened_ahead_gives_its_row_back_when_closed(

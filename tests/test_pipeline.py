@@ -200,35 +200,19 @@ def test_streaming_vocodes_only_the_audio_not_yet_sent(
 def test_first_decode_waits_for_the_audio_in_hand() -> None:
     assert first_decode_at(0) == STREAM_FIRST_TOKENS  # the first sentence: first audio soon
     assert first_decode_at(2) == STREAM_FIRST_TOKENS  # little in hand: as soon as ever
-    cap = pipeline_module.SENTENCE_LEAD_MAX_TOKENS
-    assert cap is not None and int(pipeline_module.SENTENCE_LEAD * 30) < cap
-    with pytest.MonkeyPatch.context() as patch:  # the cap never makes a first decode sooner
-        patch.setattr(pipeline_module, "SENTENCE_LEAD_MAX_TOKENS", 1)
-        assert first_decode_at(0) == first_decode_at(1000) == STREAM_FIRST_TOKENS
-    assert first_decode_at(30) == int(pipeline_module.SENTENCE_LEAD * 30)
-    assert first_decode_at(1000) == cap  # a long sentence before: part decoded while the GPT runs
+    assert first_decode_at(100) == int(pipeline_module.SENTENCE_LEAD * 100)
 
 
-def test_first_decode_lead_without_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline_module, "SENTENCE_LEAD_MAX_TOKENS", None)
-    assert first_decode_at(1000) == int(pipeline_module.SENTENCE_LEAD * 1000)
-
-
-@pytest.mark.parametrize("lead", ["lead", "none", "capped"])
+@pytest.mark.parametrize("lead", [True, False])
 def test_later_sentence_decoded_once_with_audio_in_hand(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lead: str
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, lead: bool
 ) -> None:
     """A request's second sentence starts with the first one's audio (and pause) sent: it
     is decoded once its tokens are done, not in chunks from its 12th token, and its audio
     is then that of the whole sentence. Without the lead (``SENTENCE_LEAD`` 0) it is
-    chunked like the first; with a cap below its length (``SENTENCE_LEAD_MAX_TOKENS``) its
-    first decode comes at the cap, and the rest at its end."""
-    if lead == "none":
+    chunked like the first."""
+    if not lead:
         monkeypatch.setattr(pipeline_module, "SENTENCE_LEAD", 0.0)
-    capped = STREAM_FIRST_TOKENS  # below the 16 tokens the lead would wait for
-    monkeypatch.setattr(
-        pipeline_module, "SENTENCE_LEAD_MAX_TOKENS", capped if lead == "capped" else None
-    )
     sovits = pipeline.sovits.model
     flowed: list[int] = []
     flow = sovits.flow_reverse
@@ -246,15 +230,13 @@ def test_later_sentence_decoded_once_with_audio_in_hand(
     pieces = list(pipeline.synthesize(text, prompt, cfg, stream=True))
     per_token = sovits.cfg.frames_per_token
     first = flowed[:2]  # the first sentence: its 12th token, then its last
-    first_points = [STREAM_FIRST_TOKENS, MAX_TOKENS]
-    assert first == [t * per_token for t in first_points]
+    assert first == [STREAM_FIRST_TOKENS * per_token, MAX_TOKENS * per_token]
     later = flowed[2:]
-    want = {"lead": [MAX_TOKENS], "none": first_points, "capped": [capped, MAX_TOKENS]}[lead]
-    assert later == [t * per_token for t in want]
+    assert later == ([MAX_TOKENS * per_token] if lead else first)
     streamed = np.concatenate(pieces)
     assert len(streamed) == sum(len(w) for w in whole)
     second = len(whole[1]) - PAUSE
-    if lead == "lead":  # decoded in one go: the whole sentence's audio
+    if lead:  # decoded in one go: the whole sentence's audio
         np.testing.assert_allclose(streamed[-PAUSE - second : -PAUSE], whole[1][:second], atol=1e-6)
 
 

@@ -120,12 +120,6 @@ STREAM_HOLD_TOKENS = 4
 # H200 (bench/README, same warm pipeline, 3 rounds each way): 64 streams of two 4 s
 # sentences 612x -> 658x real time in all, first audio alike.
 SENTENCE_LEAD = 1.5
-# ... but at most this many tokens in (None: no cap). A request's last sentence has nothing
-# after it to overlap: decoded once at its end, its vocoding runs alone on the GPU once
-# the GPT is done (at 64 streams of two 4 s sentences, 64 rows x 224 frames, the round's
-# last ~90 ms). Decoding the first part while the GPT still runs leaves only the rest
-# for the end.
-SENTENCE_LEAD_MAX_TOKENS: int | None = 64
 # The fast path on CUDA runs the vocoder as channels-last 2-D convolutions
 # (``Generator.use_channels_last``): cuDNN's half-precision kernels read that layout.
 SOVITS_CHANNELS_LAST = True
@@ -173,11 +167,6 @@ GPT_ABOVE_DECODES = True
 # the last decode of the sentence before is on its way (``Pipeline._open_next``), so its
 # text runs while the GPU decodes and its prefill and first steps beside that decode.
 OPEN_NEXT_SENTENCE_AHEAD = True
-# ... and its text comes earlier still, once the sentence before has sent its first audio
-# (``Pipeline._prepare_next``): the worker computes it while the GPU steps the GPT, not in
-# the gap between that sentence's last step and the next one's prefill (64 streams' new
-# English sentences: ~30 ms of the worker there).
-NEXT_TEXT_AT_FIRST_AUDIO = True
 # With one stream on CUDA (the Triton batch of ``max_streams`` 1) a request's sentences
 # decode side by side in a batch of this many rows: once its first sentence has produced
 # tokens the next ones are opened, and each is spoken from its buffered tokens when its turn
@@ -347,12 +336,8 @@ def next_decode_at(decoded: int) -> int:
 def first_decode_at(banked_tokens: float) -> int:
     """Token count of a sentence's first streamed decode when its request has already sent
     ``banked_tokens`` tokens' worth of audio (0: the first sentence, ``STREAM_FIRST_TOKENS``;
-    else ``SENTENCE_LEAD`` times that, at most ``SENTENCE_LEAD_MAX_TOKENS``, and at least
-    as many)."""
-    lead = int(SENTENCE_LEAD * max(0.0, banked_tokens))
-    if SENTENCE_LEAD_MAX_TOKENS is not None:
-        lead = min(SENTENCE_LEAD_MAX_TOKENS, lead)
-    return max(STREAM_FIRST_TOKENS, lead)
+    else ``SENTENCE_LEAD`` times that, at least as many)."""
+    return max(STREAM_FIRST_TOKENS, int(SENTENCE_LEAD * max(0.0, banked_tokens)))
 
 
 def stream_sent_frames(tokens: int, frames_per_token: int) -> int:
@@ -937,15 +922,9 @@ class Pipeline:
         side_by_side = self._side_by_side
 
         def open_next() -> None:
-            prepared = ahead.pop() if ahead else None  # its text done (``prepare_next``)
-            ahead.append(self._open_next(sentences, prompt, language, cfg, prepared=prepared))
-
-        def prepare_next() -> None:
-            if not ahead:
-                ahead.append(self._prepare_next(sentences, language))
+            ahead.append(self._open_next(sentences, prompt, language, cfg))
 
         meanwhile = open_next if OPEN_NEXT_SENTENCE_AHEAD and self.max_streams > 1 else None
-        prepare = prepare_next if meanwhile is not None and NEXT_TEXT_AT_FIRST_AUDIO else None
         banked = 0  # samples sent so far: the audio a later sentence starts with in hand
         try:
             while True:
@@ -968,8 +947,6 @@ class Pipeline:
                         for piece in pieces:
                             banked += len(piece)
                             yield piece
-                            if prepare is not None and len(piece):
-                                prepare()  # the next sentence's text while the GPT steps
                             if side_by_side and len(piece):
                                 self._open_side_by_side(ahead, sentences, prompt, language, cfg)
                 finally:
@@ -1005,15 +982,6 @@ class Pipeline:
                 return feats, sentence
         return None, ""
 
-    def _prepare_next(self, sentences: Iterator[str], language: str) -> _NextSentence:
-        """The next sentence's features alone (``NEXT_TEXT_AT_FIRST_AUDIO``): its row is
-        opened later (``_open_next``); an error is the next sentence's to raise."""
-        try:
-            feats, sentence = self._next_sentence(sentences, language)
-        except Exception as err:
-            return _NextSentence(error=err)
-        return _NextSentence(feats, sentence=sentence)
-
     def _open_next(
         self,
         sentences: Iterator[str],
@@ -1022,28 +990,28 @@ class Pipeline:
         cfg: SynthesisConfig,
         *,
         later_if_too_long: bool = False,
-        prepared: _NextSentence | None = None,
     ) -> _NextSentence:
         """The next sentence's features and, in the shared batch, its row: opened now, so
         its text runs while the GPU decodes the sentence before, and its prefill and first
-        steps beside that decode. ``prepared``: that sentence, its text already done
-        (``_prepare_next``). ``later_if_too_long``: a sentence the batch has too few
+        steps beside that decode. ``later_if_too_long``: a sentence the batch has too few
         slots or no free row for comes without a row (opened in its turn, once the batch
         can grow and the rows before it are free)."""
-        upcoming = prepared if prepared is not None else self._prepare_next(sentences, language)
-        feats = upcoming.feats
-        if feats is None or upcoming.error is not None or upcoming.row is not None:
-            return upcoming
         try:
-            plan = self._plan(prompt, feats, cfg)
-            if plan.batcher is not None:
-                upcoming.row = plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
-        except (BatchTooSmallError, BatchFullError) as err:
-            if not later_if_too_long:
-                upcoming.error = err
+            feats, sentence = self._next_sentence(sentences, language)
+            if feats is None:
+                return _NextSentence()
+            try:
+                plan = self._plan(prompt, feats, cfg)
+                if plan.batcher is None:
+                    return _NextSentence(feats, sentence=sentence)
+                row = plan.batcher.open(plan.item, plan.params, plan.cap, cfg.seed)
+            except (BatchTooSmallError, BatchFullError):
+                if not later_if_too_long:
+                    raise
+                return _NextSentence(feats, sentence=sentence)
+            return _NextSentence(feats, row, sentence=sentence)
         except Exception as err:  # the next sentence's to raise, after this one's audio
-            upcoming.error = err
-        return upcoming
+            return _NextSentence(error=err)
 
     def _stream_sentence(
         self,
