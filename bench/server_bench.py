@@ -277,7 +277,8 @@ async def _concurrent(
                 audio = sum(t[3] for t in got) / engine.sample_rate
                 ab_results.setdefault(way, []).append(
                     (audio / span, statistics.median(firsts), _percentile(firsts, 0.95),
-                     1e3 * sum(collected), 1e3 * max(collected, default=0.0))
+                     1e3 * sum(t1 - t0 for _, t0, t1, _ in collected),
+                     1e3 * max((t1 - t0 for _, t0, t1, _ in collected), default=0.0))
                 )  # fmt: skip
         start = min(t[0] for t in timed)
         wall = max(t[0] + t[2] for t in timed) - start
@@ -285,16 +286,17 @@ async def _concurrent(
 
 
 @contextlib.contextmanager
-def collector_time() -> Iterator[list[float]]:
-    """The seconds each garbage collection took while the block ran (any thread's)."""
-    spans: list[float] = []
+def collector_time() -> Iterator[list[tuple[int, float, float, int]]]:
+    """Each garbage collection while the block ran (any thread's): its generation, start
+    and end (``time.perf_counter``) and how many objects it freed."""
+    spans: list[tuple[int, float, float, int]] = []
     began: list[float] = []
 
     def collection(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             began.append(time.perf_counter())
         elif began:
-            spans.append(time.perf_counter() - began.pop())
+            spans.append((info["generation"], began.pop(), time.perf_counter(), info["collected"]))
 
     gc.callbacks.append(collection)
     try:
@@ -506,21 +508,12 @@ def timeline(pipeline: Pipeline) -> Iterator[list[tuple[str, float, float, int]]
             events.append(("first chunk handed over", now, now, 1))
         deliver(job, item)
 
-    collecting: list[float] = []
-
-    def collection(phase: str, info: dict[str, int]) -> None:  # the GC's own callback
-        if phase == "start":
-            collecting.append(time.perf_counter())
-        elif collecting:
-            kind = f"Python GC gen {info['generation']}"
-            events.append((kind, collecting.pop(), time.perf_counter(), info["collected"]))
-
     engine_module._SynthJob.deliver = first_chunk  # type: ignore[method-assign,assignment]
-    gc.callbacks.append(collection)
     try:
-        yield events
+        with collector_time() as collected:
+            yield events
     finally:
-        gc.callbacks.remove(collection)
+        events += [(f"Python GC gen {g}", t0, t1, n) for g, t0, t1, n in collected]
         engine_module._SynthJob.deliver = deliver  # type: ignore[method-assign]
         for owner, name, original, own in reversed(patched):
             if own or isinstance(owner, type):
