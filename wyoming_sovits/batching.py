@@ -341,10 +341,8 @@ class ContinuousBatcher:
         self._prefill_group(group)
 
     def _prefill_group(self, group: list[tuple[int, _Admission]]) -> None:
-        if self.prefill_on_replay_stream:
-            with self._on_replay_stream():
-                self._prefill_rows(group)
-        else:
+        above = self.prefill_on_replay_stream
+        with self._on_replay_stream() if above else contextlib.nullcontext():
             self._prefill_rows(group)
 
     def _prefill_rows(self, group: list[tuple[int, _Admission]]) -> None:
